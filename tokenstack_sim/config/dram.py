@@ -1,0 +1,281 @@
+"""DRAM device and memory-controller configuration: the `kind = "dram"` config.
+
+A DRAM config is a device (organization, clock, timing parameters, constraint scopes, refresh, energy
+per action) plus the controller and front end that drive it. Timing parameters are given in cycles
+(`nRCD_RD = 31`) or in nanoseconds (`tRCD_RD_ns = 19.4`, rounded up to whole cycles at resolve time),
+exactly one form per parameter. The command set and the constraint table come from a *family* file
+(`arch_configs/dram/families/<family>.toml`), so a standard is data, not code.
+
+`resolve_dram()` is pure: it derives cycle counts, compiles the constraint table against the timing
+values, checks the relations that must hold between timings, and computes capacity and peak bandwidth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+from tokenstack_sim.config.expr import evaluate
+from tokenstack_sim.config.schema import spec
+from tokenstack_sim.errors import InputError
+
+# Every timing parameter a DRAM preset must define, with what it means.
+TIMING_PARAMS: dict[str, str] = {
+    "nBL": "burst length on the data bus",
+    "nCL": "read latency (RD to first data)",
+    "nCWL": "write latency (WR to first data)",
+    "nRCD_RD": "ACT to RD, same bank",
+    "nRCD_WR": "ACT to WR, same bank",
+    "nRP": "PRE to ACT, same bank",
+    "nRAS": "ACT to PRE, same bank",
+    "nRC": "ACT to ACT, same bank",
+    "nWR": "write recovery (end of write data to PRE)",
+    "nRTP": "RD to PRE, same bank",
+    "nCCD_S": "column to column, different bank group",
+    "nCCD_L": "column to column, same bank group",
+    "nCCD_R": "read to read, different SID of one pseudo-channel",
+    "nRRD_S": "ACT to ACT, different bank group",
+    "nRRD_L": "ACT to ACT, same bank group",
+    "nFAW": "window for four ACTs",
+    "nWTR_S": "end of write data to RD, different bank group",
+    "nWTR_L": "end of write data to RD, same bank group",
+    "nRTW": "RD to WR",
+    "nRFC": "all-bank refresh cycle time",
+    "nRFCpb": "per-bank refresh cycle time",
+    "nREFI": "all-bank refresh interval",
+    "nREFIpb": "per-bank refresh interval (one bank of the refresh scope every nREFIpb)",
+    "nRREFD": "per-bank refresh to per-bank refresh or ACT, different bank",
+}
+
+COMMANDS = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb")
+LEVELS = ("channel", "pseudo_channel", "sid", "bank_group", "bank")
+Scope = Literal["channel", "pseudo_channel", "sid", "bank_group", "bank"]
+
+
+@dataclass(frozen=True)
+class Organization:
+    standard: str = spec(doc="standard name, e.g. 'HBM3'")
+    channels: int = spec(min=1, doc="channels per stack")
+    pseudo_channels: int = spec(min=1, doc="pseudo-channels per channel")
+    sids: int = spec(min=1, doc="stack IDs (ranks) per pseudo-channel")
+    bank_groups: int = spec(min=1, doc="bank groups per SID")
+    banks_per_group: int = spec(min=1, doc="banks per bank group")
+    rows: int = spec(min=1, doc="rows per bank")
+    columns: int = spec(min=1, doc="column accesses (bursts) per row")
+    dq_bits: int = spec(min=1, doc="data pins per pseudo-channel")
+    burst_length: int = spec(min=1, doc="beats per access")
+    dies: int = spec(min=1, doc="DRAM dies in the stack")
+    die_density_gbit: int = spec(min=1, doc="die density in Gbit")
+
+
+@dataclass(frozen=True)
+class Clock:
+    data_rate_gbps: float = spec(min=0.1, doc="data rate per pin in Gb/s")
+    tck_ns: float = spec(min=0.01, doc="command clock period in ns")
+
+
+@dataclass(frozen=True)
+class Scopes:
+    faw: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="level at which tFAW counts ACTs")
+    rrd: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="level at which tRRD_S applies")
+    refresh: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="what one all-bank REF covers")
+
+
+@dataclass(frozen=True)
+class Refresh:
+    mode: Literal["all_bank", "per_bank", "none"] = spec("all_bank", doc="refresh policy")
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy per DRAM action; defaults must be cited in each preset."""
+    act_pre_pj: float = spec(min=0.0, doc="one ACT plus its PRE, pJ")
+    rd_pj_per_bit: float = spec(min=0.0, doc="read column access to the stack's pins, pJ/bit")
+    wr_pj_per_bit: float = spec(min=0.0, doc="write column access from the stack's pins, pJ/bit")
+    ref_ab_pj: float = spec(min=0.0, doc="one all-bank REF of the refresh scope, pJ")
+    ref_pb_pj: float = spec(min=0.0, doc="one per-bank REF, pJ")
+    background_mw_per_channel: float = spec(min=0.0, doc="standby power per channel, mW")
+
+
+@dataclass(frozen=True)
+class Controller:
+    read_queue: int = spec(32, min=1, max=4096, doc="read-queue entries per channel controller")
+    write_queue: int = spec(32, min=1, max=4096, doc="write-buffer entries per channel controller")
+    write_high_watermark: float = spec(0.8, min=0.0, max=1.0, doc="drain writes from this fill fraction")
+    write_low_watermark: float = spec(0.2, min=0.0, max=1.0, doc="stop draining at this fill fraction")
+    scheduler: Literal["frfcfs", "fcfs"] = spec("frfcfs", doc="request scheduler")
+    page_policy: Literal["open", "closed"] = spec("open", doc="row-buffer policy")
+    address_map: str = spec("mop4clxor", doc="named map (mop4clxor, row_major, bank_first) or field order")
+    dual_command_bus: bool = spec(True, doc="one row and one column command per cycle (HBM's split CA bus)")
+
+    def __post_init__(self) -> None:
+        if self.write_low_watermark >= self.write_high_watermark:
+            raise InputError("write_low_watermark must be below write_high_watermark", where="write_low_watermark")
+
+
+@dataclass(frozen=True)
+class Frontend:
+    mode: Literal["in_order", "open_loop"] = spec("in_order", doc="how requests reach the controllers")
+    requests_per_cycle: int = spec(32, min=1, doc="requests the in-order front end offers per DRAM cycle")
+
+
+@dataclass(frozen=True)
+class DramConfig:
+    """A `kind = "dram"` config file, as written (before resolve)."""
+    schema_version: int = spec(min=1, max=1, doc="config schema version (1)")
+    kind: Literal["dram"] = spec(doc="'dram'")
+    name: str = spec(doc="preset name")
+    family: str = spec(doc="command/constraint family file under arch_configs/dram/families")
+    organization: Organization = spec()
+    clock: Clock = spec()
+    timing: Mapping[str, float] = spec(doc="timing parameters: nX in cycles or tX_ns in ns")
+    energy: Energy = spec()
+    description: str = spec("", doc="free text")
+    source: str = spec("", doc="where the numbers come from")
+    base: str = spec("", doc="preset this file extends")
+    waive_relations: tuple[str, ...] = spec((), doc="timing relations the source itself violates")
+    scopes: Scopes = spec(default_factory=Scopes)
+    refresh: Refresh = spec(default_factory=Refresh)
+    controller: Controller = spec(default_factory=Controller)
+    frontend: Frontend = spec(default_factory=Frontend)
+
+
+# Relations checked at load: (name, description, predicate over cycle values).
+RELATIONS = (
+    ("rc_ge_ras_plus_rp", "tRC >= tRAS + tRP", ("nRC", "nRAS", "nRP"),
+     lambda n: n["nRC"] >= n["nRAS"] + n["nRP"]),
+    ("ras_ge_rcd", "tRAS >= tRCD_RD", ("nRAS", "nRCD_RD"), lambda n: n["nRAS"] >= n["nRCD_RD"]),
+    ("ccd_l_ge_ccd_s", "tCCD_L >= tCCD_S", ("nCCD_L", "nCCD_S"), lambda n: n["nCCD_L"] >= n["nCCD_S"]),
+    ("rrd_l_ge_rrd_s", "tRRD_L >= tRRD_S", ("nRRD_L", "nRRD_S"), lambda n: n["nRRD_L"] >= n["nRRD_S"]),
+    ("wtr_l_ge_wtr_s", "tWTR_L >= tWTR_S", ("nWTR_L", "nWTR_S"), lambda n: n["nWTR_L"] >= n["nWTR_S"]),
+    ("faw_ge_rrd_s", "tFAW >= tRRD_S", ("nFAW", "nRRD_S"), lambda n: n["nFAW"] >= n["nRRD_S"]),
+    ("refi_gt_rfc", "tREFI > tRFC", ("nREFI", "nRFC"), lambda n: n["nREFI"] > n["nRFC"]),
+    ("ccd_s_ge_bl", "tCCD_S >= burst length (no data-bus overlap)", ("nCCD_S", "nBL"),
+     lambda n: n["nCCD_S"] >= n["nBL"]),
+    ("rtw_clears_bus", "tRTW >= CL + BL - CWL (read data leaves the bus before write data)",
+     ("nRTW", "nCL", "nBL", "nCWL"), lambda n: n["nRTW"] >= n["nCL"] + n["nBL"] - n["nCWL"]),
+)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One compiled timing constraint."""
+    name: str
+    scope: str
+    prev: tuple[str, ...]
+    next: tuple[str, ...]
+    latency_cycles: int
+    window: int = 0
+    sibling: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    levels: tuple[str, ...]
+    commands: tuple[str, ...]
+    constraints: tuple[dict, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class ResolvedDram:
+    """A DRAM config with every derived value computed. Nothing here changes after resolve."""
+    config: DramConfig
+    source: str
+    n: Mapping[str, int]  # timing in cycles, by parameter name
+    constraints: tuple[Constraint, ...]
+    waived: tuple[str, ...]
+    access_bytes: int = field(default=0)
+    row_bytes: int = field(default=0)
+    capacity_bytes: int = field(default=0)
+    banks_per_pc: int = field(default=0)
+    peak_bw_GBps: float = field(default=0.0)
+    peak_bw_per_pc_GBps: float = field(default=0.0)
+
+    @property
+    def org(self) -> Organization:
+        return self.config.organization
+
+    @property
+    def tck_ns(self) -> float:
+        return self.config.clock.tck_ns
+
+
+def timing_cycles(timing: Mapping[str, float], tck_ns: float, *, source: str | None) -> dict[str, int]:
+    """Turn the `[timing]` table (nX cycles or tX_ns) into cycles, one value per known parameter."""
+    out: dict[str, int] = {}
+    for key, value in timing.items():
+        where = f"timing.{key}"
+        if key.startswith("n") and key in TIMING_PARAMS:
+            if not float(value).is_integer() or value < 0:
+                raise InputError(f"expected a whole number of cycles >= 0, got {value}", source=source, where=where)
+            name, cycles = key, int(value)
+        elif key.startswith("t") and key.endswith("_ns") and "n" + key[1:-3] in TIMING_PARAMS:
+            if value < 0:
+                raise InputError(f"expected a time >= 0 ns, got {value}", source=source, where=where)
+            # JEDEC rounding: a time becomes the smallest whole number of cycles that covers it.
+            name, cycles = "n" + key[1:-3], math.ceil(value / tck_ns - 1e-6)
+        else:
+            valid = ", ".join(f"{p} / t{p[1:]}_ns" for p in TIMING_PARAMS)
+            raise InputError(f"unknown timing parameter; valid: {valid}", source=source, where=where)
+        if name in out:
+            raise InputError(f"{name} is given twice (in cycles and in ns); give one", source=source, where=where)
+        out[name] = cycles
+    missing = [p for p in TIMING_PARAMS if p not in out]
+    if missing:
+        raise InputError(f"missing timing parameters: {', '.join(missing)} "
+                         f"(give nX in cycles or tX_ns in ns)", source=source, where="timing")
+    return out
+
+
+def compile_constraints(family: Family, n: Mapping[str, int], scopes: Scopes) -> tuple[Constraint, ...]:
+    out = []
+    for i, c in enumerate(family.constraints):
+        where = f"constraints[{i}] ({c.get('name', '?')})"
+        scope = c["scope"]
+        if scope.startswith("@"):
+            if not hasattr(scopes, scope[1:]):
+                raise InputError(f"unknown scope reference {scope!r}", source=family.source, where=where)
+            scope = getattr(scopes, scope[1:])
+        if scope not in family.levels:
+            raise InputError(f"scope {scope!r} is not a level ({', '.join(family.levels)})",
+                             source=family.source, where=where)
+        for cmd in (*c["prev"], *c["next"]):
+            if cmd not in family.commands:
+                raise InputError(f"unknown command {cmd!r}", source=family.source, where=where)
+        lat = evaluate(c["latency"], n, source=family.source, where=f"{where}.latency")
+        out.append(Constraint(c["name"], scope, tuple(c["prev"]), tuple(c["next"]), max(lat, 0),
+                              int(c.get("window", 0)), bool(c.get("sibling", False))))
+    return tuple(out)
+
+
+def resolve_dram(cfg: DramConfig, family: Family, *, source: str | None = None) -> ResolvedDram:
+    """Derive cycles, constraints, capacity and bandwidth; check the timing relations."""
+    n = timing_cycles(cfg.timing, cfg.clock.tck_ns, source=source)
+    known = {r[0] for r in RELATIONS}
+    for w in cfg.waive_relations:
+        if w not in known:
+            raise InputError(f"unknown relation {w!r}; known: {', '.join(sorted(known))}",
+                             source=source, where="waive_relations")
+    for name, text, params, ok in RELATIONS:
+        if not ok(n) and name not in cfg.waive_relations:
+            values = ", ".join(f"{p}={n[p]}" for p in params)
+            raise InputError(f"timing relation {text} is violated ({values} cycles); fix the values or "
+                             f"list '{name}' in waive_relations with the source's reason", source=source,
+                             where="timing")
+    o = cfg.organization
+    access_bytes = o.dq_bits * o.burst_length // 8
+    row_bytes = access_bytes * o.columns
+    banks_per_pc = o.sids * o.bank_groups * o.banks_per_group
+    capacity = row_bytes * o.rows * banks_per_pc * o.pseudo_channels * o.channels
+    per_pc_GBps = o.dq_bits * cfg.clock.data_rate_gbps / 8
+    return ResolvedDram(
+        config=cfg, source=source or "", n=MappingProxyType(n),
+        constraints=compile_constraints(family, n, cfg.scopes),
+        waived=tuple(cfg.waive_relations), access_bytes=access_bytes, row_bytes=row_bytes,
+        capacity_bytes=capacity, banks_per_pc=banks_per_pc,
+        peak_bw_GBps=per_pc_GBps * o.pseudo_channels * o.channels, peak_bw_per_pc_GBps=per_pc_GBps)
+
