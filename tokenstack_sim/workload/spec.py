@@ -3,7 +3,7 @@
 A spec has ``schema_version = 1``, a ``name``, an optional ``description``, and sections
 ``[arrivals]`` (renewal family, mean rate, inter-arrival CV), ``[input_tokens]`` and ``[output_tokens]``
 (length distributions) and optionally ``[prefix]`` (the `prefix_model.PrefixModel` parameters).
-Length distributions are ``quantiles`` (inverse CDF, linear between the listed points), ``lognormal``
+Length distributions are ``quantiles`` (inverse CDF, linear in log(1 + tokens) between the points), ``lognormal``
 (median, sigma, clipped to [min, max]) or ``constant``. Lengths are drawn independently of each other
 and of arrival times; correlations between them are left out.
 Loading rejects unknown keys by name (listing the valid ones) and names the file and key path of any
@@ -46,7 +46,9 @@ class LengthSpec:
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.kind == "quantiles":
-            drawn = np.interp(rng.random(n), self.q, self.value)
+            # Log-linear between points: length tails are convex, and a straight line between, say, p99.9
+            # and the maximum would overstate the mean (Azure code output: +4% instead of +2%).
+            drawn = np.expm1(np.interp(rng.random(n), self.q, np.log1p(self.value)))
         elif self.kind == "lognormal":
             drawn = np.clip(self.median * np.exp(self.sigma * rng.standard_normal(n)), self.min, self.max)
         else:
