@@ -27,11 +27,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.hashing import derive
 from tokenstack_sim.workload.table import NO_ID, RequestTable, blocks_needed
-
-_COMMON_SALT = 0x5EED_C0DE_0001
-_SYSTEM_SALT = 0x5EED_C0DE_0002
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class PrefixModel:
     system_prompt_zipf: float = 1.0
     # Mooncake conv: 38.7% of requests share > 1 leading block with an earlier one; lengths here are the
     # trace's own rather than grown from the parent, so the probability is calibrated instead
-    # (`calibrate_followup_prob` on the Mooncake conv trace, seeds 0-2: 0.66-0.68) to give its 37.4% hit.
+    # (`calibrate_followup_prob` on the Mooncake conv trace, seeds 0-2: 0.662-0.668) to give its 37.4% hit.
     followup_prob: float = 0.67
     turn_gap_median_s: float = 123.0  # Mooncake conv: gap to that earlier request, median 123 s
     turn_gap_sigma: float = 0.95  # ... p10 42 s, p90 483 s: ln(483 / 42) / (2 * 1.2816)
@@ -98,20 +94,23 @@ def add_prefix_structure(table: RequestTable, model: PrefixModel, seed: int) -> 
     index = np.arange(n)
     # Each follow-up looks at `parent_candidates` earlier requests, one per sampled think time, and
     # continues the longest one its own prompt can contain (a turn's prompt holds the previous turn's).
+    wants_parent = np.flatnonzero(rng.random(n) < model.followup_prob)
     k = model.parent_candidates
-    gap_s = np.exp(math.log(model.turn_gap_median_s) + model.turn_gap_sigma * rng.standard_normal((k, n)))
-    candidate = np.searchsorted(arrival_s, arrival_s - gap_s, side="right") - 1
-    candidate = np.minimum(candidate, index - 1)
+    m = len(wants_parent)
+    gap_s = np.exp(math.log(model.turn_gap_median_s) + model.turn_gap_sigma * rng.standard_normal((k, m)))
+    candidate = np.searchsorted(arrival_s, arrival_s[wants_parent] - gap_s, side="right") - 1
+    candidate = np.minimum(candidate, wants_parent - 1)
+    own_full = full[wants_parent]
     cand_full = np.where(candidate >= 0, full[np.maximum(candidate, 0)], -1)
-    fits = (candidate >= 0) & (cand_full <= full)
+    fits = (candidate >= 0) & (cand_full <= own_full)
     best = np.argmax(np.where(fits, cand_full, -1), axis=0)
     none_fit = ~fits.any(axis=0)
     # With no candidate short enough, take the shortest one: the follow-up then reuses what fits.
     shortest = np.argmin(np.where(candidate >= 0, cand_full, np.iinfo(np.int64).max), axis=0)
     choice = np.where(none_fit, shortest, best)
-    parent = candidate[choice, index]
-    is_followup = (rng.random(n) < model.followup_prob) & (parent >= 0)
-    parent = np.where(is_followup, parent, NO_ID)
+    parent = np.full(n, NO_ID, dtype=np.int64)
+    parent[wants_parent] = candidate[choice, np.arange(m)]
+    is_followup = parent >= 0  # the first requests may find no earlier one
     shared = np.zeros(n, dtype=np.int64)
     shared[is_followup] = np.minimum(
         np.floor(model.parent_share_frac * full[parent[is_followup]]).astype(np.int64), full[is_followup]
@@ -126,25 +125,36 @@ def add_prefix_structure(table: RequestTable, model: PrefixModel, seed: int) -> 
         system_id = rng.choice(model.system_prompts, size=n, p=weights / weights.sum())[root]
         system_len += model.system_prompt_blocks
 
-    # Resolve the owner of every block: walk up the parents while the block lies in the shared part.
-    owner = np.repeat(index, counts)
-    position = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    in_system = position < np.minimum(system_len, full)[owner]
-    cur = owner.copy()
-    walking = np.flatnonzero(~in_system & (position < shared[owner]))
-    while len(walking):
-        cur[walking] = parent[cur[walking]]
-        walking = walking[position[walking] < shared[cur[walking]]]
-
-    salt = np.uint64(rng.integers(1, 2**62))
-    hashes = derive(np.uint64(salt) + cur.astype(np.uint64), position)
-    common = in_system & (position < model.common_prefix_blocks)
-    hashes[common] = derive(np.full(int(common.sum()), _COMMON_SALT, dtype=np.uint64), position[common])
-    app = in_system & ~common
-    hashes[app] = derive(derive(np.uint64(_SYSTEM_SALT), system_id[owner[app]]), position[app])
-
+    # Block ids, like Mooncake's hash_ids: the common prefix takes ids 0..C-1, system prompt k its own
+    # range after that, and every other block the id of the block that first held it (its owner's flat
+    # position, offset past the reserved range). Only the leading `lead` blocks of a request can be
+    # anything but new, so only they are resolved; the rest keep their own flat position.
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    common_blocks = model.common_prefix_blocks
+    reserved = common_blocks + model.system_prompts * model.system_prompt_blocks
+    hashes = np.arange(reserved, reserved + offsets[-1], dtype=np.uint64)
+    system_blocks = np.minimum(system_len, full)
+    lead = np.maximum(system_blocks, shared)
+    lead_req = np.repeat(index, lead)
+    position = np.arange(lead.sum(), dtype=np.int64) - np.repeat(np.cumsum(lead) - lead, lead)
+    flat = offsets[:-1][lead_req] + position
+    in_system = position < system_blocks[lead_req]
+    common = in_system & (position < common_blocks)
+    hashes[flat[common]] = position[common].astype(np.uint64)
+    app = np.flatnonzero(in_system & ~common)
+    app_ids = common_blocks + system_id[lead_req[app]] * model.system_prompt_blocks + (position[app] - common_blocks)
+    hashes[flat[app]] = app_ids.astype(np.uint64)
+    # Inherited blocks: walk up the parents while the block lies in the shared part.
+    inherited = np.flatnonzero(~in_system)
+    cur = lead_req[inherited]
+    pos = position[inherited]
+    walking = np.arange(len(inherited))
+    while len(walking):
+        cur[walking] = parent[cur[walking]]
+        walking = walking[pos[walking] < shared[cur[walking]]]
+    hashes[flat[inherited]] = (reserved + offsets[:-1][cur] + pos).astype(np.uint64)
+
     rows["parent_id"] = parent
     rows["session_id"] = np.unique(root, return_inverse=True)[1]
     if model.system_prompts > 0:
