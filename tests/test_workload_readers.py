@@ -9,7 +9,7 @@ import pytest
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.workload.hashing import reblock
-from tokenstack_sim.workload.readers import detect_format, read_trace
+from tokenstack_sim.workload.readers import detect_format, read_generic, read_trace
 from tokenstack_sim.workload.stats import prefix_hit, trace_stats
 from tokenstack_sim.workload.table import FLAG_FAILED, NO_ID, validate
 
@@ -202,3 +202,22 @@ def test_generic_csv_with_mapping_and_parents(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(InputError, match="cannot tell"):
         read_trace(write(tmp_path, "x.csv", "a,b\n1,2\n"))
+
+
+@pytest.mark.unit
+def test_generic_jsonl_with_hashes_and_validation(tmp_path):
+    path = write(
+        tmp_path,
+        "g.jsonl",
+        '{"t": 0.0, "in": 40, "out": 3, "h": [7, 8, 9]}\n{"t": 0.5, "in": 20, "out": 1, "h": [7, 8]}\n',
+    )
+    mapping = {"arrival_s": "t", "input_tokens": "in", "output_tokens": "out", "hash_ids": "h"}
+    table = read_generic(path, mapping, hash_block_tokens=16)
+    hit = prefix_hit(table)[1]
+    assert hit.token_hit_frac == pytest.approx(20 / 60)  # 2 blocks of 16 tokens, capped at 20 tokens
+    with pytest.raises(InputError, match="must list 2 integer hashes") as info:
+        read_generic(path, mapping, hash_block_tokens=32)
+    assert info.value.where == "line 1"
+    broken = table.take(np.array([1, 0]))
+    with pytest.raises(InputError, match="not sorted by arrival_s"):
+        validate(broken)

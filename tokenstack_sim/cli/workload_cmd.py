@@ -150,6 +150,8 @@ def synth(spec, requests, seed, output) -> None:
 def convert(trace, fmt, skip_bad, mapping, time_unit, failed, output, window_s, rate_qps, family, cv, add_prefix,
             block_tokens, seed) -> None:
     """Convert TRACE to the project's .npz format, optionally shaping its load."""
+    if cv is not None and not family:
+        raise InputError("--cv only applies with --retime", where="--cv")
     table = _read(trace, fmt, skip_bad, mapping, time_unit, failed)
     if window_s:
         table = window(table, *window_s)
@@ -157,8 +159,6 @@ def convert(trace, fmt, skip_bad, mapping, time_unit, failed, output, window_s, 
         table = retime(table, family, seed, rate_qps=rate_qps, cv=cv)
     elif rate_qps:
         table = scale_rate(table, rate_qps)
-    if cv is not None and not family:
-        raise InputError("--cv only applies with --retime", where="--cv")
     if add_prefix:
         if table.has_prefix:
             raise InputError("the trace already has prefix hashes; --add-prefix would replace them", source=trace)

@@ -43,7 +43,7 @@ def scale_rate(table: RequestTable, target_qps: float) -> RequestTable:
     rows = table.rows.copy()
     rows["arrival_s"] = (rows["arrival_s"] - rows["arrival_s"][0]) * (current_qps / target_qps)
     meta = dict(table.meta, rate_scaled_from_qps=current_qps)
-    return type(table)(rows, table.prefix_offsets, table.prefix_hashes, table.hash_block_tokens, meta)
+    return RequestTable(rows, table.prefix_offsets, table.prefix_hashes, table.hash_block_tokens, meta)
 
 
 def retime(
@@ -58,4 +58,4 @@ def retime(
     rows = table.rows.copy()
     rows["arrival_s"] = sample_arrivals_s(np.random.default_rng(seed), len(rows), family, rate_qps, cv)
     meta = dict(table.meta, retimed={"family": family, "rate_qps": rate_qps, "cv": cv, "seed": seed})
-    return type(table)(rows, table.prefix_offsets, table.prefix_hashes, table.hash_block_tokens, meta)
+    return RequestTable(rows, table.prefix_offsets, table.prefix_hashes, table.hash_block_tokens, meta)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.workload.readers._rows import BadRows, build_table, open_text, parse_count
+from tokenstack_sim.workload.table import RequestTable
 
 HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -39,7 +40,7 @@ def _parse_time(text: str) -> tuple[float, bool]:
     return (stamp - _EPOCH).total_seconds() + extra_s, aware
 
 
-def read_azure(path: str | Path, *, skip_bad: bool = False) -> "RequestTable":  # noqa: F821
+def read_azure(path: str | Path, *, skip_bad: bool = False) -> RequestTable:
     path = Path(path)
     bad = BadRows(path, skip_bad)
     arrival_s: list[float] = []

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.workload.readers._rows import BadRows, build_table, open_text, parse_count
-from tokenstack_sim.workload.table import FLAG_FAILED, NO_ID
+from tokenstack_sim.workload.table import FLAG_FAILED, NO_ID, RequestTable
 
 REQUIRED = ("Timestamp", "Model", "Request tokens", "Response tokens", "Log Type")
 FAILED_POLICIES = ("drop", "keep")
 
 
-def read_burstgpt(path: str | Path, *, skip_bad: bool = False, failed: str = "drop") -> "RequestTable":  # noqa: F821
+def read_burstgpt(path: str | Path, *, skip_bad: bool = False, failed: str = "drop") -> RequestTable:
     path = Path(path)
     if failed not in FAILED_POLICIES:
         raise InputError(f"failed-row policy {failed!r} is not one of {', '.join(FAILED_POLICIES)}", source=path)

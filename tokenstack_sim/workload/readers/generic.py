@@ -19,7 +19,7 @@ import numpy as np
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.workload.readers._rows import BadRows, build_table, open_text, parse_count
-from tokenstack_sim.workload.table import NO_ID
+from tokenstack_sim.workload.table import NO_ID, RequestTable
 
 TIME_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 REQUIRED_FIELDS = ("arrival", "input_tokens", "output_tokens")
@@ -94,7 +94,7 @@ def read_generic(
     kind: str | None = None,
     hash_block_tokens: int = 0,
     skip_bad: bool = False,
-) -> "RequestTable":  # noqa: F821
+) -> RequestTable:
     path = Path(path)
     fields = _normalize_mapping(mapping, path)
     if time_unit not in TIME_UNITS_S:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tokenstack_sim.workload.readers._rows import BadRows, build_table, open_text
+from tokenstack_sim.workload.table import RequestTable
 
 MOONCAKE_BLOCK_TOKENS = 512  # Mooncake FAST'25 traces README: "block size 512"
 
@@ -46,7 +47,7 @@ def _checked_hashes(hashes: list, counts: list[int], line_nos: list[int], bad: B
     return None
 
 
-def read_mooncake(path: str | Path, *, skip_bad: bool = False) -> "RequestTable":  # noqa: F821
+def read_mooncake(path: str | Path, *, skip_bad: bool = False) -> RequestTable:
     path = Path(path)
     bad = BadRows(path, skip_bad)
     arrival_ms: list[float] = []
