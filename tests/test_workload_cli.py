@@ -202,3 +202,30 @@ def test_fetch_unreachable_mirror_is_input_error(capsys, tmp_path, monkeypatch):
     )
     code, _, err = run(capsys, "fetch", "azure2023-code", "--cache-dir", str(tmp_path))
     assert code == 2 and "download failed" in err
+
+
+@pytest.mark.unit
+def test_generic_format_through_cli_mapping(capsys, tmp_path):
+    trace = tmp_path / "mine.csv"
+    trace.write_text("ts,prompt,gen\n0,100,10\n1,300,30\n3,200,20\n")
+    code, out, err = run(capsys, "inspect", str(trace), "--format", "generic",
+                         "--map", "arrival=ts", "--map", "input_tokens=prompt", "--map", "output_tokens=gen")
+    assert code == 0, err
+    assert "requests         3" in out and "200.0" in out  # input mean
+    code, _, err = run(capsys, "inspect", str(trace), "--format", "generic", "--map", "arrival")
+    assert code == 2 and "expected FIELD=COLUMN" in err
+    code, _, err = run(capsys, "inspect", str(trace), "--format", "generic", "--map", "arrival=ts")
+    assert code == 2 and "mapping lacks input_tokens, output_tokens" in err
+
+
+@pytest.mark.unit
+def test_readme_spec_example_parses():
+    import re
+    import tomllib
+
+    from tokenstack_sim.workload.spec import parse_spec
+
+    text = (ROOT / "workloads" / "README.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    spec = parse_spec(tomllib.loads(example), "README.md")
+    assert spec.output_tokens.kind == "lognormal" and spec.prefix.followup_prob == 0.67
