@@ -1,0 +1,1 @@
+"""Hardware components: DRAM (cycle level), and later PIM, base die, GPU, links."""

@@ -1,0 +1,1 @@
+"""Cycle-level DRAM: controllers, bank state machines and JEDEC timing, in a numba kernel."""

@@ -1,0 +1,545 @@
+"""The cycle-level DRAM kernel (numba).
+
+Models, per channel, a controller with a read queue and a write buffer (write-drain watermarks),
+FR-FCFS or FCFS scheduling, open- or closed-page policy, bank state machines, every timing constraint
+of the compiled constraint table (bank, bank group, SID, pseudo-channel and channel scopes, rolling
+windows such as tFAW, sibling rules such as tCCD_R), all-bank or per-bank refresh, and HBM's split
+row/column command bus. Time jumps from one cycle where something can happen to the next; idle cycles
+are never stepped through.
+
+Conventions (DESIGN.md, numba discipline): integer cycles only, no allocation per cycle, no globals;
+state lives in arrays passed in by `run.py`.
+
+Timing state: `ready[node, cmd]` is the first cycle `cmd` may issue at a node (nodes of all five levels
+in one array, level L at offset `off[L]`). Issuing a command raises `ready` of the nodes its constraints
+reach. A rolling-window constraint keeps, per node, the cycles of its last `count` prev-commands.
+
+Not modelled: power-down and self-refresh states, data-bus ECC, refresh management (RFM), row-hammer
+mitigation, bank-group-level refresh.
+"""
+
+import numpy as np
+from numba import njit
+
+# Command codes: the order of tokenstack_sim.config.dram.COMMANDS.
+ACT, PRE, PREA, RD, WR, RDA, WRA, REFAB, REFPB = 0, 1, 2, 3, 4, 5, 6, 7, 8
+NCMD = 9
+NEVER = np.int64(1) << np.int64(62)
+
+# Level codes
+L_CH, L_PC, L_SID, L_BG, L_BANK = 0, 1, 2, 3, 4
+
+
+@njit(cache=True, inline="always")
+def node_ids(dims, c, p, s, g, b):
+    """Index of the node of each level (within its level) for one address."""
+    i1 = c * dims[1] + p
+    i2 = i1 * dims[2] + s
+    i3 = i2 * dims[3] + g
+    i4 = i3 * dims[4] + b
+    return c, i1, i2, i3, i4
+
+
+@njit(cache=True, inline="always")
+def pick(level, i0, i1, i2, i3, i4):
+    if level == 0:
+        return i0
+    if level == 1:
+        return i1
+    if level == 2:
+        return i2
+    if level == 3:
+        return i3
+    return i4
+
+
+@njit(cache=True, inline="always")
+def earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, alevel, c, p, s, g, b):
+    """First cycle at which `cmd` addressed down to level `alevel` satisfies every timing constraint.
+
+    With `alevel` below the command's own level it gives a lower bound from the upper levels only,
+    which the scheduler uses to skip every request behind one pseudo-channel-wide constraint at once.
+    """
+    i0, i1, i2, i3, i4 = node_ids(dims, c, p, s, g, b)
+    e = ready[off[0] + i0, cmd]
+    if alevel >= 1 and ready[off[1] + i1, cmd] > e:
+        e = ready[off[1] + i1, cmd]
+    if alevel >= 2 and ready[off[2] + i2, cmd] > e:
+        e = ready[off[2] + i2, cmd]
+    if alevel >= 3 and ready[off[3] + i3, cmd] > e:
+        e = ready[off[3] + i3, cmd]
+    if alevel >= 4 and ready[off[4] + i4, cmd] > e:
+        e = ready[off[4] + i4, cmd]
+    for w in range(wins.shape[0]):
+        lvl = wins[w, 0]
+        if win_next[w, cmd] and lvl <= alevel:
+            node = off[lvl] + pick(lvl, i0, i1, i2, i3, i4)
+            cnt = wins[w, 2]
+            pos = win_pos[w, node]
+            if pos >= cnt:
+                t_ok = win_hist[w, node, pos % cnt] + wins[w, 1]
+                if t_ok > e:
+                    e = t_ok
+    return e
+
+
+@njit(cache=True, inline="always")
+def _raise(ready, node, cmd, t_ok):
+    if ready[node, cmd] < t_ok:
+        ready[node, cmd] = t_ok
+
+
+@njit(cache=True)
+def record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, alevel, c, p, s, g, b, t):
+    """Apply the timing consequences of issuing `cmd` at cycle `t`."""
+    i0, i1, i2, i3, i4 = node_ids(dims, c, p, s, g, b)
+    for k in range(cons_ptr[cmd], cons_ptr[cmd + 1]):
+        nxt = cons[k, 1]
+        lvl = cons[k, 2]
+        t_ok = t + cons[k, 3]
+        if cons[k, 4] != 0:  # sibling: the other nodes of this level under the same parent
+            if lvl <= alevel and lvl > 0:
+                me = pick(lvl, i0, i1, i2, i3, i4)
+                first = (me // dims[lvl]) * dims[lvl]
+                for j in range(first, first + dims[lvl]):
+                    if j != me:
+                        _raise(ready, off[lvl] + j, nxt, t_ok)
+        elif lvl <= alevel:
+            _raise(ready, off[lvl] + pick(lvl, i0, i1, i2, i3, i4), nxt, t_ok)
+        else:  # a constraint below the command's own level reaches every descendant
+            span = 1
+            for q in range(alevel + 1, lvl + 1):
+                span *= dims[q]
+            first = pick(alevel, i0, i1, i2, i3, i4) * span
+            for j in range(first, first + span):
+                _raise(ready, off[lvl] + j, nxt, t_ok)
+    for w in range(wins.shape[0]):
+        lvl = wins[w, 0]
+        if win_prev[w, cmd] and lvl <= alevel:
+            node = off[lvl] + pick(lvl, i0, i1, i2, i3, i4)
+            cnt = wins[w, 2]
+            win_hist[w, node, win_pos[w, node] % cnt] = t
+            win_pos[w, node] += 1
+
+
+# Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
+F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE = 0, 1, 2, 3, 4, 5, 6, 7
+NF = 8
+
+
+@njit(cache=True, inline="always")
+def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
+    """Append one command to the log; returns the new length (unchanged when full)."""
+    if log_n < log.shape[0]:
+        log[log_n, 0] = t
+        log[log_n, 1] = c
+        log[log_n, 2] = p
+        log[log_n, 3] = s
+        log[log_n, 4] = g
+        log[log_n, 5] = b
+        log[log_n, 6] = cmd
+        log[log_n, 7] = row
+        log[log_n, 8] = col
+        return log_n + 1
+    return log_n
+
+
+@njit(cache=True, inline="always")
+def _count_hits(q, qn, c, bank, row):
+    k_hits = 0
+    for k in range(qn):
+        if q[c, k, F_BANK] == bank and q[c, k, F_ROW] == row:
+            k_hits += 1
+    return k_hits
+
+
+@njit(cache=True, inline="always")
+def _enqueue(q, qn, c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB, n_scope, ref_level, open_row, hits):
+    """Append request i to queue q of channel c; `hits` is that queue's per-bank open-row hit count."""
+    p = r_pc[i]
+    s = r_sid[i]
+    lbk = ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
+    bb = c * NB + lbk
+    q[c, qn, F_REQ] = i
+    q[c, qn, F_BANK] = bb
+    q[c, qn, F_ROW] = r_row[i]
+    q[c, qn, F_PC] = p
+    q[c, qn, F_SID] = s
+    q[c, qn, F_BG] = r_bg[i]
+    q[c, qn, F_BA] = r_bank[i]
+    q[c, qn, F_SCOPE] = c * n_scope + (p if ref_level == 1 else p * S + s)
+    if open_row[bb] == r_row[i]:
+        hits[bb] += 1
+
+
+@njit(cache=True)
+def simulate(
+    # requests
+    r_ch, r_pc, r_sid, r_bg, r_bank, r_row, r_col, r_write, r_arrive,
+    # open-loop ingress, per channel: request indices sorted by arrival, and [lo, hi) per channel
+    ing_order, ing_lo, ing_hi,
+    # device and constraints
+    dims, off, tim, cons, cons_ptr, wins, win_prev, win_next,
+    # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
+    #              open_loop, requests_per_cycle, log_on]
+    ctl,
+    # state (zeroed / NEVER-filled by the caller)
+    ready, win_hist, win_pos, open_row,
+    # outputs
+    done_cycle, r_miss, bank_counts, scope_counts, log,
+):
+    """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log full."""
+    C = dims[0]
+    P = dims[1]
+    S = dims[2]
+    G = dims[3]
+    B = dims[4]
+    NB = P * S * G * B  # banks per channel
+    BPC = S * G * B  # banks per pseudo-channel
+    nCL = tim[0]
+    nCWL = tim[1]
+    nBL = tim[2]
+    nREFI = tim[3]
+    nREFIpb = tim[4]
+    RQ = ctl[0]
+    WQ = ctl[1]
+    WQ_HI = ctl[2]
+    WQ_LO = ctl[3]
+    fcfs = ctl[4] != 0
+    closed_page = ctl[5] != 0
+    dual_bus = ctl[6] != 0
+    ref_mode = ctl[7]  # 0 none, 1 all-bank, 2 per-bank
+    ref_level = ctl[8]  # 1 pseudo-channel, 2 SID
+    open_loop = ctl[9] != 0
+    fe_rate = ctl[10]
+    log_on = ctl[11] != 0
+
+    n = r_ch.shape[0]
+    rqa = np.zeros((C, RQ, NF), np.int64)
+    wqa = np.zeros((C, WQ, NF), np.int64)
+    rq_n = np.zeros(C, np.int64)
+    wq_n = np.zeros(C, np.int64)
+    # queued requests to each bank's open row, per queue: only the queue being served protects a row
+    hits_r = np.zeros(C * NB, np.int64)
+    hits_w = np.zeros(C * NB, np.int64)
+    drain = np.zeros(C, np.bool_)
+    next_try = np.full(C, NEVER, np.int64)
+    ing_ptr = ing_lo.copy()
+    # per-scan memo of a command's lower bound from channel- and pseudo-channel-level constraints
+    gate_val = np.zeros((P, NCMD), np.int64)
+    gate_stamp = np.zeros((P, NCMD), np.int64)
+    stamp = np.int64(0)
+
+    # refresh bookkeeping: all-bank per scope (pseudo-channel or SID); per-bank round-robin per PC
+    n_scope = P if ref_level == 1 else P * S
+    per_scope_banks = NB // n_scope
+    ref_due = np.full(C * n_scope, NEVER, np.int64)
+    ref_pend = np.zeros(C * n_scope, np.bool_)
+    pb_due = np.full(C * P, NEVER, np.int64)
+    pb_pend = np.zeros(C * P, np.bool_)
+    pb_ptr = np.zeros(C * P, np.int64)
+    if ref_mode == 1:
+        ref_due[:] = nREFI
+        next_try[:] = nREFI
+    elif ref_mode == 2:
+        pb_due[:] = nREFIpb
+        next_try[:] = nREFIpb
+
+    fe_ptr = 0
+    fe_next = NEVER if open_loop else np.int64(0)
+    fe_block = -1
+    if open_loop:
+        for c in range(C):
+            if ing_lo[c] < ing_hi[c]:
+                next_try[c] = min(next_try[c], r_arrive[ing_order[ing_lo[c]]])
+    log_n = 0
+    status = 0
+    served = 0
+    end_cycle = np.int64(0)
+    t = np.int64(0)
+
+    while served < n:
+        # ---- in-order front end: offer up to fe_rate requests this cycle; stall on a full queue
+        if not open_loop and fe_next <= t:
+            for _k in range(fe_rate):
+                if fe_ptr >= n:
+                    break
+                i = fe_ptr
+                c = r_ch[i]
+                if r_write[i]:
+                    if wq_n[c] >= WQ:
+                        fe_block = c
+                        break
+                    _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                             n_scope, ref_level, open_row, hits_w)
+                    wq_n[c] += 1
+                else:
+                    if rq_n[c] >= RQ:
+                        fe_block = c
+                        break
+                    _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                             n_scope, ref_level, open_row, hits_r)
+                    rq_n[c] += 1
+                r_arrive[i] = t
+                fe_ptr += 1
+                next_try[c] = t
+            fe_next = t + 1 if (fe_ptr < n and fe_block < 0) else NEVER
+
+        for c in range(C):
+            if next_try[c] > t:
+                continue
+            wake = NEVER
+            # ---- open-loop ingress: arrived requests enter the queues in arrival order
+            if open_loop:
+                while ing_ptr[c] < ing_hi[c]:
+                    i = ing_order[ing_ptr[c]]
+                    if r_arrive[i] > t:
+                        break
+                    if r_write[i]:
+                        if wq_n[c] >= WQ:
+                            break
+                        _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                                 n_scope, ref_level, open_row, hits_w)
+                        wq_n[c] += 1
+                    else:
+                        if rq_n[c] >= RQ:
+                            break
+                        _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                                 n_scope, ref_level, open_row, hits_r)
+                        rq_n[c] += 1
+                    ing_ptr[c] += 1
+
+            row_used = False
+            col_used = False
+            # ---- refresh takes the row-command slot first
+            if ref_mode == 1:
+                for sc in range(n_scope):
+                    gsc = c * n_scope + sc
+                    if not ref_pend[gsc]:
+                        if ref_due[gsc] > t:
+                            wake = min(wake, ref_due[gsc])
+                            continue
+                        ref_pend[gsc] = True
+                    if row_used:
+                        wake = min(wake, t + 1)
+                        continue
+                    p = sc if ref_level == 1 else sc // S
+                    s = 0 if ref_level == 1 else sc % S
+                    b0 = c * NB + sc * per_scope_banks
+                    any_open = False
+                    for bb in range(b0, b0 + per_scope_banks):
+                        if open_row[bb] >= 0:
+                            any_open = True
+                            break
+                    cmd = PREA if any_open else REFAB
+                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, ref_level, c, p, s, 0, 0)
+                    if e > t:
+                        wake = min(wake, e)
+                        continue
+                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off,
+                           cmd, ref_level, c, p, s, 0, 0, t)
+                    scope_counts[gsc, cmd] += 1
+                    if cmd == PREA:
+                        for bb in range(b0, b0 + per_scope_banks):
+                            if open_row[bb] >= 0:
+                                bank_counts[bb, PRE] += 1
+                                open_row[bb] = -1
+                                hits_r[bb] = 0
+                                hits_w[bb] = 0
+                    else:
+                        ref_pend[gsc] = False
+                        ref_due[gsc] += nREFI
+                    if log_on:
+                        log_n2 = _log(log, log_n, t, c, p, s if ref_level == 2 else -1, -1, -1, cmd, -1, -1)
+                        status = status if log_n2 > log_n else 1
+                        log_n = log_n2
+                    row_used = True
+                    wake = min(wake, t + 1)
+            elif ref_mode == 2:
+                for p in range(P):
+                    gp = c * P + p
+                    if not pb_pend[gp]:
+                        if pb_due[gp] > t:
+                            wake = min(wake, pb_due[gp])
+                            continue
+                        pb_pend[gp] = True
+                    if row_used:
+                        wake = min(wake, t + 1)
+                        continue
+                    lbk = p * BPC + pb_ptr[gp]
+                    bb = c * NB + lbk
+                    s = (lbk // (G * B)) % S
+                    g = (lbk // B) % G
+                    b = lbk % B
+                    cmd = PRE if open_row[bb] >= 0 else REFPB
+                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4, c, p, s, g, b)
+                    if e > t:
+                        wake = min(wake, e)
+                        continue
+                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                    bank_counts[bb, cmd] += 1
+                    if log_on:
+                        log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, open_row[bb] if cmd == PRE else -1, -1)
+                        status = status if log_n2 > log_n else 1
+                        log_n = log_n2
+                    if cmd == PRE:
+                        open_row[bb] = -1
+                        hits_r[bb] = 0
+                        hits_w[bb] = 0
+                    else:
+                        pb_pend[gp] = False
+                        pb_due[gp] += nREFIpb
+                        pb_ptr[gp] = (pb_ptr[gp] + 1) % BPC
+                    row_used = True
+                    wake = min(wake, t + 1)
+
+            # ---- write-drain mode with watermarks; drain whenever there is nothing to read
+            if drain[c]:
+                if wq_n[c] <= WQ_LO and rq_n[c] > 0:
+                    drain[c] = False
+            elif wq_n[c] >= WQ_HI or (rq_n[c] == 0 and wq_n[c] > 0):
+                drain[c] = True
+            if drain[c] and wq_n[c] == 0:
+                drain[c] = False
+            is_wr = drain[c]
+            q = wqa if is_wr else rqa
+            hits = hits_w if is_wr else hits_r
+            qn = wq_n[c] if is_wr else rq_n[c]
+            col_cmd = WR if is_wr else RD
+            stamp += 1
+
+            # ---- pass 1: the oldest queued row hit whose column command is ready
+            pick_k = -1
+            limit = min(1, qn) if fcfs else qn
+            for k in range(limit):
+                bb = q[c, k, F_BANK]
+                if open_row[bb] != q[c, k, F_ROW]:
+                    continue
+                if ref_mode == 1:
+                    if ref_pend[q[c, k, F_SCOPE]]:
+                        continue
+                elif ref_mode == 2:
+                    gp = c * P + q[c, k, F_PC]
+                    if pb_pend[gp] and pb_ptr[gp] == bb - c * NB - q[c, k, F_PC] * BPC:
+                        continue
+                p = q[c, k, F_PC]
+                if gate_stamp[p, col_cmd] != stamp:
+                    gate_stamp[p, col_cmd] = stamp
+                    gate_val[p, col_cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off,
+                                                    col_cmd, 1, c, p, 0, 0, 0)
+                if gate_val[p, col_cmd] > t:
+                    wake = min(wake, gate_val[p, col_cmd])
+                    continue
+                e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, col_cmd, 4,
+                             c, p, q[c, k, F_SID], q[c, k, F_BG], q[c, k, F_BA])
+                if e <= t:
+                    pick_k = k
+                    break
+                wake = min(wake, e)
+            if pick_k >= 0:
+                i = q[c, pick_k, F_REQ]
+                bb = q[c, pick_k, F_BANK]
+                row = q[c, pick_k, F_ROW]
+                p = q[c, pick_k, F_PC]
+                s = q[c, pick_k, F_SID]
+                g = q[c, pick_k, F_BG]
+                b = q[c, pick_k, F_BA]
+                cmd = col_cmd
+                hits[bb] -= 1
+                if closed_page and hits_r[bb] + hits_w[bb] == 0:
+                    cmd = WRA if is_wr else RDA  # no other queued request wants this row: auto-precharge
+                record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                bank_counts[bb, cmd] += 1
+                if log_on:
+                    log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row, r_col[i])
+                    status = status if log_n2 > log_n else 1
+                    log_n = log_n2
+                if cmd == RDA or cmd == WRA:
+                    open_row[bb] = -1
+                    hits_r[bb] = 0
+                    hits_w[bb] = 0
+                done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
+                end_cycle = max(end_cycle, done_cycle[i])
+                served += 1
+                for k in range(pick_k, qn - 1):  # remove, keeping arrival order
+                    for f in range(NF):
+                        q[c, k, f] = q[c, k + 1, f]
+                qn -= 1
+                if is_wr:
+                    wq_n[c] = qn
+                else:
+                    rq_n[c] = qn
+                col_used = True
+                wake = min(wake, t + 1)
+                if fe_block == c:
+                    fe_block = -1
+                    fe_next = t + 1
+                limit = min(1, qn) if fcfs else qn
+
+            # ---- pass 2: the oldest request needing an ACT (bank closed) or a PRE (row conflict)
+            if row_used or (col_used and not dual_bus):
+                if qn > 0:
+                    wake = min(wake, t + 1)
+            else:
+                for k in range(limit):
+                    bb = q[c, k, F_BANK]
+                    orow = open_row[bb]
+                    row = q[c, k, F_ROW]
+                    if orow == row:
+                        continue
+                    if orow >= 0 and hits[bb] > 0:
+                        continue  # keep a row open while queued requests still hit it
+                    p = q[c, k, F_PC]
+                    if ref_mode == 1:
+                        if ref_pend[q[c, k, F_SCOPE]]:
+                            continue
+                    elif ref_mode == 2:
+                        gp = c * P + p
+                        if pb_pend[gp] and pb_ptr[gp] == bb - c * NB - p * BPC:
+                            continue
+                    cmd = ACT if orow < 0 else PRE
+                    if gate_stamp[p, cmd] != stamp:
+                        gate_stamp[p, cmd] = stamp
+                        gate_val[p, cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 1,
+                                                    c, p, 0, 0, 0)
+                    if gate_val[p, cmd] > t:
+                        wake = min(wake, gate_val[p, cmd])
+                        continue
+                    s = q[c, k, F_SID]
+                    g = q[c, k, F_BG]
+                    b = q[c, k, F_BA]
+                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4, c, p, s, g, b)
+                    if e > t:
+                        wake = min(wake, e)
+                        continue
+                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                    bank_counts[bb, cmd] += 1
+                    if log_on:
+                        log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row if cmd == ACT else orow, -1)
+                        status = status if log_n2 > log_n else 1
+                        log_n = log_n2
+                    if cmd == ACT:
+                        open_row[bb] = row
+                        r_miss[q[c, k, F_REQ]] = 1
+                        hits_r[bb] = _count_hits(rqa, rq_n[c], c, bb, row)
+                        hits_w[bb] = _count_hits(wqa, wq_n[c], c, bb, row)
+                    else:
+                        open_row[bb] = -1
+                        hits_r[bb] = 0
+                        hits_w[bb] = 0
+                    row_used = True
+                    wake = min(wake, t + 1)
+                    break
+            if open_loop and ing_ptr[c] < ing_hi[c]:
+                wake = min(wake, max(r_arrive[ing_order[ing_ptr[c]]], t + 1))
+            next_try[c] = wake
+
+        # ---- jump to the next cycle at which anything can happen
+        t_next = fe_next
+        for c in range(C):
+            t_next = min(t_next, next_try[c])
+        if t_next >= NEVER:
+            break  # nothing can ever happen again (only reachable with an inconsistent config)
+        t = max(t + 1, t_next)
+    end_cycle = max(end_cycle, t)
+    return end_cycle, log_n, status if served == n else 2

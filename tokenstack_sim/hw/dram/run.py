@@ -1,0 +1,240 @@
+"""Run the DRAM kernel on a request stream and summarize what happened.
+
+`run_dram(resolved, requests)` maps addresses, packs the config into the kernel's arrays, runs the
+kernel, and returns a `DramResult`: bandwidth, read latency (arrival to the last data beat, queueing
+included), row-hit rate, command counts, refresh share and energy by command class.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tokenstack_sim.config.dram import COMMANDS, LEVELS, ResolvedDram
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.hw.dram import kernels
+from tokenstack_sim.hw.dram.address_map import parse_map
+from tokenstack_sim.hw.dram.command_log import LOG_DTYPE
+from tokenstack_sim.hw.dram.patterns import Requests
+
+
+@dataclass
+class KernelTables:
+    """The config in the kernel's array form."""
+    dims: np.ndarray
+    off: np.ndarray
+    n_nodes: int
+    tim: np.ndarray
+    cons: np.ndarray
+    cons_ptr: np.ndarray
+    wins: np.ndarray
+    win_prev: np.ndarray
+    win_next: np.ndarray
+    ctl: np.ndarray
+
+    def fresh_state(self):
+        """ready, win_hist, win_pos, open_row: the state of an idle, precharged device at cycle 0."""
+        n_banks = int(np.prod(self.dims))
+        max_w = int(self.wins[:, 2].max()) if len(self.wins) else 1
+        return (np.zeros((self.n_nodes, kernels.NCMD), np.int64),
+                np.zeros((len(self.wins), self.n_nodes, max_w), np.int64),
+                np.zeros((len(self.wins), self.n_nodes), np.int64),
+                np.full(n_banks, -1, np.int64))
+
+
+def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | None = None) -> KernelTables:
+    o, cfg = r.org, r.config
+    dims = np.array([o.channels, o.pseudo_channels, o.sids, o.bank_groups, o.banks_per_group], np.int64)
+    counts = np.cumprod(dims)
+    off = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    code = {c: i for i, c in enumerate(COMMANDS)}
+    level = {name: i for i, name in enumerate(LEVELS)}
+    rows, wins, wprev, wnext = [], [], [], []
+    for c in r.constraints:
+        if c.window:
+            wins.append((level[c.scope], c.latency_cycles, c.window, 0))
+            wprev.append([int(x in c.prev) for x in COMMANDS])
+            wnext.append([int(x in c.next) for x in COMMANDS])
+            continue
+        for p in c.prev:
+            for nx in c.next:
+                rows.append((code[p], code[nx], level[c.scope], c.latency_cycles, int(c.sibling)))
+    cons = np.array(sorted(rows), np.int64).reshape(-1, 5)
+    cons_ptr = np.searchsorted(cons[:, 0], np.arange(len(COMMANDS) + 1)).astype(np.int64)
+    ctl_cfg = cfg.controller
+    ol = cfg.frontend.mode == "open_loop" if open_loop is None else open_loop
+    ctl = np.array([
+        ctl_cfg.read_queue, ctl_cfg.write_queue,
+        max(1, round(ctl_cfg.write_high_watermark * ctl_cfg.write_queue)),
+        round(ctl_cfg.write_low_watermark * ctl_cfg.write_queue),
+        int(ctl_cfg.scheduler == "fcfs"), int(ctl_cfg.page_policy == "closed"), int(ctl_cfg.dual_command_bus),
+        {"none": 0, "all_bank": 1, "per_bank": 2}[cfg.refresh.mode],
+        1 if cfg.scopes.refresh == "pseudo_channel" else 2,
+        int(ol), cfg.frontend.requests_per_cycle, int(log_on),
+    ], np.int64)
+    n = r.n
+    tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)
+    return KernelTables(dims, off, int(counts.sum()), tim, cons, cons_ptr,
+                        np.array(wins, np.int64).reshape(-1, 4), np.array(wprev, np.int64).reshape(-1, 9),
+                        np.array(wnext, np.int64).reshape(-1, 9), ctl)
+
+
+@dataclass
+class DramResult:
+    """Summary of one DRAM run. Latencies include queueing; bandwidth counts all completed bytes."""
+    preset: str
+    requests: int
+    reads: int
+    writes: int
+    cycles: int
+    sim_time_ns: float
+    bandwidth_GBps: float
+    peak_GBps: float
+    read_latency_ns: dict = field(default_factory=dict)  # mean, p50, p99, min, max
+    row_hit_rate: float = 0.0
+    command_counts: dict = field(default_factory=dict)
+    refresh_time_share: float = 0.0
+    energy_pj: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    log: np.ndarray | None = None
+    latency_cycles: np.ndarray | None = None
+
+    @property
+    def pct_of_peak(self) -> float:
+        return 100.0 * self.bandwidth_GBps / self.peak_GBps
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("log")
+        d.pop("latency_cycles")
+        d["pct_of_peak"] = self.pct_of_peak
+        return d
+
+    def table(self) -> str:
+        lat = self.read_latency_ns
+        lines = [
+            f"DRAM run: {self.preset}",
+            f"  requests          {self.requests:,} ({self.reads:,} reads, {self.writes:,} writes)",
+            f"  simulated time    {self.sim_time_ns / 1e3:,.2f} us ({self.cycles:,} cycles)",
+            f"  bandwidth         {self.bandwidth_GBps:,.1f} GB/s ({self.pct_of_peak:.1f}% of {self.peak_GBps:,.1f} peak)",
+        ]
+        if lat:
+            lines.append(f"  read latency      mean {lat['mean']:.1f} ns, p50 {lat['p50']:.1f}, p99 {lat['p99']:.1f}, "
+                         f"min {lat['min']:.1f} (arrival to last data beat; queueing included)")
+        lines += [
+            f"  row-hit rate      {100 * self.row_hit_rate:.1f}% (served without an ACT of their own)",
+            f"  refresh share     {100 * self.refresh_time_share:.2f}% of time",
+            "  commands          " + ", ".join(f"{k} {v:,}" for k, v in self.command_counts.items() if v),
+            "  energy            " + ", ".join(f"{k} {v / 1e6:,.3f} uJ" for k, v in self.energy_pj.items()),
+            f"  wall time         {self.wall_s:.3f} s ({self.requests / max(self.wall_s, 1e-9):,.0f} requests/s)",
+        ]
+        return "\n".join(lines)
+
+
+def map_requests(r: ResolvedDram, req: Requests, *, source: str | None = None) -> dict[str, np.ndarray]:
+    amap = parse_map(r.config.controller.address_map, r.org, source=r.source)
+    too_big = np.nonzero(req.address >= np.uint64(r.capacity_bytes))[0]
+    if len(too_big):
+        k = int(too_big[0])
+        raise InputError(f"address 0x{int(req.address[k]):x} is beyond the capacity "
+                         f"{r.capacity_bytes:,} B of {r.config.name}", source=source,
+                         where=f"request {k + 1}")
+    return amap.decode(req.address // np.uint64(r.access_bytes))
+
+
+def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_loop: bool | None = None,
+             source: str | None = None) -> DramResult:
+    """Simulate `req` on the device and controller of `r` until every request completes."""
+    t0 = time.perf_counter()
+    n = len(req)
+    coords = map_requests(r, req, source=source)
+    ol = (r.config.frontend.mode == "open_loop") if open_loop is None else open_loop
+    if ol and req.time_ns is None:
+        raise InputError("the open-loop front end needs request times (TIME_NS R|W ADDRESS)", source=source)
+    arrive = np.zeros(n, np.int64)
+    order = np.zeros(0, np.int64)
+    lo = np.zeros(r.org.channels, np.int64)
+    hi = np.zeros(r.org.channels, np.int64)
+    if ol:
+        arrive = np.ceil(req.time_ns / r.tck_ns - 1e-9).astype(np.int64)
+        order = np.lexsort((np.arange(n), arrive, coords["ch"])).astype(np.int64)
+        bounds = np.searchsorted(coords["ch"][order], np.arange(r.org.channels + 1))
+        lo, hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
+    tabs = build_tables(r, log_on=command_log, open_loop=ol)
+    n_banks = int(np.prod(tabs.dims))
+    n_scopes = r.org.channels * r.org.pseudo_channels * (r.org.sids if r.config.scopes.refresh == "sid" else 1)
+    log_cap = 3 * n + 4096 if command_log else 1
+    while True:
+        ready, win_hist, win_pos, open_row = tabs.fresh_state()
+        done = np.zeros(n, np.int64)
+        miss = np.zeros(n, np.int8)
+        bank_counts = np.zeros((n_banks, kernels.NCMD), np.int64)
+        scope_counts = np.zeros((n_scopes, kernels.NCMD), np.int64)
+        log = np.zeros((log_cap, 9), np.int64)
+        arr = arrive.copy()
+        end, log_n, status = kernels.simulate(
+            coords["ch"], coords["pc"], coords["sid"], coords["bg"], coords["ba"], coords["row"], coords["col"],
+            req.is_write, arr, order, lo, hi,
+            tabs.dims, tabs.off, tabs.tim, tabs.cons, tabs.cons_ptr, tabs.wins, tabs.win_prev, tabs.win_next,
+            tabs.ctl, ready, win_hist, win_pos, open_row, done, miss, bank_counts, scope_counts, log)
+        if status == 1:
+            log_cap *= 2
+            continue
+        if status == 2:
+            raise RuntimeError("DRAM kernel stopped before serving every request (no command could ever issue)")
+        break
+    wall = time.perf_counter() - t0
+    return _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,
+                      log[:log_n] if command_log else None, wall, n_scopes)
+
+
+def _summarize(r, req, arrive, done, miss, end, bank_counts, scope_counts, log, wall, n_scopes) -> DramResult:
+    o, cfg, n_ = r.org, r.config, r.n
+    totals = bank_counts.sum(axis=0) + scope_counts.sum(axis=0)
+    counts = {c: int(totals[i]) for i, c in enumerate(COMMANDS)}
+    reads = ~req.is_write
+    lat_cycles = (done - arrive)[reads]
+    sim_ns = end * r.tck_ns
+    bytes_done = len(req) * r.access_bytes
+    lat = {}
+    if len(lat_cycles):
+        ns = lat_cycles * r.tck_ns
+        lat = {"mean": float(ns.mean()), "p50": float(np.percentile(ns, 50)), "p99": float(np.percentile(ns, 99)),
+               "min": float(ns.min()), "max": float(ns.max())}
+    if cfg.refresh.mode == "all_bank":
+        refresh_share = counts["REFab"] * n_["nRFC"] / max(end * n_scopes, 1)
+    elif cfg.refresh.mode == "per_bank":
+        refresh_share = counts["REFpb"] * n_["nRFCpb"] / max(end * len(bank_counts), 1)
+    else:
+        refresh_share = 0.0
+    e = cfg.energy
+    bits = r.access_bytes * 8
+    energy = {
+        "activate": counts["ACT"] * e.act_pre_pj,
+        "read": (counts["RD"] + counts["RDA"]) * bits * e.rd_pj_per_bit,
+        "write": (counts["WR"] + counts["WRA"]) * bits * e.wr_pj_per_bit,
+        "refresh": counts["REFab"] * e.ref_ab_pj + counts["REFpb"] * e.ref_pb_pj,
+        "background": e.background_mw_per_channel * o.channels * sim_ns,  # mW x ns = pJ
+    }
+    log_arr = None
+    if log is not None:
+        log_arr = np.zeros(len(log), LOG_DTYPE)
+        for k, name in enumerate(LOG_DTYPE.names):
+            log_arr[name] = log[:, k]
+    return DramResult(
+        preset=cfg.name, requests=len(req), reads=int(reads.sum()), writes=int((~reads).sum()), cycles=end,
+        sim_time_ns=sim_ns, bandwidth_GBps=bytes_done / sim_ns if sim_ns else 0.0, peak_GBps=r.peak_bw_GBps,
+        read_latency_ns=lat, row_hit_rate=1.0 - float(miss.mean()),
+        command_counts=counts, refresh_time_share=refresh_share, energy_pj=energy, wall_s=wall,
+        log=log_arr, latency_cycles=lat_cycles)
+
+
+def warmup() -> None:
+    """Compile every kernel once (numba caches the machine code on disk across processes)."""
+    from tokenstack_sim.config.loader import load_config
+    from tokenstack_sim.hw.dram.patterns import generate
+
+    r = load_config("hbm3-ramulator21")
+    run_dram(r, generate("mixed", 64, r.capacity_bytes, r.access_bytes), command_log=True)
