@@ -83,7 +83,8 @@ def test_mooncake_synthetic_matches_workloads_md():
 
 @pytest.mark.validation
 def test_reblocking_to_16_tokens_keeps_the_hit():
-    table = read_trace(real_trace("mooncake_fast25/conversation_trace.jsonl"))
+    # The first 3,000 requests keep the test fast; the hit is compared on the same rows at both sizes.
+    table = read_trace(real_trace("mooncake_fast25/conversation_trace.jsonl")).take(np.arange(3000))
     fine = reblock(table, 16)
     validate(fine)
     assert fine.hash_block_tokens == 16
