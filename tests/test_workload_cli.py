@@ -229,3 +229,24 @@ def test_readme_spec_example_parses():
     example = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
     spec = parse_spec(tomllib.loads(example), "README.md")
     assert spec.output_tokens.kind == "lognormal" and spec.prefix.followup_prob == 0.67
+
+
+@pytest.mark.unit
+def test_fetch_without_reference_traces(capsys, tmp_path, monkeypatch):
+    """The same download path with a generated file, so it runs where ../shared is absent."""
+    root = tmp_path / "mirror"
+    (root / "demo").mkdir(parents=True)
+    body = b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9,10,1\n"
+    (root / "demo" / "t.csv").write_bytes(body)
+    known = KnownTrace("http://example.invalid/t.csv", "demo/t.csv", hashlib.sha256(body).hexdigest(), "test")
+    monkeypatch.setitem(KNOWN_TRACES, "azure2023-code", known)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = run(capsys, "fetch", "azure2023-code", "--cache-dir", str(tmp_path / "c"), "--base-url", base_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, err
+    assert (tmp_path / "c" / "demo" / "t.csv").read_bytes() == body
