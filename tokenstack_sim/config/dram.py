@@ -108,6 +108,8 @@ class Controller:
     scheduler: Literal["frfcfs", "fcfs"] = spec("frfcfs", doc="request scheduler")
     page_policy: Literal["open", "closed"] = spec("open", doc="row-buffer policy")
     address_map: str = spec("mop4clxor", doc="named map (mop4clxor, row_major, bank_first) or field order")
+    active_buffer: int = spec(0, min=0, max=4096, doc="requests whose row was activated for them leave the "
+                              "queue count, up to this many per channel (Ramulator 2's active buffer)")
     dual_command_bus: bool = spec(True, doc="one row and one column command per cycle (HBM's split CA bus)")
 
     def __post_init__(self) -> None:

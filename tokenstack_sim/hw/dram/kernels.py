@@ -89,7 +89,7 @@ def _raise(ready, node, cmd, t_ok):
         ready[node, cmd] = t_ok
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, alevel, c, p, s, g, b, t):
     """Apply the timing consequences of issuing `cmd` at cycle `t`."""
     i0, i1, i2, i3, i4 = node_ids(dims, c, p, s, g, b)
@@ -123,8 +123,11 @@ def record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, 
 
 
 # Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
-F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE = 0, 1, 2, 3, 4, 5, 6, 7
-NF = 8
+F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE, F_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7, 8
+# A request's cached lower bound: command F_NB_CMD cannot issue before cycle F_NB_T. Valid because
+# `ready` and the window histories only ever grow, so `earliest` never decreases over time.
+F_NB_CMD, F_NB_T = 9, 10
+NF = 11
 
 
 @njit(cache=True, inline="always")
@@ -168,6 +171,8 @@ def _enqueue(q, qn, c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB, n
     q[c, qn, F_BG] = r_bg[i]
     q[c, qn, F_BA] = r_bank[i]
     q[c, qn, F_SCOPE] = c * n_scope + (p if ref_level == 1 else p * S + s)
+    q[c, qn, F_ACTIVE] = 0
+    q[c, qn, F_NB_CMD] = -1
     if open_row[bb] == r_row[i]:
         hits[bb] += 1
 
@@ -181,12 +186,12 @@ def simulate(
     # device and constraints
     dims, off, tim, cons, cons_ptr, wins, win_prev, win_next,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
-    #              open_loop, requests_per_cycle, log_on]
+    #              open_loop, requests_per_cycle, log_on, active_buffer]
     ctl,
     # state (zeroed / NEVER-filled by the caller)
     ready, win_hist, win_pos, open_row,
     # outputs
-    done_cycle, r_miss, bank_counts, scope_counts, log,
+    done_cycle, r_miss, bank_counts, scope_counts, log, diag,
 ):
     """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log full."""
     C = dims[0]
@@ -213,10 +218,15 @@ def simulate(
     open_loop = ctl[9] != 0
     fe_rate = ctl[10]
     log_on = ctl[11] != 0
+    # Active buffer (as in Ramulator 2's generic controller): a request whose row this controller
+    # activated leaves the read queue / write buffer count, up to AB such requests per channel.
+    AB = ctl[12]
 
     n = r_ch.shape[0]
-    rqa = np.zeros((C, RQ, NF), np.int64)
-    wqa = np.zeros((C, WQ, NF), np.int64)
+    rqa = np.zeros((C, RQ + AB, NF), np.int64)
+    wqa = np.zeros((C, WQ + AB, NF), np.int64)
+    rq_act = np.zeros(C, np.int64)  # entries of each queue that sit in the active buffer
+    wq_act = np.zeros(C, np.int64)
     rq_n = np.zeros(C, np.int64)
     wq_n = np.zeros(C, np.int64)
     # queued requests to each bank's open row, per queue: only the queue being served protects a row
@@ -267,14 +277,14 @@ def simulate(
                 i = fe_ptr
                 c = r_ch[i]
                 if r_write[i]:
-                    if wq_n[c] >= WQ:
+                    if wq_n[c] - wq_act[c] >= WQ:
                         fe_block = c
                         break
                     _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
                              n_scope, ref_level, open_row, hits_w)
                     wq_n[c] += 1
                 else:
-                    if rq_n[c] >= RQ:
+                    if rq_n[c] - rq_act[c] >= RQ:
                         fe_block = c
                         break
                     _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
@@ -285,9 +295,11 @@ def simulate(
                 next_try[c] = t
             fe_next = t + 1 if (fe_ptr < n and fe_block < 0) else NEVER
 
+        diag[0] += 1  # event cycles visited
         for c in range(C):
             if next_try[c] > t:
                 continue
+            diag[1] += 1  # channel scheduling passes
             wake = NEVER
             # ---- open-loop ingress: arrived requests enter the queues in arrival order
             if open_loop:
@@ -296,13 +308,13 @@ def simulate(
                     if r_arrive[i] > t:
                         break
                     if r_write[i]:
-                        if wq_n[c] >= WQ:
+                        if wq_n[c] - wq_act[c] >= WQ:
                             break
                         _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
                                  n_scope, ref_level, open_row, hits_w)
                         wq_n[c] += 1
                     else:
-                        if rq_n[c] >= RQ:
+                        if rq_n[c] - rq_act[c] >= RQ:
                             break
                         _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
                                  n_scope, ref_level, open_row, hits_r)
@@ -408,44 +420,75 @@ def simulate(
             col_cmd = WR if is_wr else RD
             stamp += 1
 
-            # ---- pass 1: the oldest queued row hit whose column command is ready
-            pick_k = -1
+            # ---- one scan, oldest first: the oldest row hit whose column command is ready, and the
+            # oldest request whose ACT (bank closed) or PRE (row conflict) is ready
+            pick_col = -1
+            pick_row = -1
+            row_cmd = -1
             limit = min(1, qn) if fcfs else qn
             for k in range(limit):
                 bb = q[c, k, F_BANK]
-                if open_row[bb] != q[c, k, F_ROW]:
+                row = q[c, k, F_ROW]
+                orow = open_row[bb]
+                is_hit = orow == row
+                if is_hit:
+                    if pick_col >= 0:
+                        continue
+                    cmd = col_cmd
+                else:
+                    if pick_row >= 0 or row_used:
+                        continue
+                    if orow >= 0 and hits[bb] > 0:
+                        continue  # keep a row open while queued requests still hit it
+                    cmd = ACT if orow < 0 else PRE
+                if q[c, k, F_NB_CMD] == cmd and q[c, k, F_NB_T] > t:
+                    wake = min(wake, q[c, k, F_NB_T])
                     continue
+                p = q[c, k, F_PC]
                 if ref_mode == 1:
                     if ref_pend[q[c, k, F_SCOPE]]:
                         continue
                 elif ref_mode == 2:
-                    gp = c * P + q[c, k, F_PC]
-                    if pb_pend[gp] and pb_ptr[gp] == bb - c * NB - q[c, k, F_PC] * BPC:
+                    gp = c * P + p
+                    if pb_pend[gp] and pb_ptr[gp] == bb - c * NB - p * BPC:
                         continue
-                p = q[c, k, F_PC]
-                if gate_stamp[p, col_cmd] != stamp:
-                    gate_stamp[p, col_cmd] = stamp
-                    gate_val[p, col_cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off,
-                                                    col_cmd, 1, c, p, 0, 0, 0)
-                if gate_val[p, col_cmd] > t:
-                    wake = min(wake, gate_val[p, col_cmd])
+                if gate_stamp[p, cmd] != stamp:
+                    gate_stamp[p, cmd] = stamp
+                    gate_val[p, cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 1,
+                                                c, p, 0, 0, 0)
+                if gate_val[p, cmd] > t:
+                    wake = min(wake, gate_val[p, cmd])
                     continue
-                e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, col_cmd, 4,
+                e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
                              c, p, q[c, k, F_SID], q[c, k, F_BG], q[c, k, F_BA])
-                if e <= t:
-                    pick_k = k
+                if e > t:
+                    q[c, k, F_NB_CMD] = cmd
+                    q[c, k, F_NB_T] = e
+                    wake = min(wake, e)
+                    continue
+                if is_hit:
+                    pick_col = k
+                else:
+                    pick_row = k
+                    row_cmd = cmd
+                if pick_col >= 0 and (pick_row >= 0 or row_used):
                     break
-                wake = min(wake, e)
-            if pick_k >= 0:
-                i = q[c, pick_k, F_REQ]
-                bb = q[c, pick_k, F_BANK]
-                row = q[c, pick_k, F_ROW]
-                p = q[c, pick_k, F_PC]
-                s = q[c, pick_k, F_SID]
-                g = q[c, pick_k, F_BG]
-                b = q[c, pick_k, F_BA]
+
+            if pick_col >= 0:
+                i = q[c, pick_col, F_REQ]
+                bb = q[c, pick_col, F_BANK]
+                row = q[c, pick_col, F_ROW]
+                p = q[c, pick_col, F_PC]
+                s = q[c, pick_col, F_SID]
+                g = q[c, pick_col, F_BG]
+                b = q[c, pick_col, F_BA]
                 cmd = col_cmd
                 hits[bb] -= 1
+                if q[c, pick_col, F_ACTIVE]:
+                    if is_wr:
+                        wq_act[c] -= 1
+                    else:
+                        rq_act[c] -= 1
                 if closed_page and hits_r[bb] + hits_w[bb] == 0:
                     cmd = WRA if is_wr else RDA  # no other queued request wants this row: auto-precharge
                 record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
@@ -461,7 +504,7 @@ def simulate(
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
-                for k in range(pick_k, qn - 1):  # remove, keeping arrival order
+                for k in range(pick_col, qn - 1):  # remove, keeping arrival order
                     for f in range(NF):
                         q[c, k, f] = q[c, k + 1, f]
                 qn -= 1
@@ -474,44 +517,24 @@ def simulate(
                 if fe_block == c:
                     fe_block = -1
                     fe_next = t + 1
-                limit = min(1, qn) if fcfs else qn
+                if pick_row > pick_col:
+                    pick_row -= 1
 
-            # ---- pass 2: the oldest request needing an ACT (bank closed) or a PRE (row conflict)
-            if row_used or (col_used and not dual_bus):
-                if qn > 0:
-                    wake = min(wake, t + 1)
-            else:
-                for k in range(limit):
-                    bb = q[c, k, F_BANK]
-                    orow = open_row[bb]
-                    row = q[c, k, F_ROW]
-                    if orow == row:
-                        continue
-                    if orow >= 0 and hits[bb] > 0:
-                        continue  # keep a row open while queued requests still hit it
-                    p = q[c, k, F_PC]
-                    if ref_mode == 1:
-                        if ref_pend[q[c, k, F_SCOPE]]:
-                            continue
-                    elif ref_mode == 2:
-                        gp = c * P + p
-                        if pb_pend[gp] and pb_ptr[gp] == bb - c * NB - p * BPC:
-                            continue
-                    cmd = ACT if orow < 0 else PRE
-                    if gate_stamp[p, cmd] != stamp:
-                        gate_stamp[p, cmd] = stamp
-                        gate_val[p, cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 1,
-                                                    c, p, 0, 0, 0)
-                    if gate_val[p, cmd] > t:
-                        wake = min(wake, gate_val[p, cmd])
-                        continue
-                    s = q[c, k, F_SID]
-                    g = q[c, k, F_BG]
-                    b = q[c, k, F_BA]
-                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4, c, p, s, g, b)
-                    if e > t:
-                        wake = min(wake, e)
-                        continue
+            if pick_row >= 0 and (dual_bus or not col_used):
+                k = pick_row
+                cmd = row_cmd
+                bb = q[c, k, F_BANK]
+                row = q[c, k, F_ROW]
+                orow = open_row[bb]
+                p = q[c, k, F_PC]
+                s = q[c, k, F_SID]
+                g = q[c, k, F_BG]
+                b = q[c, k, F_BA]
+                # the column command just issued may have moved this command's earliest cycle
+                if col_used and earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
+                                         c, p, s, g, b) > t:
+                    pick_row = -1
+                else:
                     record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
                     if log_on:
@@ -521,6 +544,12 @@ def simulate(
                     if cmd == ACT:
                         open_row[bb] = row
                         r_miss[q[c, k, F_REQ]] = 1
+                        if rq_act[c] + wq_act[c] < AB and not q[c, k, F_ACTIVE]:
+                            q[c, k, F_ACTIVE] = 1
+                            if is_wr:
+                                wq_act[c] += 1
+                            else:
+                                rq_act[c] += 1
                         hits_r[bb] = _count_hits(rqa, rq_n[c], c, bb, row)
                         hits_w[bb] = _count_hits(wqa, wq_n[c], c, bb, row)
                     else:
@@ -528,8 +557,8 @@ def simulate(
                         hits_r[bb] = 0
                         hits_w[bb] = 0
                     row_used = True
-                    wake = min(wake, t + 1)
-                    break
+            if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
+                wake = min(wake, t + 1)
             if open_loop and ing_ptr[c] < ing_hi[c]:
                 wake = min(wake, max(r_arrive[ing_order[ing_ptr[c]]], t + 1))
             next_try[c] = wake

@@ -72,7 +72,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         int(ctl_cfg.scheduler == "fcfs"), int(ctl_cfg.page_policy == "closed"), int(ctl_cfg.dual_command_bus),
         {"none": 0, "all_bank": 1, "per_bank": 2}[cfg.refresh.mode],
         1 if cfg.scopes.refresh == "pseudo_channel" else 2,
-        int(ol), cfg.frontend.requests_per_cycle, int(log_on),
+        int(ol), cfg.frontend.requests_per_cycle, int(log_on), ctl_cfg.active_buffer,
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)
@@ -98,6 +98,7 @@ class DramResult:
     refresh_time_share: float = 0.0
     energy_pj: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    kernel_events: dict = field(default_factory=dict)  # how much work the kernel did (for benchmarks)
     log: np.ndarray | None = None
     latency_cycles: np.ndarray | None = None
 
@@ -174,11 +175,12 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
         scope_counts = np.zeros((n_scopes, kernels.NCMD), np.int64)
         log = np.zeros((log_cap, 9), np.int64)
         arr = arrive.copy()
+        diag = np.zeros(4, np.int64)
         end, log_n, status = kernels.simulate(
             coords["ch"], coords["pc"], coords["sid"], coords["bg"], coords["ba"], coords["row"], coords["col"],
             req.is_write, arr, order, lo, hi,
             tabs.dims, tabs.off, tabs.tim, tabs.cons, tabs.cons_ptr, tabs.wins, tabs.win_prev, tabs.win_next,
-            tabs.ctl, ready, win_hist, win_pos, open_row, done, miss, bank_counts, scope_counts, log)
+            tabs.ctl, ready, win_hist, win_pos, open_row, done, miss, bank_counts, scope_counts, log, diag)
         if status == 1:
             log_cap *= 2
             continue
@@ -186,8 +188,10 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
             raise RuntimeError("DRAM kernel stopped before serving every request (no command could ever issue)")
         break
     wall = time.perf_counter() - t0
-    return _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,
-                      log[:log_n] if command_log else None, wall, n_scopes)
+    result = _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,
+                        log[:log_n] if command_log else None, wall, n_scopes)
+    result.kernel_events = {"event_cycles": int(diag[0]), "channel_passes": int(diag[1])}
+    return result
 
 
 def _summarize(r, req, arrive, done, miss, end, bank_counts, scope_counts, log, wall, n_scopes) -> DramResult:
