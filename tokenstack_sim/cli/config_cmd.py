@@ -21,6 +21,9 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 def check(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Validate CONFIG (a preset name or a TOML file) and print it resolved."""
     r = load_config(config, overrides)
+    from tokenstack_sim.hw.dram.address_map import parse_map
+
+    parse_map(r.config.controller.address_map, r.org, source=r.source)  # a bad map fails here, not mid-run
     if as_json:
         data = to_dict(r.config)
         data["derived"] = {"timing_cycles": dict(r.n), "capacity_bytes": r.capacity_bytes,
