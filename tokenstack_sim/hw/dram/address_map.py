@@ -53,6 +53,22 @@ class AddressMap:
             out["ba"] = (out["ba"] + folded) % n_ba if n_ba & (n_ba - 1) else out["ba"] ^ (folded % n_ba)
         return out
 
+    def encode(self, coords: dict[str, np.ndarray]) -> np.ndarray:
+        """The access indices of the given coordinates: the inverse of `decode`."""
+        c = {f: np.asarray(coords.get(f, 0), np.int64).copy() for f in FIELDS}
+        if self.xor:  # undo the fold: it depends on the row only, which is stored unfolded
+            n_bg, n_ba = _count(self.digits, "bg"), _count(self.digits, "ba")
+            c["bg"] = (c["bg"] - c["row"]) % n_bg if n_bg & (n_bg - 1) else c["bg"] ^ (c["row"] % n_bg)
+            folded = c["row"] // n_bg
+            c["ba"] = (c["ba"] - folded) % n_ba if n_ba & (n_ba - 1) else c["ba"] ^ (folded % n_ba)
+        index = np.zeros(np.broadcast(*c.values()).shape, np.int64)
+        scale = 1
+        for field, radix in self.digits:
+            index += (c[field] % radix) * scale
+            c[field] //= radix
+            scale *= radix
+        return index
+
 
 def _count(digits, field) -> int:
     total = 1
