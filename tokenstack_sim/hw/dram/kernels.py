@@ -124,10 +124,11 @@ def record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, 
 
 # Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
 F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE, F_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7, 8
-# A request's cached lower bound: command F_NB_CMD cannot issue before cycle F_NB_T. Valid because
-# `ready` and the window histories only ever grow, so `earliest` never decreases over time.
-F_NB_CMD, F_NB_T = 9, 10
-NF = 11
+# A request's cached lower bound: its next command cannot issue before cycle F_NB_T. Valid because
+# `ready` and the window histories only ever grow, so `earliest` never decreases; and reset to 0 for
+# every request of a bank whose state changes (which changes the command the request needs next).
+F_NB_T = 9
+NF = 10
 
 
 @njit(cache=True, inline="always")
@@ -148,33 +149,41 @@ def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
 
 
 @njit(cache=True, inline="always")
-def _count_hits(q, qn, c, bank, row):
+def _count_hits(qa, qi, qn, c, bank, row):
     k_hits = 0
     for k in range(qn):
-        if q[c, k, F_BANK] == bank and q[c, k, F_ROW] == row:
+        if qa[c, qi, k, F_BANK] == bank and qa[c, qi, k, F_ROW] == row:
             k_hits += 1
     return k_hits
 
 
 @njit(cache=True, inline="always")
-def _enqueue(q, qn, c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB, n_scope, ref_level, open_row, hits):
-    """Append request i to queue q of channel c; `hits` is that queue's per-bank open-row hit count."""
+def _forget_bounds(qa, qi, qn, c, field, value):
+    """Drop the cached lower bounds of the requests whose `field` equals `value` (bank or scope)."""
+    for k in range(qn):
+        if qa[c, qi, k, field] == value:
+            qa[c, qi, k, F_NB_T] = 0
+
+
+@njit(cache=True, inline="always")
+def _enqueue(qa, qi, qn, c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB, n_scope, ref_level, open_row, hits):
+    """Append request i to queue qi (0 reads, 1 writes) of channel c; `hits` counts open-row hits."""
     p = r_pc[i]
     s = r_sid[i]
     lbk = ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
     bb = c * NB + lbk
-    q[c, qn, F_REQ] = i
-    q[c, qn, F_BANK] = bb
-    q[c, qn, F_ROW] = r_row[i]
-    q[c, qn, F_PC] = p
-    q[c, qn, F_SID] = s
-    q[c, qn, F_BG] = r_bg[i]
-    q[c, qn, F_BA] = r_bank[i]
-    q[c, qn, F_SCOPE] = c * n_scope + (p if ref_level == 1 else p * S + s)
-    q[c, qn, F_ACTIVE] = 0
-    q[c, qn, F_NB_CMD] = -1
+    qa[c, qi, qn, F_REQ] = i
+    qa[c, qi, qn, F_BANK] = bb
+    qa[c, qi, qn, F_ROW] = r_row[i]
+    qa[c, qi, qn, F_PC] = p
+    qa[c, qi, qn, F_SID] = s
+    qa[c, qi, qn, F_BG] = r_bg[i]
+    qa[c, qi, qn, F_BA] = r_bank[i]
+    qa[c, qi, qn, F_SCOPE] = c * n_scope + (p if ref_level == 1 else p * S + s)
+    qa[c, qi, qn, F_ACTIVE] = 0
+    qa[c, qi, qn, F_NB_T] = 0
     if open_row[bb] == r_row[i]:
-        hits[bb] += 1
+        hits[qi, bb] += 1
 
 
 @njit(cache=True)
@@ -223,15 +232,15 @@ def simulate(
     AB = ctl[12]
 
     n = r_ch.shape[0]
-    rqa = np.zeros((C, RQ + AB, NF), np.int64)
-    wqa = np.zeros((C, WQ + AB, NF), np.int64)
+    # the read queue (qi = 0) and the write buffer (qi = 1) of every channel, in one array so that the
+    # scheduler indexes the one it serves instead of aliasing two arrays
+    qa = np.zeros((C, 2, max(RQ, WQ) + AB, NF), np.int64)
     rq_act = np.zeros(C, np.int64)  # entries of each queue that sit in the active buffer
     wq_act = np.zeros(C, np.int64)
     rq_n = np.zeros(C, np.int64)
     wq_n = np.zeros(C, np.int64)
     # queued requests to each bank's open row, per queue: only the queue being served protects a row
-    hits_r = np.zeros(C * NB, np.int64)
-    hits_w = np.zeros(C * NB, np.int64)
+    hits = np.zeros((2, C * NB), np.int64)
     drain = np.zeros(C, np.bool_)
     next_try = np.full(C, NEVER, np.int64)
     ing_ptr = ing_lo.copy()
@@ -280,15 +289,15 @@ def simulate(
                     if wq_n[c] - wq_act[c] >= WQ:
                         fe_block = c
                         break
-                    _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                             n_scope, ref_level, open_row, hits_w)
+                    _enqueue(qa, 1, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                             n_scope, ref_level, open_row, hits)
                     wq_n[c] += 1
                 else:
                     if rq_n[c] - rq_act[c] >= RQ:
                         fe_block = c
                         break
-                    _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                             n_scope, ref_level, open_row, hits_r)
+                    _enqueue(qa, 0, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                             n_scope, ref_level, open_row, hits)
                     rq_n[c] += 1
                 r_arrive[i] = t
                 fe_ptr += 1
@@ -310,14 +319,14 @@ def simulate(
                     if r_write[i]:
                         if wq_n[c] - wq_act[c] >= WQ:
                             break
-                        _enqueue(wqa, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                                 n_scope, ref_level, open_row, hits_w)
+                        _enqueue(qa, 1, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                                 n_scope, ref_level, open_row, hits)
                         wq_n[c] += 1
                     else:
                         if rq_n[c] - rq_act[c] >= RQ:
                             break
-                        _enqueue(rqa, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                                 n_scope, ref_level, open_row, hits_r)
+                        _enqueue(qa, 0, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
+                                 n_scope, ref_level, open_row, hits)
                         rq_n[c] += 1
                     ing_ptr[c] += 1
 
@@ -356,8 +365,10 @@ def simulate(
                             if open_row[bb] >= 0:
                                 bank_counts[bb, PRE] += 1
                                 open_row[bb] = -1
-                                hits_r[bb] = 0
-                                hits_w[bb] = 0
+                                hits[0, bb] = 0
+                                hits[1, bb] = 0
+                        _forget_bounds(qa, 0, rq_n[c], c, F_SCOPE, gsc)
+                        _forget_bounds(qa, 1, wq_n[c], c, F_SCOPE, gsc)
                     else:
                         ref_pend[gsc] = False
                         ref_due[gsc] += nREFI
@@ -396,8 +407,10 @@ def simulate(
                         log_n = log_n2
                     if cmd == PRE:
                         open_row[bb] = -1
-                        hits_r[bb] = 0
-                        hits_w[bb] = 0
+                        hits[0, bb] = 0
+                        hits[1, bb] = 0
+                        _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
+                        _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
                     else:
                         pb_pend[gp] = False
                         pb_due[gp] += nREFIpb
@@ -414,8 +427,7 @@ def simulate(
             if drain[c] and wq_n[c] == 0:
                 drain[c] = False
             is_wr = drain[c]
-            q = wqa if is_wr else rqa
-            hits = hits_w if is_wr else hits_r
+            qi = 1 if is_wr else 0
             qn = wq_n[c] if is_wr else rq_n[c]
             col_cmd = WR if is_wr else RD
             stamp += 1
@@ -427,8 +439,11 @@ def simulate(
             row_cmd = -1
             limit = min(1, qn) if fcfs else qn
             for k in range(limit):
-                bb = q[c, k, F_BANK]
-                row = q[c, k, F_ROW]
+                if qa[c, qi, k, F_NB_T] > t:
+                    wake = min(wake, qa[c, qi, k, F_NB_T])
+                    continue
+                bb = qa[c, qi, k, F_BANK]
+                row = qa[c, qi, k, F_ROW]
                 orow = open_row[bb]
                 is_hit = orow == row
                 if is_hit:
@@ -438,15 +453,12 @@ def simulate(
                 else:
                     if pick_row >= 0 or row_used:
                         continue
-                    if orow >= 0 and hits[bb] > 0:
+                    if orow >= 0 and hits[qi, bb] > 0:
                         continue  # keep a row open while queued requests still hit it
                     cmd = ACT if orow < 0 else PRE
-                if q[c, k, F_NB_CMD] == cmd and q[c, k, F_NB_T] > t:
-                    wake = min(wake, q[c, k, F_NB_T])
-                    continue
-                p = q[c, k, F_PC]
+                p = qa[c, qi, k, F_PC]
                 if ref_mode == 1:
-                    if ref_pend[q[c, k, F_SCOPE]]:
+                    if ref_pend[qa[c, qi, k, F_SCOPE]]:
                         continue
                 elif ref_mode == 2:
                     gp = c * P + p
@@ -457,13 +469,13 @@ def simulate(
                     gate_val[p, cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 1,
                                                 c, p, 0, 0, 0)
                 if gate_val[p, cmd] > t:
+                    qa[c, qi, k, F_NB_T] = gate_val[p, cmd]
                     wake = min(wake, gate_val[p, cmd])
                     continue
                 e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
-                             c, p, q[c, k, F_SID], q[c, k, F_BG], q[c, k, F_BA])
+                             c, p, qa[c, qi, k, F_SID], qa[c, qi, k, F_BG], qa[c, qi, k, F_BA])
                 if e > t:
-                    q[c, k, F_NB_CMD] = cmd
-                    q[c, k, F_NB_T] = e
+                    qa[c, qi, k, F_NB_T] = e
                     wake = min(wake, e)
                     continue
                 if is_hit:
@@ -475,21 +487,21 @@ def simulate(
                     break
 
             if pick_col >= 0:
-                i = q[c, pick_col, F_REQ]
-                bb = q[c, pick_col, F_BANK]
-                row = q[c, pick_col, F_ROW]
-                p = q[c, pick_col, F_PC]
-                s = q[c, pick_col, F_SID]
-                g = q[c, pick_col, F_BG]
-                b = q[c, pick_col, F_BA]
+                i = qa[c, qi, pick_col, F_REQ]
+                bb = qa[c, qi, pick_col, F_BANK]
+                row = qa[c, qi, pick_col, F_ROW]
+                p = qa[c, qi, pick_col, F_PC]
+                s = qa[c, qi, pick_col, F_SID]
+                g = qa[c, qi, pick_col, F_BG]
+                b = qa[c, qi, pick_col, F_BA]
                 cmd = col_cmd
-                hits[bb] -= 1
-                if q[c, pick_col, F_ACTIVE]:
+                hits[qi, bb] -= 1
+                if qa[c, qi, pick_col, F_ACTIVE]:
                     if is_wr:
                         wq_act[c] -= 1
                     else:
                         rq_act[c] -= 1
-                if closed_page and hits_r[bb] + hits_w[bb] == 0:
+                if closed_page and hits[0, bb] + hits[1, bb] == 0:
                     cmd = WRA if is_wr else RDA  # no other queued request wants this row: auto-precharge
                 record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
                 bank_counts[bb, cmd] += 1
@@ -499,14 +511,16 @@ def simulate(
                     log_n = log_n2
                 if cmd == RDA or cmd == WRA:
                     open_row[bb] = -1
-                    hits_r[bb] = 0
-                    hits_w[bb] = 0
+                    hits[0, bb] = 0
+                    hits[1, bb] = 0
+                    _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
+                    _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
                 for k in range(pick_col, qn - 1):  # remove, keeping arrival order
                     for f in range(NF):
-                        q[c, k, f] = q[c, k + 1, f]
+                        qa[c, qi, k, f] = qa[c, qi, k + 1, f]
                 qn -= 1
                 if is_wr:
                     wq_n[c] = qn
@@ -523,13 +537,13 @@ def simulate(
             if pick_row >= 0 and (dual_bus or not col_used):
                 k = pick_row
                 cmd = row_cmd
-                bb = q[c, k, F_BANK]
-                row = q[c, k, F_ROW]
+                bb = qa[c, qi, k, F_BANK]
+                row = qa[c, qi, k, F_ROW]
                 orow = open_row[bb]
-                p = q[c, k, F_PC]
-                s = q[c, k, F_SID]
-                g = q[c, k, F_BG]
-                b = q[c, k, F_BA]
+                p = qa[c, qi, k, F_PC]
+                s = qa[c, qi, k, F_SID]
+                g = qa[c, qi, k, F_BG]
+                b = qa[c, qi, k, F_BA]
                 # the column command just issued may have moved this command's earliest cycle
                 if col_used and earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
                                          c, p, s, g, b) > t:
@@ -543,19 +557,21 @@ def simulate(
                         log_n = log_n2
                     if cmd == ACT:
                         open_row[bb] = row
-                        r_miss[q[c, k, F_REQ]] = 1
-                        if rq_act[c] + wq_act[c] < AB and not q[c, k, F_ACTIVE]:
-                            q[c, k, F_ACTIVE] = 1
+                        r_miss[qa[c, qi, k, F_REQ]] = 1
+                        if rq_act[c] + wq_act[c] < AB and not qa[c, qi, k, F_ACTIVE]:
+                            qa[c, qi, k, F_ACTIVE] = 1
                             if is_wr:
                                 wq_act[c] += 1
                             else:
                                 rq_act[c] += 1
-                        hits_r[bb] = _count_hits(rqa, rq_n[c], c, bb, row)
-                        hits_w[bb] = _count_hits(wqa, wq_n[c], c, bb, row)
+                        hits[0, bb] = _count_hits(qa, 0, rq_n[c], c, bb, row)
+                        hits[1, bb] = _count_hits(qa, 1, wq_n[c], c, bb, row)
                     else:
                         open_row[bb] = -1
-                        hits_r[bb] = 0
-                        hits_w[bb] = 0
+                        hits[0, bb] = 0
+                        hits[1, bb] = 0
+                    _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
+                    _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
                     row_used = True
             if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
                 wake = min(wake, t + 1)
