@@ -54,21 +54,17 @@ class Device:
     def __init__(self, preset, overrides=()):
         self.r = load_config(preset, list(overrides))
         self.tabs = build_tables(self.r)
-        self.ready, self.win_hist, self.win_pos, _ = self.tabs.fresh_state()
+        self.st, _ = self.tabs.fresh_state()
         self.ref_level = 1 if self.r.config.scopes.refresh == "pseudo_channel" else 2
 
     def _level(self, cmd):
         return self.ref_level if cmd in ("PREA", "REFab") else 4
 
     def issue(self, cmd, addr, t):
-        tb = self.tabs
-        kernels.record(self.ready, self.win_hist, self.win_pos, tb.cons, tb.cons_ptr, tb.wins, tb.win_prev,
-                       tb.dims, tb.off, CODE[cmd], self._level(cmd), *addr, t)
+        kernels.record(self.tabs.tab, self.st, CODE[cmd], self._level(cmd), *addr, t)
 
     def earliest(self, cmd, addr):
-        tb = self.tabs
-        return kernels.earliest(self.ready, self.win_hist, self.win_pos, tb.wins, tb.win_next, tb.dims, tb.off,
-                                CODE[cmd], self._level(cmd), *addr)
+        return kernels.earliest(self.tabs.tab, self.st, CODE[cmd], self._level(cmd), *addr)
 
     def allowed(self, cmd, addr, t):
         return self.earliest(cmd, addr) <= t

@@ -30,13 +30,33 @@ NEVER = np.int64(1) << np.int64(62)
 L_CH, L_PC, L_SID, L_BG, L_BANK = 0, 1, 2, 3, 4
 
 
+# The static tables and the timing state each travel as one flat int64 array (`tab`, `st`), so that a
+# helper call passes two arrays instead of nine: every array argument costs numba an atomic reference
+# count increment and decrement, which dominated the scheduler loop before this layout.
+# Header of `tab` (positions):
+T_DIMS = 0  # 5 values: channels, pseudo-channels per channel, SIDs per PC, bank groups per SID, banks per BG
+T_OFF = 5  # 5 values: first node of each level in the node numbering
+T_NWIN = 10  # rolling-window constraints
+T_MAXW = 11  # largest window
+T_NNODES = 12  # nodes of all levels
+T_CONS = 13  # -> rows (prev, next, level, latency, sibling) of the plain constraints, sorted by prev
+T_CPTR = 14  # -> NCMD + 1 row offsets into those rows, per prev command
+T_WINS = 15  # -> rows (level, latency, count, 0) of the window constraints
+T_WPREV = 16  # -> NCMD flags per window: the command counts into the window
+T_WNEXT = 17  # -> NCMD flags per window: the command waits for the window
+T_ST_WH = 18  # in st: window histories, [window][node][slot]
+T_ST_WP = 19  # in st: window push counts, [window][node]
+T_HEADER = 20
+# `st` starts with ready[node * NCMD + cmd]: the first cycle cmd may issue at that node.
+
+
 @njit(cache=True, inline="always")
-def node_ids(dims, c, p, s, g, b):
+def node_ids(tab, c, p, s, g, b):
     """Index of the node of each level (within its level) for one address."""
-    i1 = c * dims[1] + p
-    i2 = i1 * dims[2] + s
-    i3 = i2 * dims[3] + g
-    i4 = i3 * dims[4] + b
+    i1 = c * tab[T_DIMS + 1] + p
+    i2 = i1 * tab[T_DIMS + 2] + s
+    i3 = i2 * tab[T_DIMS + 3] + g
+    i4 = i3 * tab[T_DIMS + 4] + b
     return c, i1, i2, i3, i4
 
 
@@ -54,72 +74,78 @@ def pick(level, i0, i1, i2, i3, i4):
 
 
 @njit(cache=True, inline="always")
-def earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, alevel, c, p, s, g, b):
+def earliest(tab, st, cmd, alevel, c, p, s, g, b):
     """First cycle at which `cmd` addressed down to level `alevel` satisfies every timing constraint.
 
     With `alevel` below the command's own level it gives a lower bound from the upper levels only,
     which the scheduler uses to skip every request behind one pseudo-channel-wide constraint at once.
     """
-    i0, i1, i2, i3, i4 = node_ids(dims, c, p, s, g, b)
-    e = ready[off[0] + i0, cmd]
-    if alevel >= 1 and ready[off[1] + i1, cmd] > e:
-        e = ready[off[1] + i1, cmd]
-    if alevel >= 2 and ready[off[2] + i2, cmd] > e:
-        e = ready[off[2] + i2, cmd]
-    if alevel >= 3 and ready[off[3] + i3, cmd] > e:
-        e = ready[off[3] + i3, cmd]
-    if alevel >= 4 and ready[off[4] + i4, cmd] > e:
-        e = ready[off[4] + i4, cmd]
-    for w in range(wins.shape[0]):
-        lvl = wins[w, 0]
-        if win_next[w, cmd] and lvl <= alevel:
-            node = off[lvl] + pick(lvl, i0, i1, i2, i3, i4)
-            cnt = wins[w, 2]
-            pos = win_pos[w, node]
+    i0, i1, i2, i3, i4 = node_ids(tab, c, p, s, g, b)
+    e = st[(tab[T_OFF] + i0) * NCMD + cmd]
+    for lvl in range(1, alevel + 1):
+        v = st[(tab[T_OFF + lvl] + pick(lvl, i0, i1, i2, i3, i4)) * NCMD + cmd]
+        if v > e:
+            e = v
+    nn = tab[T_NNODES]
+    maxw = tab[T_MAXW]
+    for w in range(tab[T_NWIN]):
+        row = tab[T_WINS] + 4 * w
+        lvl = tab[row]
+        if tab[tab[T_WNEXT] + w * NCMD + cmd] != 0 and lvl <= alevel:
+            node = tab[T_OFF + lvl] + pick(lvl, i0, i1, i2, i3, i4)
+            cnt = tab[row + 2]
+            pos = st[tab[T_ST_WP] + w * nn + node]
             if pos >= cnt:
-                t_ok = win_hist[w, node, pos % cnt] + wins[w, 1]
+                t_ok = st[tab[T_ST_WH] + (w * nn + node) * maxw + pos % cnt] + tab[row + 1]
                 if t_ok > e:
                     e = t_ok
     return e
 
 
 @njit(cache=True, inline="always")
-def _raise(ready, node, cmd, t_ok):
-    if ready[node, cmd] < t_ok:
-        ready[node, cmd] = t_ok
+def _raise(st, node, cmd, t_ok):
+    k = node * NCMD + cmd
+    if st[k] < t_ok:
+        st[k] = t_ok
 
 
 @njit(cache=True, inline="always")
-def record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, alevel, c, p, s, g, b, t):
+def record(tab, st, cmd, alevel, c, p, s, g, b, t):
     """Apply the timing consequences of issuing `cmd` at cycle `t`."""
-    i0, i1, i2, i3, i4 = node_ids(dims, c, p, s, g, b)
-    for k in range(cons_ptr[cmd], cons_ptr[cmd + 1]):
-        nxt = cons[k, 1]
-        lvl = cons[k, 2]
-        t_ok = t + cons[k, 3]
-        if cons[k, 4] != 0:  # sibling: the other nodes of this level under the same parent
+    i0, i1, i2, i3, i4 = node_ids(tab, c, p, s, g, b)
+    base = tab[T_CONS]
+    for k in range(tab[tab[T_CPTR] + cmd], tab[tab[T_CPTR] + cmd + 1]):
+        row = base + 5 * k
+        nxt = tab[row + 1]
+        lvl = tab[row + 2]
+        t_ok = t + tab[row + 3]
+        if tab[row + 4] != 0:  # sibling: the other nodes of this level under the same parent
             if lvl <= alevel and lvl > 0:
                 me = pick(lvl, i0, i1, i2, i3, i4)
-                first = (me // dims[lvl]) * dims[lvl]
-                for j in range(first, first + dims[lvl]):
+                width = tab[T_DIMS + lvl]
+                first = (me // width) * width
+                for j in range(first, first + width):
                     if j != me:
-                        _raise(ready, off[lvl] + j, nxt, t_ok)
+                        _raise(st, tab[T_OFF + lvl] + j, nxt, t_ok)
         elif lvl <= alevel:
-            _raise(ready, off[lvl] + pick(lvl, i0, i1, i2, i3, i4), nxt, t_ok)
+            _raise(st, tab[T_OFF + lvl] + pick(lvl, i0, i1, i2, i3, i4), nxt, t_ok)
         else:  # a constraint below the command's own level reaches every descendant
             span = 1
             for q in range(alevel + 1, lvl + 1):
-                span *= dims[q]
+                span *= tab[T_DIMS + q]
             first = pick(alevel, i0, i1, i2, i3, i4) * span
             for j in range(first, first + span):
-                _raise(ready, off[lvl] + j, nxt, t_ok)
-    for w in range(wins.shape[0]):
-        lvl = wins[w, 0]
-        if win_prev[w, cmd] and lvl <= alevel:
-            node = off[lvl] + pick(lvl, i0, i1, i2, i3, i4)
-            cnt = wins[w, 2]
-            win_hist[w, node, win_pos[w, node] % cnt] = t
-            win_pos[w, node] += 1
+                _raise(st, tab[T_OFF + lvl] + j, nxt, t_ok)
+    nn = tab[T_NNODES]
+    maxw = tab[T_MAXW]
+    for w in range(tab[T_NWIN]):
+        row = tab[T_WINS] + 4 * w
+        lvl = tab[row]
+        if tab[tab[T_WPREV] + w * NCMD + cmd] != 0 and lvl <= alevel:
+            node = tab[T_OFF + lvl] + pick(lvl, i0, i1, i2, i3, i4)
+            wp = tab[T_ST_WP] + w * nn + node
+            st[tab[T_ST_WH] + (w * nn + node) * maxw + st[wp] % tab[row + 2]] = t
+            st[wp] += 1
 
 
 # Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
@@ -149,41 +175,42 @@ def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
 
 
 @njit(cache=True, inline="always")
-def _count_hits(qa, qi, qn, c, bank, row):
+def _count_hits(qa, qord, qi, qn, c, bank, row):
     k_hits = 0
     for k in range(qn):
-        if qa[c, qi, k, F_BANK] == bank and qa[c, qi, k, F_ROW] == row:
+        sl = qord[c, qi, k]
+        if qa[c, qi, sl, F_BANK] == bank and qa[c, qi, sl, F_ROW] == row:
             k_hits += 1
     return k_hits
 
 
 @njit(cache=True, inline="always")
-def _forget_bounds(qa, qi, qn, c, field, value):
+def _forget_bounds(qa, qord, qi, qn, c, field, value):
     """Drop the cached lower bounds of the requests whose `field` equals `value` (bank or scope)."""
     for k in range(qn):
-        if qa[c, qi, k, field] == value:
-            qa[c, qi, k, F_NB_T] = 0
+        sl = qord[c, qi, k]
+        if qa[c, qi, sl, field] == value:
+            qa[c, qi, sl, F_NB_T] = 0
 
 
 @njit(cache=True, inline="always")
-def _enqueue(qa, qi, qn, c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB, n_scope, ref_level, open_row, hits):
-    """Append request i to queue qi (0 reads, 1 writes) of channel c; `hits` counts open-row hits."""
-    p = r_pc[i]
-    s = r_sid[i]
-    lbk = ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
-    bb = c * NB + lbk
-    qa[c, qi, qn, F_REQ] = i
-    qa[c, qi, qn, F_BANK] = bb
-    qa[c, qi, qn, F_ROW] = r_row[i]
-    qa[c, qi, qn, F_PC] = p
-    qa[c, qi, qn, F_SID] = s
-    qa[c, qi, qn, F_BG] = r_bg[i]
-    qa[c, qi, qn, F_BA] = r_bank[i]
-    qa[c, qi, qn, F_SCOPE] = c * n_scope + (p if ref_level == 1 else p * S + s)
-    qa[c, qi, qn, F_ACTIVE] = 0
-    qa[c, qi, qn, F_NB_T] = 0
-    if open_row[bb] == r_row[i]:
-        hits[qi, bb] += 1
+def _enqueue(qa, qord, q_n, c, qi, i, bb, row, p, s, g, b, scope):
+    """Append request i to queue qi (0 reads, 1 writes) of channel c.
+
+    Requests stay in their storage slot until served: `qord[c, qi, :n]` lists the occupied slots oldest
+    first and `qord[c, qi, n:]` the free ones, so a removal moves slot numbers, not whole entries."""
+    slot = qord[c, qi, q_n[c, qi]]
+    q_n[c, qi] += 1
+    qa[c, qi, slot, F_REQ] = i
+    qa[c, qi, slot, F_BANK] = bb
+    qa[c, qi, slot, F_ROW] = row
+    qa[c, qi, slot, F_PC] = p
+    qa[c, qi, slot, F_SID] = s
+    qa[c, qi, slot, F_BG] = g
+    qa[c, qi, slot, F_BA] = b
+    qa[c, qi, slot, F_SCOPE] = scope
+    qa[c, qi, slot, F_ACTIVE] = 0
+    qa[c, qi, slot, F_NB_T] = 0
 
 
 @njit(cache=True)
@@ -192,22 +219,22 @@ def simulate(
     r_ch, r_pc, r_sid, r_bg, r_bank, r_row, r_col, r_write, r_arrive,
     # open-loop ingress, per channel: request indices sorted by arrival, and [lo, hi) per channel
     ing_order, ing_lo, ing_hi,
-    # device and constraints
-    dims, off, tim, cons, cons_ptr, wins, win_prev, win_next,
+    # device and constraints (see the `tab` header above) and timing parameters
+    tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
     #              open_loop, requests_per_cycle, log_on, active_buffer]
     ctl,
     # state (zeroed / NEVER-filled by the caller)
-    ready, win_hist, win_pos, open_row,
+    st, open_row,
     # outputs
     done_cycle, r_miss, bank_counts, scope_counts, log, diag,
 ):
     """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log full."""
-    C = dims[0]
-    P = dims[1]
-    S = dims[2]
-    G = dims[3]
-    B = dims[4]
+    C = tab[T_DIMS]
+    P = tab[T_DIMS + 1]
+    S = tab[T_DIMS + 2]
+    G = tab[T_DIMS + 3]
+    B = tab[T_DIMS + 4]
     NB = P * S * G * B  # banks per channel
     BPC = S * G * B  # banks per pseudo-channel
     nCL = tim[0]
@@ -234,11 +261,16 @@ def simulate(
     n = r_ch.shape[0]
     # the read queue (qi = 0) and the write buffer (qi = 1) of every channel, in one array so that the
     # scheduler indexes the one it serves instead of aliasing two arrays
-    qa = np.zeros((C, 2, max(RQ, WQ) + AB, NF), np.int64)
-    rq_act = np.zeros(C, np.int64)  # entries of each queue that sit in the active buffer
-    wq_act = np.zeros(C, np.int64)
-    rq_n = np.zeros(C, np.int64)
-    wq_n = np.zeros(C, np.int64)
+    QCAP = max(RQ, WQ) + AB
+    qa = np.zeros((C, 2, QCAP, NF), np.int64)
+    qord = np.zeros((C, 2, QCAP), np.int64)
+    for c in range(C):
+        for qi in range(2):
+            for k in range(QCAP):
+                qord[c, qi, k] = k
+    q_act = np.zeros((C, 2), np.int64)  # entries of each queue that sit in the active buffer
+    q_cap = np.array([RQ, WQ], np.int64)
+    q_n = np.zeros((C, 2), np.int64)  # requests in the read queue (0) and the write buffer (1)
     # queued requests to each bank's open row, per queue: only the queue being served protects a row
     hits = np.zeros((2, C * NB), np.int64)
     drain = np.zeros(C, np.bool_)
@@ -285,20 +317,17 @@ def simulate(
                     break
                 i = fe_ptr
                 c = r_ch[i]
-                if r_write[i]:
-                    if wq_n[c] - wq_act[c] >= WQ:
-                        fe_block = c
-                        break
-                    _enqueue(qa, 1, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                             n_scope, ref_level, open_row, hits)
-                    wq_n[c] += 1
-                else:
-                    if rq_n[c] - rq_act[c] >= RQ:
-                        fe_block = c
-                        break
-                    _enqueue(qa, 0, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                             n_scope, ref_level, open_row, hits)
-                    rq_n[c] += 1
+                qi = 1 if r_write[i] else 0
+                if q_n[c, qi] - q_act[c, qi] >= q_cap[qi]:
+                    fe_block = c
+                    break
+                p = r_pc[i]
+                s = r_sid[i]
+                bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
+                _enqueue(qa, qord, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
+                         c * n_scope + (p if ref_level == 1 else p * S + s))
+                if open_row[bb] == r_row[i]:
+                    hits[qi, bb] += 1
                 r_arrive[i] = t
                 fe_ptr += 1
                 next_try[c] = t
@@ -316,18 +345,16 @@ def simulate(
                     i = ing_order[ing_ptr[c]]
                     if r_arrive[i] > t:
                         break
-                    if r_write[i]:
-                        if wq_n[c] - wq_act[c] >= WQ:
-                            break
-                        _enqueue(qa, 1, wq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                                 n_scope, ref_level, open_row, hits)
-                        wq_n[c] += 1
-                    else:
-                        if rq_n[c] - rq_act[c] >= RQ:
-                            break
-                        _enqueue(qa, 0, rq_n[c], c, i, r_ch, r_pc, r_sid, r_bg, r_bank, r_row, S, G, B, NB,
-                                 n_scope, ref_level, open_row, hits)
-                        rq_n[c] += 1
+                    qi = 1 if r_write[i] else 0
+                    if q_n[c, qi] - q_act[c, qi] >= q_cap[qi]:
+                        break
+                    p = r_pc[i]
+                    s = r_sid[i]
+                    bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
+                    _enqueue(qa, qord, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
+                             c * n_scope + (p if ref_level == 1 else p * S + s))
+                    if open_row[bb] == r_row[i]:
+                        hits[qi, bb] += 1
                     ing_ptr[c] += 1
 
             row_used = False
@@ -353,12 +380,11 @@ def simulate(
                             any_open = True
                             break
                     cmd = PREA if any_open else REFAB
-                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, ref_level, c, p, s, 0, 0)
+                    e = earliest(tab, st, cmd, ref_level, c, p, s, 0, 0)
                     if e > t:
                         wake = min(wake, e)
                         continue
-                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off,
-                           cmd, ref_level, c, p, s, 0, 0, t)
+                    record(tab, st, cmd, ref_level, c, p, s, 0, 0, t)
                     scope_counts[gsc, cmd] += 1
                     if cmd == PREA:
                         for bb in range(b0, b0 + per_scope_banks):
@@ -367,8 +393,8 @@ def simulate(
                                 open_row[bb] = -1
                                 hits[0, bb] = 0
                                 hits[1, bb] = 0
-                        _forget_bounds(qa, 0, rq_n[c], c, F_SCOPE, gsc)
-                        _forget_bounds(qa, 1, wq_n[c], c, F_SCOPE, gsc)
+                        _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_SCOPE, gsc)
+                        _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_SCOPE, gsc)
                     else:
                         ref_pend[gsc] = False
                         ref_due[gsc] += nREFI
@@ -395,11 +421,11 @@ def simulate(
                     g = (lbk // B) % G
                     b = lbk % B
                     cmd = PRE if open_row[bb] >= 0 else REFPB
-                    e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4, c, p, s, g, b)
+                    e = earliest(tab, st, cmd, 4, c, p, s, g, b)
                     if e > t:
                         wake = min(wake, e)
                         continue
-                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                    record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
                     if log_on:
                         log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, open_row[bb] if cmd == PRE else -1, -1)
@@ -409,8 +435,8 @@ def simulate(
                         open_row[bb] = -1
                         hits[0, bb] = 0
                         hits[1, bb] = 0
-                        _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
-                        _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
+                        _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
+                        _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
                     else:
                         pb_pend[gp] = False
                         pb_due[gp] += nREFIpb
@@ -420,15 +446,15 @@ def simulate(
 
             # ---- write-drain mode with watermarks; drain whenever there is nothing to read
             if drain[c]:
-                if wq_n[c] <= WQ_LO and rq_n[c] > 0:
+                if q_n[c, 1] <= WQ_LO and q_n[c, 0] > 0:
                     drain[c] = False
-            elif wq_n[c] >= WQ_HI or (rq_n[c] == 0 and wq_n[c] > 0):
+            elif q_n[c, 1] >= WQ_HI or (q_n[c, 0] == 0 and q_n[c, 1] > 0):
                 drain[c] = True
-            if drain[c] and wq_n[c] == 0:
+            if drain[c] and q_n[c, 1] == 0:
                 drain[c] = False
             is_wr = drain[c]
             qi = 1 if is_wr else 0
-            qn = wq_n[c] if is_wr else rq_n[c]
+            qn = q_n[c, qi]
             col_cmd = WR if is_wr else RD
             stamp += 1
 
@@ -438,12 +464,14 @@ def simulate(
             pick_row = -1
             row_cmd = -1
             limit = min(1, qn) if fcfs else qn
+            diag[2] += limit  # queue entries looked at
             for k in range(limit):
-                if qa[c, qi, k, F_NB_T] > t:
-                    wake = min(wake, qa[c, qi, k, F_NB_T])
+                sl = qord[c, qi, k]  # storage slot of the k-th oldest request
+                if qa[c, qi, sl, F_NB_T] > t:
+                    wake = min(wake, qa[c, qi, sl, F_NB_T])
                     continue
-                bb = qa[c, qi, k, F_BANK]
-                row = qa[c, qi, k, F_ROW]
+                bb = qa[c, qi, sl, F_BANK]
+                row = qa[c, qi, sl, F_ROW]
                 orow = open_row[bb]
                 is_hit = orow == row
                 if is_hit:
@@ -456,9 +484,9 @@ def simulate(
                     if orow >= 0 and hits[qi, bb] > 0:
                         continue  # keep a row open while queued requests still hit it
                     cmd = ACT if orow < 0 else PRE
-                p = qa[c, qi, k, F_PC]
+                p = qa[c, qi, sl, F_PC]
                 if ref_mode == 1:
-                    if ref_pend[qa[c, qi, k, F_SCOPE]]:
+                    if ref_pend[qa[c, qi, sl, F_SCOPE]]:
                         continue
                 elif ref_mode == 2:
                     gp = c * P + p
@@ -466,16 +494,17 @@ def simulate(
                         continue
                 if gate_stamp[p, cmd] != stamp:
                     gate_stamp[p, cmd] = stamp
-                    gate_val[p, cmd] = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 1,
+                    gate_val[p, cmd] = earliest(tab, st, cmd, 1,
                                                 c, p, 0, 0, 0)
                 if gate_val[p, cmd] > t:
-                    qa[c, qi, k, F_NB_T] = gate_val[p, cmd]
+                    qa[c, qi, sl, F_NB_T] = gate_val[p, cmd]
                     wake = min(wake, gate_val[p, cmd])
                     continue
-                e = earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
-                             c, p, qa[c, qi, k, F_SID], qa[c, qi, k, F_BG], qa[c, qi, k, F_BA])
+                diag[3] += 1  # full timing checks
+                e = earliest(tab, st, cmd, 4,
+                             c, p, qa[c, qi, sl, F_SID], qa[c, qi, sl, F_BG], qa[c, qi, sl, F_BA])
                 if e > t:
-                    qa[c, qi, k, F_NB_T] = e
+                    qa[c, qi, sl, F_NB_T] = e
                     wake = min(wake, e)
                     continue
                 if is_hit:
@@ -487,23 +516,21 @@ def simulate(
                     break
 
             if pick_col >= 0:
-                i = qa[c, qi, pick_col, F_REQ]
-                bb = qa[c, qi, pick_col, F_BANK]
-                row = qa[c, qi, pick_col, F_ROW]
-                p = qa[c, qi, pick_col, F_PC]
-                s = qa[c, qi, pick_col, F_SID]
-                g = qa[c, qi, pick_col, F_BG]
-                b = qa[c, qi, pick_col, F_BA]
+                slc = qord[c, qi, pick_col]
+                i = qa[c, qi, slc, F_REQ]
+                bb = qa[c, qi, slc, F_BANK]
+                row = qa[c, qi, slc, F_ROW]
+                p = qa[c, qi, slc, F_PC]
+                s = qa[c, qi, slc, F_SID]
+                g = qa[c, qi, slc, F_BG]
+                b = qa[c, qi, slc, F_BA]
                 cmd = col_cmd
                 hits[qi, bb] -= 1
-                if qa[c, qi, pick_col, F_ACTIVE]:
-                    if is_wr:
-                        wq_act[c] -= 1
-                    else:
-                        rq_act[c] -= 1
+                if qa[c, qi, slc, F_ACTIVE]:
+                    q_act[c, qi] -= 1
                 if closed_page and hits[0, bb] + hits[1, bb] == 0:
                     cmd = WRA if is_wr else RDA  # no other queued request wants this row: auto-precharge
-                record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                record(tab, st, cmd, 4, c, p, s, g, b, t)
                 bank_counts[bb, cmd] += 1
                 if log_on:
                     log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row, r_col[i])
@@ -513,19 +540,16 @@ def simulate(
                     open_row[bb] = -1
                     hits[0, bb] = 0
                     hits[1, bb] = 0
-                    _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
-                    _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
-                for k in range(pick_col, qn - 1):  # remove, keeping arrival order
-                    for f in range(NF):
-                        qa[c, qi, k, f] = qa[c, qi, k + 1, f]
+                for k in range(pick_col, qn - 1):  # remove from the arrival order; free the slot
+                    qord[c, qi, k] = qord[c, qi, k + 1]
+                qord[c, qi, qn - 1] = slc  # the freed slot joins the free part of qord
                 qn -= 1
-                if is_wr:
-                    wq_n[c] = qn
-                else:
-                    rq_n[c] = qn
+                q_n[c, qi] = qn
                 col_used = True
                 wake = min(wake, t + 1)
                 if fe_block == c:
@@ -537,19 +561,20 @@ def simulate(
             if pick_row >= 0 and (dual_bus or not col_used):
                 k = pick_row
                 cmd = row_cmd
-                bb = qa[c, qi, k, F_BANK]
-                row = qa[c, qi, k, F_ROW]
+                slr = qord[c, qi, k]
+                bb = qa[c, qi, slr, F_BANK]
+                row = qa[c, qi, slr, F_ROW]
                 orow = open_row[bb]
-                p = qa[c, qi, k, F_PC]
-                s = qa[c, qi, k, F_SID]
-                g = qa[c, qi, k, F_BG]
-                b = qa[c, qi, k, F_BA]
+                p = qa[c, qi, slr, F_PC]
+                s = qa[c, qi, slr, F_SID]
+                g = qa[c, qi, slr, F_BG]
+                b = qa[c, qi, slr, F_BA]
                 # the column command just issued may have moved this command's earliest cycle
-                if col_used and earliest(ready, win_hist, win_pos, wins, win_next, dims, off, cmd, 4,
+                if col_used and earliest(tab, st, cmd, 4,
                                          c, p, s, g, b) > t:
                     pick_row = -1
                 else:
-                    record(ready, win_hist, win_pos, cons, cons_ptr, wins, win_prev, dims, off, cmd, 4, c, p, s, g, b, t)
+                    record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
                     if log_on:
                         log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row if cmd == ACT else orow, -1)
@@ -557,21 +582,18 @@ def simulate(
                         log_n = log_n2
                     if cmd == ACT:
                         open_row[bb] = row
-                        r_miss[qa[c, qi, k, F_REQ]] = 1
-                        if rq_act[c] + wq_act[c] < AB and not qa[c, qi, k, F_ACTIVE]:
-                            qa[c, qi, k, F_ACTIVE] = 1
-                            if is_wr:
-                                wq_act[c] += 1
-                            else:
-                                rq_act[c] += 1
-                        hits[0, bb] = _count_hits(qa, 0, rq_n[c], c, bb, row)
-                        hits[1, bb] = _count_hits(qa, 1, wq_n[c], c, bb, row)
+                        r_miss[qa[c, qi, slr, F_REQ]] = 1
+                        if q_act[c, 0] + q_act[c, 1] < AB and not qa[c, qi, slr, F_ACTIVE]:
+                            qa[c, qi, slr, F_ACTIVE] = 1
+                            q_act[c, qi] += 1
+                        hits[0, bb] = _count_hits(qa, qord, 0, q_n[c, 0], c, bb, row)
+                        hits[1, bb] = _count_hits(qa, qord, 1, q_n[c, 1], c, bb, row)
                     else:
                         open_row[bb] = -1
                         hits[0, bb] = 0
                         hits[1, bb] = 0
-                    _forget_bounds(qa, 0, rq_n[c], c, F_BANK, bb)
-                    _forget_bounds(qa, 1, wq_n[c], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
                     row_used = True
             if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
                 wake = min(wake, t + 1)

@@ -22,33 +22,25 @@ from tokenstack_sim.hw.dram.patterns import Requests
 
 @dataclass
 class KernelTables:
-    """The config in the kernel's array form."""
-    dims: np.ndarray
-    off: np.ndarray
-    n_nodes: int
+    """The config in the kernel's array form: `tab` (constraint tables, see kernels.T_*), `tim`, `ctl`."""
+    tab: np.ndarray
+    state_size: int
+    n_banks: int
     tim: np.ndarray
-    cons: np.ndarray
-    cons_ptr: np.ndarray
-    wins: np.ndarray
-    win_prev: np.ndarray
-    win_next: np.ndarray
     ctl: np.ndarray
 
     def fresh_state(self):
-        """ready, win_hist, win_pos, open_row: the state of an idle, precharged device at cycle 0."""
-        n_banks = int(np.prod(self.dims))
-        max_w = int(self.wins[:, 2].max()) if len(self.wins) else 1
-        return (np.zeros((self.n_nodes, kernels.NCMD), np.int64),
-                np.zeros((len(self.wins), self.n_nodes, max_w), np.int64),
-                np.zeros((len(self.wins), self.n_nodes), np.int64),
-                np.full(n_banks, -1, np.int64))
+        """st, open_row: the timing state and row buffers of an idle, precharged device at cycle 0."""
+        return np.zeros(self.state_size, np.int64), np.full(self.n_banks, -1, np.int64)
 
 
-def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | None = None) -> KernelTables:
-    o, cfg = r.org, r.config
+def pack_tables(r: ResolvedDram) -> tuple[np.ndarray, int]:
+    """The compiled constraint table as the kernel's flat `tab` array, and the size of its state."""
+    o = r.org
     dims = np.array([o.channels, o.pseudo_channels, o.sids, o.bank_groups, o.banks_per_group], np.int64)
     counts = np.cumprod(dims)
     off = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n_nodes = int(counts.sum())
     code = {c: i for i, c in enumerate(COMMANDS)}
     level = {name: i for i, name in enumerate(LEVELS)}
     rows, wins, wprev, wnext = [], [], [], []
@@ -63,6 +55,28 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
                 rows.append((code[p], code[nx], level[c.scope], c.latency_cycles, int(c.sibling)))
     cons = np.array(sorted(rows), np.int64).reshape(-1, 5)
     cons_ptr = np.searchsorted(cons[:, 0], np.arange(len(COMMANDS) + 1)).astype(np.int64)
+    n_win = len(wins)
+    max_w = max((w[2] for w in wins), default=1)
+    parts = [cons.ravel(), cons_ptr, np.array(wins, np.int64).ravel(), np.array(wprev, np.int64).ravel(),
+             np.array(wnext, np.int64).ravel()]
+    bases = np.cumsum([kernels.T_HEADER] + [len(x) for x in parts[:-1]])
+    ready_size = n_nodes * kernels.NCMD
+    header = np.zeros(kernels.T_HEADER, np.int64)
+    header[kernels.T_DIMS:kernels.T_DIMS + 5] = dims
+    header[kernels.T_OFF:kernels.T_OFF + 5] = off
+    header[kernels.T_NWIN] = n_win
+    header[kernels.T_MAXW] = max_w
+    header[kernels.T_NNODES] = n_nodes
+    header[[kernels.T_CONS, kernels.T_CPTR, kernels.T_WINS, kernels.T_WPREV, kernels.T_WNEXT]] = bases
+    header[kernels.T_ST_WH] = ready_size
+    header[kernels.T_ST_WP] = ready_size + n_win * n_nodes * max_w
+    state_size = ready_size + n_win * n_nodes * max_w + n_win * n_nodes
+    return np.concatenate([header, *parts]).astype(np.int64), state_size
+
+
+def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | None = None) -> KernelTables:
+    cfg = r.config
+    tab, state_size = pack_tables(r)
     ctl_cfg = cfg.controller
     ol = cfg.frontend.mode == "open_loop" if open_loop is None else open_loop
     ctl = np.array([
@@ -76,9 +90,9 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)
-    return KernelTables(dims, off, int(counts.sum()), tim, cons, cons_ptr,
-                        np.array(wins, np.int64).reshape(-1, 4), np.array(wprev, np.int64).reshape(-1, 9),
-                        np.array(wnext, np.int64).reshape(-1, 9), ctl)
+    o = r.org
+    n_banks = o.channels * o.pseudo_channels * o.sids * o.bank_groups * o.banks_per_group
+    return KernelTables(tab, state_size, n_banks, tim, ctl)
 
 
 @dataclass
@@ -164,11 +178,11 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
         bounds = np.searchsorted(coords["ch"][order], np.arange(r.org.channels + 1))
         lo, hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
     tabs = build_tables(r, log_on=command_log, open_loop=ol)
-    n_banks = int(np.prod(tabs.dims))
+    n_banks = tabs.n_banks
     n_scopes = r.org.channels * r.org.pseudo_channels * (r.org.sids if r.config.scopes.refresh == "sid" else 1)
     log_cap = 3 * n + 4096 if command_log else 1
     while True:
-        ready, win_hist, win_pos, open_row = tabs.fresh_state()
+        st, open_row = tabs.fresh_state()
         done = np.zeros(n, np.int64)
         miss = np.zeros(n, np.int8)
         bank_counts = np.zeros((n_banks, kernels.NCMD), np.int64)
@@ -179,8 +193,7 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
         end, log_n, status = kernels.simulate(
             coords["ch"], coords["pc"], coords["sid"], coords["bg"], coords["ba"], coords["row"], coords["col"],
             req.is_write, arr, order, lo, hi,
-            tabs.dims, tabs.off, tabs.tim, tabs.cons, tabs.cons_ptr, tabs.wins, tabs.win_prev, tabs.win_next,
-            tabs.ctl, ready, win_hist, win_pos, open_row, done, miss, bank_counts, scope_counts, log, diag)
+            tabs.tab, tabs.tim, tabs.ctl, st, open_row, done, miss, bank_counts, scope_counts, log, diag)
         if status == 1:
             log_cap *= 2
             continue
@@ -190,7 +203,8 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
     wall = time.perf_counter() - t0
     result = _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,
                         log[:log_n] if command_log else None, wall, n_scopes)
-    result.kernel_events = {"event_cycles": int(diag[0]), "channel_passes": int(diag[1])}
+    result.kernel_events = {"event_cycles": int(diag[0]), "channel_passes": int(diag[1]),
+                            "entries_scanned": int(diag[2]), "timing_checks": int(diag[3])}
     return result
 
 
