@@ -150,11 +150,11 @@ def record(tab, st, cmd, alevel, c, p, s, g, b, t):
 
 # Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
 F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE, F_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7, 8
-# A request's cached lower bound: its next command cannot issue before cycle F_NB_T. Valid because
-# `ready` and the window histories only ever grow, so `earliest` never decreases; and reset to 0 for
-# every request of a bank whose state changes (which changes the command the request needs next).
-F_NB_T = 9
-NF = 10
+NF = 9
+# qnb[c, qi, k], beside qord: the k-th oldest request's next command cannot issue before that cycle.
+# Valid because `ready` and the window histories only ever grow, so `earliest` never decreases; reset
+# to 0 for every request of a bank whose state changes (which changes the command it needs next).
+# Kept in arrival order, contiguous, because the scan reads it for every queued request.
 
 
 @njit(cache=True, inline="always")
@@ -185,21 +185,21 @@ def _count_hits(qa, qord, qi, qn, c, bank, row):
 
 
 @njit(cache=True, inline="always")
-def _forget_bounds(qa, qord, qi, qn, c, field, value):
+def _forget_bounds(qa, qord, qnb, qi, qn, c, field, value):
     """Drop the cached lower bounds of the requests whose `field` equals `value` (bank or scope)."""
     for k in range(qn):
-        sl = qord[c, qi, k]
-        if qa[c, qi, sl, field] == value:
-            qa[c, qi, sl, F_NB_T] = 0
+        if qa[c, qi, qord[c, qi, k], field] == value:
+            qnb[c, qi, k] = 0
 
 
 @njit(cache=True, inline="always")
-def _enqueue(qa, qord, q_n, c, qi, i, bb, row, p, s, g, b, scope):
+def _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, row, p, s, g, b, scope):
     """Append request i to queue qi (0 reads, 1 writes) of channel c.
 
     Requests stay in their storage slot until served: `qord[c, qi, :n]` lists the occupied slots oldest
     first and `qord[c, qi, n:]` the free ones, so a removal moves slot numbers, not whole entries."""
     slot = qord[c, qi, q_n[c, qi]]
+    qnb[c, qi, q_n[c, qi]] = 0
     q_n[c, qi] += 1
     qa[c, qi, slot, F_REQ] = i
     qa[c, qi, slot, F_BANK] = bb
@@ -210,7 +210,6 @@ def _enqueue(qa, qord, q_n, c, qi, i, bb, row, p, s, g, b, scope):
     qa[c, qi, slot, F_BA] = b
     qa[c, qi, slot, F_SCOPE] = scope
     qa[c, qi, slot, F_ACTIVE] = 0
-    qa[c, qi, slot, F_NB_T] = 0
 
 
 @njit(cache=True)
@@ -264,6 +263,7 @@ def simulate(
     QCAP = max(RQ, WQ) + AB
     qa = np.zeros((C, 2, QCAP, NF), np.int64)
     qord = np.zeros((C, 2, QCAP), np.int64)
+    qnb = np.zeros((C, 2, QCAP), np.int64)
     for c in range(C):
         for qi in range(2):
             for k in range(QCAP):
@@ -324,7 +324,7 @@ def simulate(
                 p = r_pc[i]
                 s = r_sid[i]
                 bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
-                _enqueue(qa, qord, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
+                _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
                          c * n_scope + (p if ref_level == 1 else p * S + s))
                 if open_row[bb] == r_row[i]:
                     hits[qi, bb] += 1
@@ -351,7 +351,7 @@ def simulate(
                     p = r_pc[i]
                     s = r_sid[i]
                     bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
-                    _enqueue(qa, qord, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
+                    _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
                              c * n_scope + (p if ref_level == 1 else p * S + s))
                     if open_row[bb] == r_row[i]:
                         hits[qi, bb] += 1
@@ -393,8 +393,8 @@ def simulate(
                                 open_row[bb] = -1
                                 hits[0, bb] = 0
                                 hits[1, bb] = 0
-                        _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_SCOPE, gsc)
-                        _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_SCOPE, gsc)
+                        _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_SCOPE, gsc)
+                        _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_SCOPE, gsc)
                     else:
                         ref_pend[gsc] = False
                         ref_due[gsc] += nREFI
@@ -435,8 +435,8 @@ def simulate(
                         open_row[bb] = -1
                         hits[0, bb] = 0
                         hits[1, bb] = 0
-                        _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
-                        _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
+                        _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
+                        _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_BANK, bb)
                     else:
                         pb_pend[gp] = False
                         pb_due[gp] += nREFIpb
@@ -466,10 +466,10 @@ def simulate(
             limit = min(1, qn) if fcfs else qn
             diag[2] += limit  # queue entries looked at
             for k in range(limit):
-                sl = qord[c, qi, k]  # storage slot of the k-th oldest request
-                if qa[c, qi, sl, F_NB_T] > t:
-                    wake = min(wake, qa[c, qi, sl, F_NB_T])
+                if qnb[c, qi, k] > t:
+                    wake = min(wake, qnb[c, qi, k])
                     continue
+                sl = qord[c, qi, k]  # storage slot of the k-th oldest request
                 bb = qa[c, qi, sl, F_BANK]
                 row = qa[c, qi, sl, F_ROW]
                 orow = open_row[bb]
@@ -497,14 +497,14 @@ def simulate(
                     gate_val[p, cmd] = earliest(tab, st, cmd, 1,
                                                 c, p, 0, 0, 0)
                 if gate_val[p, cmd] > t:
-                    qa[c, qi, sl, F_NB_T] = gate_val[p, cmd]
+                    qnb[c, qi, k] = gate_val[p, cmd]
                     wake = min(wake, gate_val[p, cmd])
                     continue
                 diag[3] += 1  # full timing checks
                 e = earliest(tab, st, cmd, 4,
                              c, p, qa[c, qi, sl, F_SID], qa[c, qi, sl, F_BG], qa[c, qi, sl, F_BA])
                 if e > t:
-                    qa[c, qi, sl, F_NB_T] = e
+                    qnb[c, qi, k] = e
                     wake = min(wake, e)
                     continue
                 if is_hit:
@@ -540,13 +540,14 @@ def simulate(
                     open_row[bb] = -1
                     hits[0, bb] = 0
                     hits[1, bb] = 0
-                    _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
-                    _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_BANK, bb)
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
                 for k in range(pick_col, qn - 1):  # remove from the arrival order; free the slot
                     qord[c, qi, k] = qord[c, qi, k + 1]
+                    qnb[c, qi, k] = qnb[c, qi, k + 1]
                 qord[c, qi, qn - 1] = slc  # the freed slot joins the free part of qord
                 qn -= 1
                 q_n[c, qi] = qn
@@ -592,8 +593,8 @@ def simulate(
                         open_row[bb] = -1
                         hits[0, bb] = 0
                         hits[1, bb] = 0
-                    _forget_bounds(qa, qord, 0, q_n[c, 0], c, F_BANK, bb)
-                    _forget_bounds(qa, qord, 1, q_n[c, 1], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
+                    _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_BANK, bb)
                     row_used = True
             if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
                 wake = min(wake, t + 1)
