@@ -31,6 +31,7 @@ import numpy as np
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.workload.stats import prefix_hit
+from tokenstack_sim.workload.kernels import assign_block_ids
 from tokenstack_sim.workload.table import NO_ID, RequestTable, blocks_needed
 
 
@@ -139,27 +140,10 @@ def add_prefix_structure(table: RequestTable, model: PrefixModel, seed: int) -> 
     np.cumsum(counts, out=offsets[1:])
     common_blocks = model.common_prefix_blocks
     reserved = common_blocks + model.system_prompts * model.system_prompt_blocks
-    hashes = np.arange(reserved, reserved + offsets[-1], dtype=np.uint64)
     system_blocks = np.minimum(system_len, full)
-    lead = np.maximum(system_blocks, shared)
-    lead_req = np.repeat(index, lead)
-    position = np.arange(lead.sum(), dtype=np.int64) - np.repeat(np.cumsum(lead) - lead, lead)
-    flat = offsets[:-1][lead_req] + position
-    in_system = position < system_blocks[lead_req]
-    common = in_system & (position < common_blocks)
-    hashes[flat[common]] = position[common].astype(np.uint64)
-    app = np.flatnonzero(in_system & ~common)
-    app_ids = common_blocks + system_id[lead_req[app]] * model.system_prompt_blocks + (position[app] - common_blocks)
-    hashes[flat[app]] = app_ids.astype(np.uint64)
-    # Inherited blocks: walk up the parents while the block lies in the shared part.
-    inherited = np.flatnonzero(~in_system)
-    cur = lead_req[inherited]
-    pos = position[inherited]
-    walking = np.arange(len(inherited))
-    while len(walking):
-        cur[walking] = parent[cur[walking]]
-        walking = walking[pos[walking] < shared[cur[walking]]]
-    hashes[flat[inherited]] = (reserved + offsets[:-1][cur] + pos).astype(np.uint64)
+    hashes = np.empty(offsets[-1], dtype=np.uint64)
+    assign_block_ids(parent, shared, offsets, system_blocks, system_id, common_blocks, model.system_prompt_blocks,
+                     reserved, hashes)
 
     rows["parent_id"] = parent
     rows["session_id"] = np.unique(root, return_inverse=True)[1]
