@@ -135,3 +135,19 @@ def test_four_activate_window(preset, scope):
         assert dev.allowed("ACT", other_sid, times[-1] + max(n["nRRD_S"], 2))
     else:
         assert not dev.allowed("ACT", other_sid, t_ok - 1)
+
+
+@pytest.mark.parametrize("prev, gap", [
+    ("ACT", lambda n: n["nRAS"]),
+    ("RD", lambda n: n["nRTP"]),
+    ("RDA", lambda n: n["nRTP"]),
+    ("WR", lambda n: n["nCWL"] + n["nBL"] + n["nWR"]),
+    ("WRA", lambda n: n["nCWL"] + n["nBL"] + n["nWR"]),
+])
+def test_precharge_all_waits_for_every_bank(prev, gap):
+    # found by the protocol checker: PREA once followed WRA without waiting for write recovery
+    dev = Device("hbm3-ramulator21")
+    dev.issue(prev, (0, 1, 1, 2, 3), T0)
+    t_ok = T0 + gap(dev.r.n)
+    assert not dev.allowed("PREA", (0, 1, 0, 0, 0), t_ok - 1)
+    assert dev.allowed("PREA", (0, 1, 0, 0, 0), t_ok)

@@ -389,7 +389,6 @@ def simulate(
                     if cmd == PREA:
                         for bb in range(b0, b0 + per_scope_banks):
                             if open_row[bb] >= 0:
-                                bank_counts[bb, PRE] += 1
                                 open_row[bb] = -1
                                 hits[0, bb] = 0
                                 hits[1, bb] = 0
