@@ -175,21 +175,26 @@ def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
 
 
 @njit(cache=True, inline="always")
-def _count_hits(qa, qord, qi, qn, c, bank, row):
-    k_hits = 0
-    for k in range(qn):
-        sl = qord[c, qi, k]
-        if qa[c, qi, sl, F_BANK] == bank and qa[c, qi, sl, F_ROW] == row:
-            k_hits += 1
-    return k_hits
-
-
-@njit(cache=True, inline="always")
 def _forget_bounds(qa, qord, qnb, qi, qn, c, field, value):
     """Drop the cached lower bounds of the requests whose `field` equals `value` (bank or scope)."""
     for k in range(qn):
         if qa[c, qi, qord[c, qi, k], field] == value:
             qnb[c, qi, k] = 0
+
+
+@njit(cache=True, inline="always")
+def _bank_changed(qa, qord, qnb, q_n, hits, c, bank, row):
+    """Bank `bank` now has `row` open (-1: closed): forget its requests' cached bounds and recount
+    the queued requests that hit the open row, in one pass over both queues."""
+    for qi in range(2):
+        n_hits = 0
+        for k in range(q_n[c, qi]):
+            sl = qord[c, qi, k]
+            if qa[c, qi, sl, F_BANK] == bank:
+                qnb[c, qi, k] = 0
+                if row >= 0 and qa[c, qi, sl, F_ROW] == row:
+                    n_hits += 1
+        hits[qi, bank] = n_hits
 
 
 @njit(cache=True, inline="always")
@@ -273,6 +278,7 @@ def simulate(
     q_n = np.zeros((C, 2), np.int64)  # requests in the read queue (0) and the write buffer (1)
     # queued requests to each bank's open row, per queue: only the queue being served protects a row
     hits = np.zeros((2, C * NB), np.int64)
+    bank_q = np.zeros(C * NB, np.int64)  # queued requests (both queues) per bank
     drain = np.zeros(C, np.bool_)
     next_try = np.full(C, NEVER, np.int64)
     ing_ptr = ing_lo.copy()
@@ -328,6 +334,7 @@ def simulate(
                          c * n_scope + (p if ref_level == 1 else p * S + s))
                 if open_row[bb] == r_row[i]:
                     hits[qi, bb] += 1
+                bank_q[bb] += 1
                 r_arrive[i] = t
                 fe_ptr += 1
                 next_try[c] = t
@@ -355,6 +362,7 @@ def simulate(
                              c * n_scope + (p if ref_level == 1 else p * S + s))
                     if open_row[bb] == r_row[i]:
                         hits[qi, bb] += 1
+                    bank_q[bb] += 1
                     ing_ptr[c] += 1
 
             row_used = False
@@ -537,10 +545,6 @@ def simulate(
                     log_n = log_n2
                 if cmd == RDA or cmd == WRA:
                     open_row[bb] = -1
-                    hits[0, bb] = 0
-                    hits[1, bb] = 0
-                    _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
-                    _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_BANK, bb)
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
@@ -550,6 +554,13 @@ def simulate(
                 qord[c, qi, qn - 1] = slc  # the freed slot joins the free part of qord
                 qn -= 1
                 q_n[c, qi] = qn
+                bank_q[bb] -= 1
+                if cmd == RDA or cmd == WRA:
+                    if bank_q[bb] > 0:
+                        _bank_changed(qa, qord, qnb, q_n, hits, c, bb, -1)
+                    else:
+                        hits[0, bb] = 0
+                        hits[1, bb] = 0
                 col_used = True
                 wake = min(wake, t + 1)
                 if fe_block == c:
@@ -586,14 +597,14 @@ def simulate(
                         if q_act[c, 0] + q_act[c, 1] < AB and not qa[c, qi, slr, F_ACTIVE]:
                             qa[c, qi, slr, F_ACTIVE] = 1
                             q_act[c, qi] += 1
-                        hits[0, bb] = _count_hits(qa, qord, 0, q_n[c, 0], c, bb, row)
-                        hits[1, bb] = _count_hits(qa, qord, 1, q_n[c, 1], c, bb, row)
                     else:
                         open_row[bb] = -1
-                        hits[0, bb] = 0
-                        hits[1, bb] = 0
-                    _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
-                    _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_BANK, bb)
+                    if bank_q[bb] == 1:  # only this request waits on the bank: no scan needed
+                        qnb[c, qi, k] = 0
+                        hits[qi, bb] = 1 if cmd == ACT else 0
+                        hits[1 - qi, bb] = 0
+                    else:
+                        _bank_changed(qa, qord, qnb, q_n, hits, c, bb, row if cmd == ACT else -1)
                     row_used = True
             if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
                 wake = min(wake, t + 1)
