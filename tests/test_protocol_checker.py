@@ -128,3 +128,13 @@ def test_refresh_coverage_and_command_bus(real_log, tmp_path):
     path = tmp_path / "log.csv"
     write_log(log[:500], path)
     assert np.array_equal(read_log(path), log[:500])
+
+
+def test_precharge_row_refresh_mode_and_refpb_before_refab():
+    r = load_config("hbm3-ramulator21")
+    n = r.n
+    rows = [(100, 0, 0, 0, 0, 0, CODE["ACT"], 4, -1), (100 + n["nRAS"], 0, 0, 0, 0, 0, CODE["PRE"], 5, -1)]
+    assert "bank_state" in check_log(np.array(rows, dtype=LOG_DTYPE), r).counts_by_rule  # wrong row named
+    refs = [(100, 0, 0, 0, 0, 0, CODE["REFpb"], -1, -1), (113, 0, 0, -1, -1, -1, CODE["REFab"], -1, -1)]
+    report = check_log(np.array(refs, dtype=LOG_DTYPE), r)  # all-bank mode: REFpb is out of place
+    assert {"refresh_mode", "tRFCpb"} <= set(report.counts_by_rule)

@@ -180,8 +180,12 @@ class _Checker:
             for node in (bank, bg, ("rrd",) + rrd_node, refresh_scope, chan):
                 self.note(node, "ACT", t)
         elif cmd == "PRE":
+            # JEDEC allows a PRE to a closed bank as a no-op; this project's controllers never issue one,
+            # so here it is reported as a scheduler error.
             if bank not in self.open_row:
                 self.fail(t, "bank_state", cmd, where, "PRE to a closed bank")
+            elif row != self.open_row[bank]:
+                self.fail(t, "bank_state", cmd, where, f"PRE names row {row}, the open row is {self.open_row[bank]}")
             self.gap(t, cmd, where, bank, "ACT", n["nRAS"], "tRAS")
             self.gap(t, cmd, where, bank, "RD", n["nRTP"], "tRTP")
             self.gap(t, cmd, where, bank, "WR", n["nCWL"] + n["nBL"] + n["nWR"], "tWR")
@@ -234,7 +238,10 @@ class _Checker:
                 self.note(bank, cmd, t)
                 self.note(refresh_scope, cmd, t)
         elif cmd == "REFab":
+            if self.refresh_mode != "all_bank":
+                self.fail(t, "refresh_mode", cmd, where, f"all-bank refresh while the mode is {self.refresh_mode}")
             scope = (c, p, s) if self.refresh_by_sid else (c, p)
+            self.gap(t, cmd, where, pc, "REFpb", n["nRFCpb"], "tRFCpb")
             open_banks = [bk for bk in self.banks_of(scope) if bk in self.open_row]
             if open_banks:
                 self.fail(t, "bank_state", cmd, where, f"{len(open_banks)} bank(s) still open, e.g. {open_banks[0]}")
@@ -247,6 +254,8 @@ class _Checker:
             self.note(scope, "REFab", t)
             self.refreshes[scope].append(t)
         elif cmd == "REFpb":
+            if self.refresh_mode != "per_bank":
+                self.fail(t, "refresh_mode", cmd, where, f"per-bank refresh while the mode is {self.refresh_mode}")
             if bank in self.open_row:
                 self.fail(t, "bank_state", cmd, where, "per-bank refresh of an open bank")
             self.gap(t, cmd, where, bank, "ACT", n["nRC"], "tRC")
