@@ -1,7 +1,10 @@
 """The cycle-level DRAM kernel (numba).
 
-Models, per channel, a controller with a read queue and a write buffer (write-drain watermarks),
-FR-FCFS or FCFS scheduling, open- or closed-page policy, bank state machines, every timing constraint
+Models, per channel, a controller with a read queue and a write buffer (write-drain watermarks), an
+optional active buffer for requests whose row was opened for them, FR-FCFS (oldest ready row hit
+first, then the oldest ready ACT or PRE; a row with queued hits is not closed) or FCFS scheduling,
+open- or closed-page policy (auto-precharge when no queued request wants the row), bank state
+machines, every timing constraint
 of the compiled constraint table (bank, bank group, SID, pseudo-channel and channel scopes, rolling
 windows such as tFAW, sibling rules such as tCCD_R), all-bank or per-bank refresh, and HBM's split
 row/column command bus. Time jumps from one cycle where something can happen to the next; idle cycles
@@ -10,9 +13,15 @@ are never stepped through.
 Conventions (DESIGN.md, numba discipline): integer cycles only, no allocation per cycle, no globals;
 state lives in arrays passed in by `run.py`.
 
-Timing state: `ready[node, cmd]` is the first cycle `cmd` may issue at a node (nodes of all five levels
-in one array, level L at offset `off[L]`). Issuing a command raises `ready` of the nodes its constraints
-reach. A rolling-window constraint keeps, per node, the cycles of its last `count` prev-commands.
+Timing state (`st`): for every node of the five levels (channel, pseudo-channel, SID, bank group,
+bank), the first cycle each command may issue there. Issuing a command raises that cycle at the nodes
+its constraints reach; `earliest` takes the maximum over the nodes above an address. A rolling-window
+constraint keeps, per node, the cycles of its last `count` prev-commands. The front end offers
+requests in trace order (stalling when the target queue is full) or by timestamp (open loop).
+
+Speed: a channel is visited only at cycles where something may happen (`next_try`); each queued
+request caches a lower bound of its next command's cycle, valid because timing bounds only grow and
+forgotten when its bank changes state, so most requests cost one comparison per visit.
 
 Not modelled: power-down and self-refresh states, data-bus ECC, refresh management (RFM), row-hammer
 mitigation, bank-group-level refresh.
