@@ -250,3 +250,22 @@ def test_fetch_without_reference_traces(capsys, tmp_path, monkeypatch):
         server.server_close()
     assert code == 0, err
     assert (tmp_path / "c" / "demo" / "t.csv").read_bytes() == body
+
+
+@pytest.mark.unit
+def test_outputs_get_umask_permissions_not_0600(capsys, tmp_path):
+    import os
+    import stat
+
+    from tokenstack_sim.workload.fit import fit_spec, write_spec
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "t.npz"
+        code, _, err = run(capsys, "synth", str(ROOT / "workloads" / "azure-conv-like.toml"), "-n", "50", "-o", str(out))
+        assert code == 0, err
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        toml = write_spec(fit_spec(load_npz(out), "t"), tmp_path / "t.toml")
+        assert stat.S_IMODE(toml.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

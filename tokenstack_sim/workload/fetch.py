@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenstack_sim.errors import InputError
+from tokenstack_sim.workload._atomic import atomic_write
 
 BASE_URL_ENV = "TOKENSTACK_TRACE_BASE_URL"
 CACHE_ENV = "TOKENSTACK_CACHE_DIR"
@@ -78,21 +78,14 @@ def fetch(name: str, cache_dir: str | Path | None = None, base_url: str | None =
         return target
     base_url = base_url or os.environ.get(BASE_URL_ENV)
     url = f"{base_url.rstrip('/')}/{known.relative_path}" if base_url else known.url
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with atomic_write(target, "wb", suffix=".part") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != known.sha256:
-            raise InputError(f"sha256 mismatch: expected {known.sha256}, got {digest.hexdigest()}", source=url)
-        os.replace(tmp_name, target)
+            if digest.hexdigest() != known.sha256:
+                raise InputError(f"sha256 mismatch: expected {known.sha256}, got {digest.hexdigest()}", source=url)
     except (urllib.error.URLError, OSError) as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         raise InputError(f"download failed ({getattr(exc, 'reason', exc)})", source=url) from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return target

@@ -11,13 +11,12 @@ Mooncake-measured defaults.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from tokenstack_sim.workload._atomic import atomic_write
 from tokenstack_sim.workload.arrivals import fit_family
 from tokenstack_sim.workload.prefix_model import PrefixModel, calibrate_followup_prob
 from tokenstack_sim.workload.spec import SCHEMA_VERSION, ArrivalSpec, LengthSpec, WorkloadSpec
@@ -105,15 +104,8 @@ def spec_to_toml(spec: WorkloadSpec, comment: str = "") -> str:
 def write_spec(spec: WorkloadSpec, path: str | Path, comment: str = "") -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(spec_to_toml(spec, comment))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(spec_to_toml(spec, comment))
     return path
 
 

@@ -9,14 +9,13 @@ renamed over the target, so a crash never leaves a half-written trace.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tokenstack_sim.errors import InputError
+from tokenstack_sim.workload._atomic import atomic_write
 from tokenstack_sim.workload.table import REQUEST_DTYPE, RequestTable, validate
 
 FORMAT_VERSION = 1
@@ -30,15 +29,8 @@ def save_npz(table: RequestTable, path: str | Path) -> Path:
     if table.has_prefix:
         arrays["prefix_offsets"] = table.prefix_offsets
         arrays["prefix_hashes"] = table.prefix_hashes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 
