@@ -222,3 +222,27 @@ def test_generic_jsonl_with_hashes_and_validation(tmp_path):
     broken = table.take(np.array([1, 0]))
     with pytest.raises(InputError, match="not sorted by arrival_s"):
         validate(broken)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("fmt", ["mooncake", "burstgpt", "generic"])
+def test_non_utf8_line_is_located_and_skippable(tmp_path, fmt):
+    if fmt == "mooncake":
+        good = b'{"timestamp":%d,"input_length":100,"output_length":5,"hash_ids":[1]}\n'
+        data = good % 0 + b"\xff\xfe\n" + good % 5
+        path, kwargs, bad_line = tmp_path / "m.jsonl", {}, 2
+    elif fmt == "burstgpt":
+        data = (b"Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n1,a,5,6,11,x\n"
+                b"2,a,\xff5,6,11,x\n3,a,5,6,11,x\n")
+        path, kwargs, bad_line = tmp_path / "b.csv", {}, 3
+    else:
+        data = b"t,i,o\n1,5,6\n2,\xe9,6\n3,5,6\n"
+        path, bad_line = tmp_path / "g.csv", 3
+        kwargs = {"mapping": {"arrival": "t", "input_tokens": "i", "output_tokens": "o"}}
+    path.write_bytes(data)
+    with pytest.raises(InputError) as info:
+        read_trace(path, fmt, **kwargs)
+    assert info.value.where == f"line {bad_line}" and "not UTF-8" in info.value.message
+    assert info.value.source == str(path)
+    table = read_trace(path, fmt, skip_bad=True, **kwargs)
+    assert len(table) == 2 and table.meta["skipped_rows"] == 1

@@ -56,10 +56,52 @@ def parse_count(text: str, name: str, minimum: int = 0) -> int:
     return value
 
 
-def open_text(path: Path):
+class _Utf8Lines:
+    """Lines of a file decoded one by one, so bytes that are not UTF-8 are located by line.
+
+    A line that does not decode goes to ``bad`` (which raises, or counts it with ``--skip-bad``) and is
+    replaced by an empty line, which every reader skips; line numbering (``csv`` ``line_num`` included)
+    stays that of the file."""
+
+    def __init__(self, path: Path, bad: "BadRows | None"):
+        self.path = path
+        self.bad = bad
+        self.handle = open(path, "rb")
+        self.line_no = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self.handle)
+        self.line_no += 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            message = f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            if self.bad is None or self.line_no == 1:
+                raise InputError(message, source=self.path, where=f"line {self.line_no}") from None
+            self.bad.report(self.line_no, message)
+            return "\n"
+
+    def readline(self) -> str:
+        try:
+            return next(self)
+        except StopIteration:
+            return ""
+
+
+def open_text(path: Path, bad: BadRows | None = None) -> _Utf8Lines:
+    """The trace's lines as UTF-8 text; a line that does not decode is reported through ``bad``."""
     if not path.is_file():
         raise InputError("trace file not found", source=path)
-    return open(path, encoding="utf-8", newline="")
+    return _Utf8Lines(path, bad)
 
 
 def build_table(

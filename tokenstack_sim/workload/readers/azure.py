@@ -47,7 +47,7 @@ def read_azure(path: str | Path, *, skip_bad: bool = False) -> RequestTable:
     input_tokens: list[int] = []
     output_tokens: list[int] = []
     zone_seen: bool | None = None
-    with open_text(path) as handle:
+    with open_text(path, bad) as handle:
         header = [h.strip() for h in handle.readline().strip().lstrip("\ufeff").split(",")]
         if header != HEADER:
             raise InputError(f"header is {','.join(header)!r}, expected {','.join(HEADER)!r}", source=path, where="line 1")

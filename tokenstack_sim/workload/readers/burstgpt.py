@@ -37,7 +37,7 @@ def read_burstgpt(path: str | Path, *, skip_bad: bool = False, failed: str = "dr
     apps: dict[str, int] = {}
     sessions: dict[str, int] = {}
     dropped = 0
-    with open_text(path) as handle:
+    with open_text(path, bad) as handle:
         reader = csv.reader(handle)
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
         missing = [name for name in REQUIRED if name not in header]

@@ -55,9 +55,9 @@ def _time_s(value, unit_s: float) -> float:
     return (stamp - _EPOCH).total_seconds()
 
 
-def _records(path: Path, kind: str, needed: list[str]):
+def _records(path: Path, kind: str, needed: list[str], bad: BadRows):
     """Yield (line number, dict of needed columns) or (line number, error message)."""
-    with open_text(path) as handle:
+    with open_text(path, bad) as handle:
         if kind == "csv":
             reader = csv.reader(handle)
             header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
@@ -113,7 +113,7 @@ def read_generic(
     id_values: dict[str, list] = {k: [] for k in id_fields}
     hash_counts: list[int] = []
     hashes: list[int] = []
-    for line_no, record in _records(path, kind, list(fields.values())):
+    for line_no, record in _records(path, kind, list(fields.values()), bad):
         if isinstance(record, str):
             bad.report(line_no, record)
             continue

@@ -57,7 +57,7 @@ def read_mooncake(path: str | Path, *, skip_bad: bool = False) -> RequestTable:
     hashes: list[int] = []
     line_nos: list[int] = []
     loads = json.loads
-    with open_text(path) as handle:
+    with open_text(path, bad) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
