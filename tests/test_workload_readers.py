@@ -246,3 +246,46 @@ def test_non_utf8_line_is_located_and_skippable(tmp_path, fmt):
     assert info.value.source == str(path)
     table = read_trace(path, fmt, skip_bad=True, **kwargs)
     assert len(table) == 2 and table.meta["skipped_rows"] == 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("stamp", ["NaN", "1e400", "-Infinity"])
+def test_mooncake_non_finite_timestamp_names_line_and_is_skippable(tmp_path, stamp):
+    good = '{"timestamp":%s,"input_length":100,"output_length":5,"hash_ids":[1]}\n'
+    path = write(tmp_path, "m.jsonl", good % 0 + good % stamp + good % 7)
+    with pytest.raises(InputError) as info:
+        read_trace(path, "mooncake")
+    assert info.value.where == "line 2" and "timestamp" in info.value.message
+    table = read_trace(path, "mooncake", skip_bad=True)
+    assert len(table) == 2 and table.meta["skipped_rows"] == 1
+
+
+@pytest.mark.unit
+def test_generic_unknown_parent_and_nan_arrival_name_line(tmp_path):
+    mapping = {"arrival": "t", "input_tokens": "i", "output_tokens": "o", "request_id": "id", "parent_id": "p"}
+    path = write(tmp_path, "g.csv", "t,i,o,id,p\n1,5,6,a,\n2,5,6,b,zz\n3,5,6,c,a\n")
+    with pytest.raises(InputError) as info:
+        read_generic(path, mapping)
+    assert info.value.where == "line 3" and "parent_id 'zz'" in info.value.message
+    table = read_generic(path, mapping, skip_bad=True)
+    assert list(table.rows["parent_id"]) == [NO_ID, 0] and table.meta["skipped_rows"] == 1
+    path = write(tmp_path, "n.csv", "t,i,o\n1,5,6\nnan,5,6\n")
+    with pytest.raises(InputError) as info:
+        read_generic(path, {"arrival": "t", "input_tokens": "i", "output_tokens": "o"})
+    assert info.value.where == "line 3" and "finite" in info.value.message
+
+
+@pytest.mark.unit
+def test_burstgpt_keep_zero_request_tokens_message(tmp_path):
+    header = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+    path = write(tmp_path, "b.csv", header + "1,a,5,6,11,x\n2,a,0,0,0,x\n")
+    with pytest.raises(InputError) as info:
+        read_trace(path, "burstgpt", failed="keep")
+    assert info.value.where == "line 3" and "failed (0-token response) row" in info.value.message
+    assert len(read_trace(path, "burstgpt")) == 1  # dropped as failed by default
+    path = write(tmp_path, "c.csv", header + "1,a,5,6,11,x\n2,a,0,4,4,x\n")
+    with pytest.raises(InputError, match="Request tokens is 0, expected >= 1"):
+        read_trace(path, "burstgpt", failed="keep")
+    path = write(tmp_path, "d.csv", header + "inf,a,5,6,11,x\n")
+    with pytest.raises(InputError, match="finite"):
+        read_trace(path, "burstgpt")

@@ -13,6 +13,7 @@ handled explicitly by ``failed``:
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from tokenstack_sim.errors import InputError
@@ -54,8 +55,8 @@ def read_burstgpt(path: str | Path, *, skip_bad: bool = False, failed: str = "dr
                 continue
             try:
                 t_s = float(fields[col["Timestamp"]])
-                if not t_s >= 0:
-                    raise ValueError(f"Timestamp is {fields[col['Timestamp']]!r}, expected seconds >= 0")
+                if not (math.isfinite(t_s) and t_s >= 0):
+                    raise ValueError(f"Timestamp is {fields[col['Timestamp']]!r}, expected finite seconds >= 0")
                 request = parse_count(fields[col["Request tokens"]], "Request tokens")
                 response = parse_count(fields[col["Response tokens"]], "Response tokens")
             except ValueError as exc:
@@ -66,7 +67,13 @@ def read_burstgpt(path: str | Path, *, skip_bad: bool = False, failed: str = "dr
                 dropped += 1
                 continue
             if request < 1:
-                bad.report(line_no, "Request tokens is 0 on a request that did not fail")
+                # A failed row is one with a 0-token response; its request tokens are what it puts on
+                # prefill, so a kept row (failed or not) needs at least one.
+                if is_failed:
+                    bad.report(line_no, "Request tokens is 0 on a failed (0-token response) row; "
+                                        "with --failed keep a row needs >= 1 request token to replay")
+                else:
+                    bad.report(line_no, "Request tokens is 0, expected >= 1")
                 continue
             app = f"{fields[col['Model']].strip()}/{fields[col['Log Type']].strip()}"
             arrival_s.append(t_s)

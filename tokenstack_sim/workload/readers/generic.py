@@ -3,7 +3,7 @@
 ``mapping`` maps table fields to source columns; ``arrival`` (alias ``arrival_s``), ``input_tokens`` and
 ``output_tokens`` are required, ``session_id``, ``app_id``, ``agent_id``, ``request_id`` and ``parent_id``
 optional. Arrivals are numbers in ``time_unit`` (s, ms, us) or ISO-8601 date-times. Id columns may hold
-any text; they become dense integers. ``parent_id`` refers to the source's ``request_id`` column, which
+any text; they become dense integers. ``parent_id`` refers to the ``request_id`` of an earlier line, which
 must then be mapped. For JSONL, ``hash_ids`` may map to a list of chained prefix hashes over
 ``hash_block_tokens``-token blocks.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def read_generic(
     id_values: dict[str, list] = {k: [] for k in id_fields}
     hash_counts: list[int] = []
     hashes: list[int] = []
+    request_row: dict[str, int] = {}  # request_id -> row of its first kept line
+    parents: list[int] = []
     for line_no, record in _records(path, kind, list(fields.values()), bad):
         if isinstance(record, str):
             bad.report(line_no, record)
@@ -122,6 +125,8 @@ def read_generic(
                 if column not in record:
                     raise ValueError(f"missing column {column!r}")
             t_s = _time_s(record[fields["arrival"]], unit_s)
+            if not math.isfinite(t_s):
+                raise ValueError(f"{fields['arrival']} is {record[fields['arrival']]!r}, expected a finite time")
             n_in = parse_count(record[fields["input_tokens"]], fields["input_tokens"], minimum=1)
             n_out = parse_count(record[fields["output_tokens"]], fields["output_tokens"])
             ids = None
@@ -130,9 +135,22 @@ def read_generic(
                 need = -(-n_in // hash_block_tokens)
                 if not isinstance(ids, list) or len(ids) != need or not all(type(h) is int and 0 <= h < 1 << 64 for h in ids):
                     raise ValueError(f"{fields['hash_ids']} must list {need} integer hashes for {n_in} tokens")
+            parent = NO_ID
+            if "parent_id" in fields:
+                value = record[fields["parent_id"]]
+                key = None if value in ("", None) else str(value)
+                if key is not None and key != "-1":
+                    if key not in request_row:
+                        raise ValueError(f"parent_id {key!r} names no request on an earlier line")
+                    parent = request_row[key]
         except ValueError as exc:
             bad.report(line_no, str(exc))
             continue
+        if "request_id" in fields:
+            value = record[fields["request_id"]]
+            if value not in ("", None):
+                request_row.setdefault(str(value), len(input_tokens))
+        parents.append(parent)
         arrival_s.append(t_s)
         input_tokens.append(n_in)
         output_tokens.append(n_out)
@@ -147,16 +165,7 @@ def read_generic(
         if name in id_values:
             dense: dict[str, int] = {}
             columns[name] = [NO_ID if v is None else dense.setdefault(v, len(dense)) for v in id_values[name]]
-    if "parent_id" in id_values:
-        position = {v: i for i, v in enumerate(id_values["request_id"]) if v is not None}
-        parents = []
-        for i, v in enumerate(id_values["parent_id"]):
-            if v is None or v == "-1":
-                parents.append(NO_ID)
-            elif v in position:
-                parents.append(position[v])
-            else:
-                raise InputError(f"parent_id {v!r} names no request in the file", source=path, where=f"request {i}")
+    if "parent_id" in fields:
         columns["parent_id"] = parents
     meta = {"format": "generic", "source": path.name, "mapping": dict(fields), "time_unit": time_unit}
     bad.annotate(meta)

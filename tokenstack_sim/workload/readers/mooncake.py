@@ -9,6 +9,7 @@ last block may be partial); the reader checks that count on every row. They are 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def read_mooncake(path: str | Path, *, skip_bad: bool = False) -> RequestTable:
                 if not isinstance(row, dict):
                     raise ValueError("expected a JSON object")
                 t_ms = row.get("timestamp")
-                if type(t_ms) not in (int, float) or t_ms < 0:
+                if type(t_ms) not in (int, float) or not (math.isfinite(t_ms) and t_ms >= 0):
                     raise ValueError(f"timestamp is {t_ms!r}, expected milliseconds >= 0")
                 n_in = _int(row, "input_length", 1)
                 n_out = _int(row, "output_length", 0)
