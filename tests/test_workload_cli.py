@@ -269,3 +269,76 @@ def test_outputs_get_umask_permissions_not_0600(capsys, tmp_path):
         assert stat.S_IMODE(toml.stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+@pytest.fixture
+def small_npz(capsys, tmp_path):
+    out = tmp_path / "s.npz"
+    code, _, err = run(capsys, "synth", str(ROOT / "workloads" / "azure-conv-like.toml"), "-n", "200", "-o", str(out))
+    assert code == 0, err
+    return out
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.mark.unit
+def test_negative_seed_is_refused(capsys, tmp_path, small_npz):
+    spec = str(ROOT / "workloads" / "azure-conv-like.toml")
+    code, _, err = run(capsys, "synth", spec, "-n", "5", "--seed", "-1", "-o", str(tmp_path / "x.npz"))
+    assert_one_line_error(code, err, "--seed")
+    code, _, err = run(capsys, "convert", str(small_npz), "-o", str(tmp_path / "y.npz"), "--retime", "gamma", "--seed", "-1")
+    assert_one_line_error(code, err, "--seed")
+
+
+@pytest.mark.unit
+def test_unwritable_plot_path_is_input_error(capsys, tmp_path, small_npz):
+    target = tmp_path / "no" / "such" / "dir" / "p.png"
+    code, _, err = run(capsys, "inspect", str(small_npz), "--plot", str(target))
+    assert_one_line_error(code, err, str(target), "cannot write the plot")
+
+
+@pytest.mark.unit
+def test_output_suffix_must_be_npz(capsys, tmp_path, small_npz):
+    spec = str(ROOT / "workloads" / "azure-conv-like.toml")
+    code, _, err = run(capsys, "synth", spec, "-n", "5", "-o", str(tmp_path / "x.csv"))
+    assert_one_line_error(code, err, "x.csv", ".npz")
+    code, _, err = run(capsys, "convert", str(small_npz), "-o", str(tmp_path / "y.csv"))
+    assert_one_line_error(code, err, "y.csv", ".npz")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "y.csv").exists()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--retime", "poisson", "--cv", "3"], "poisson process has cv = 1"),
+        (["--retime", "weibull", "--cv", "1e9"], "supported range 0.03 to 20"),
+        (["--retime", "gamma", "--cv", "nan"], "supported range 0.03 to 20"),
+        (["--retime", "gamma", "--rate", "inf"], "finite"),
+    ],
+)
+def test_retime_refuses_cv_it_cannot_honour(capsys, tmp_path, small_npz, args, needle):
+    code, _, err = run(capsys, "convert", str(small_npz), "-o", str(tmp_path / "y.npz"), *args)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "y.npz").exists()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("key, value", [("rate_qps", "inf"), ("rate_qps", "nan"), ("cv", "nan"), ("cv", "inf")])
+def test_spec_refuses_non_finite_numbers(capsys, tmp_path, key, value):
+    values = {"rate_qps": "5.0", "cv": "2.0", key: value}
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'schema_version = 1\nname = "x"\n[arrivals]\nfamily = "gamma"\n'
+        f'rate_qps = {values["rate_qps"]}\ncv = {values["cv"]}\n'
+        '[input_tokens]\nkind = "constant"\nconstant = 5\n[output_tokens]\nkind = "constant"\nconstant = 5\n'
+    )
+    with pytest.raises(InputError) as info:
+        load_spec(spec)
+    assert info.value.source == str(spec) and info.value.where == f"arrivals.{key}"
+    assert "finite" in info.value.message

@@ -189,3 +189,15 @@ def test_prefix_model_structure():
     assert prefix_hit(no_sharing)[1].token_hit_frac == 0.0
     with pytest.raises(InputError, match="followup_prob"):
         add_prefix_structure(base, PrefixModel(followup_prob=1.5), seed=1)
+
+
+@pytest.mark.unit
+def test_samplers_refuse_cv_outside_supported_range():
+    rng = np.random.default_rng(0)
+    for family in ("gamma", "weibull"):
+        with pytest.raises(InputError, match="0.03 to 20"):
+            sample_arrivals_s(rng, 10, family, 1.0, 1e9)
+        with pytest.raises(InputError, match="finite"):
+            sample_arrivals_s(rng, 10, family, float("inf"), 2.0)
+    gaps = np.diff(sample_arrivals_s(rng, 10_000, "gamma", 1.0, 20.0))
+    assert np.all(np.isfinite(gaps)) and np.mean(gaps > 0) > 0.5

@@ -62,6 +62,13 @@ def _read(trace: str, fmt, skip_bad, mapping, time_unit, failed):
     return table
 
 
+def _npz_output(output: str) -> str:
+    """Refuse an output name whose suffix is not .npz: the file written is always an .npz archive."""
+    if Path(output).suffix.lower() != ".npz":
+        raise InputError(f"the output is an .npz request table; name it *.npz, not {Path(output).name!r}", where="-o")
+    return output
+
+
 def format_stats(name: str, stats: TraceStats) -> str:
     lines = [
         f"trace            {name}",
@@ -107,8 +114,12 @@ def _plot(table, path: str) -> None:
         ax.set(xscale="log", xlabel=column.replace("_", " "), ylabel="requests", title=column.split("_")[0] + " length")
     fig.suptitle(table.meta.get("source", ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110)
+    except (OSError, ValueError) as exc:  # unwritable folder, or a suffix matplotlib cannot render
+        raise InputError(f"cannot write the plot ({getattr(exc, 'strerror', None) or exc})", source=path, where="--plot") from None
+    finally:
+        plt.close(fig)
 
 
 @workload.command()
@@ -127,10 +138,11 @@ def inspect(trace, fmt, skip_bad, mapping, time_unit, failed, plot_path) -> None
 @workload.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--requests", "-n", type=click.IntRange(min=1), required=True, help="Number of requests.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
 def synth(spec, requests, seed, output) -> None:
     """Generate a synthetic request table from a workload SPEC (TOML)."""
+    _npz_output(output)
     table = synthesize(load_spec(spec), requests, seed)
     save_npz(table, output)
     click.echo(f"wrote {len(table):,} requests to {output}")
@@ -146,10 +158,11 @@ def synth(spec, requests, seed, output) -> None:
 @click.option("--cv", type=float, help="Inter-arrival CV for --retime (default: the trace's).")
 @click.option("--add-prefix", is_flag=True, help="Add the Mooncake-calibrated prefix model (traces without hashes).")
 @click.option("--block-tokens", type=int, help="Re-block prefix hashes to this KV block size (e.g. 16).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --retime and --add-prefix.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for --retime and --add-prefix.")
 def convert(trace, fmt, skip_bad, mapping, time_unit, failed, output, window_s, rate_qps, family, cv, add_prefix,
             block_tokens, seed) -> None:
     """Convert TRACE to the project's .npz format, optionally shaping its load."""
+    _npz_output(output)
     if cv is not None and not family:
         raise InputError("--cv only applies with --retime", where="--cv")
     table = _read(trace, fmt, skip_bad, mapping, time_unit, failed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tokenstack_sim.workload._atomic import atomic_write
-from tokenstack_sim.workload.arrivals import fit_family
+from tokenstack_sim.workload.arrivals import CV_MAX, CV_MIN, fit_family
 from tokenstack_sim.workload.prefix_model import PrefixModel, calibrate_followup_prob
 from tokenstack_sim.workload.spec import SCHEMA_VERSION, ArrivalSpec, LengthSpec, WorkloadSpec
 from tokenstack_sim.workload.stats import prefix_hit
@@ -51,6 +51,7 @@ def common_prefix_blocks(table: RequestTable) -> int:
 def fit_spec(table: RequestTable, name: str, seed: int = 0) -> WorkloadSpec:
     rows = table.rows
     family, rate_qps, cv = fit_family(np.diff(rows["arrival_s"]))
+    cv = min(max(cv, CV_MIN), CV_MAX)  # a trace outside the range is fitted at its nearest end
     prefix = None
     if table.has_prefix:
         measured = prefix_hit(table)[1].token_hit_frac

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.arrivals import sample_arrivals_s
+from tokenstack_sim.workload.arrivals import check_cv, sample_arrivals_s
 from tokenstack_sim.workload.stats import interarrival_cv, mean_rate_qps
 from tokenstack_sim.workload.table import RequestTable
 
@@ -51,10 +51,18 @@ def retime(
 ) -> RequestTable:
     """New arrivals from a renewal process; rate and CV default to the trace's own."""
     arrival_s = table.rows["arrival_s"]
+    if family == "poisson" and cv is not None and cv != 1.0:
+        raise InputError(f"a poisson process has cv = 1, got cv {cv}; use gamma or weibull for another cv", where="--cv")
+    if rate_qps is not None and not (np.isfinite(rate_qps) and rate_qps > 0):
+        raise InputError(f"rate must be a finite number > 0, got {rate_qps}", where="--rate")
+    if cv is not None and family != "poisson":
+        check_cv(cv, where="--cv")
     rate_qps = mean_rate_qps(arrival_s) if rate_qps is None else rate_qps
-    cv = interarrival_cv(arrival_s) if cv is None else cv
+    cv = 1.0 if family == "poisson" else interarrival_cv(arrival_s) if cv is None else cv
     if not (np.isfinite(rate_qps) and np.isfinite(cv)):
         raise InputError("give rate and cv: the trace is too short to measure them", where="retime")
+    if family != "poisson":
+        check_cv(cv, where="retime (the trace's own cv; give --cv)")
     rows = table.rows.copy()
     rows["arrival_s"] = sample_arrivals_s(np.random.default_rng(seed), len(rows), family, rate_qps, cv)
     meta = dict(table.meta, retimed={"family": family, "rate_qps": rate_qps, "cv": cv, "seed": seed})

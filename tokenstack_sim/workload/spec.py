@@ -12,6 +12,7 @@ wrong type or out-of-range value.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.arrivals import FAMILIES
+from tokenstack_sim.workload.arrivals import CV_MAX, CV_MIN, FAMILIES
 from tokenstack_sim.workload.prefix_model import PrefixModel
 
 SCHEMA_VERSION = 1
@@ -100,6 +101,8 @@ class _Section:
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
             raise self.fail(key, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value!r}")
         if low is not None and (value <= low if low_open else value < low):
             raise self.fail(key, f"expected {'>' if low_open else '>='} {low}, got {value!r}")
         if high is not None and value > high:
@@ -122,6 +125,8 @@ class _Section:
         value = self.required(key)
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise self.fail(key, "expected a list of numbers")
+        if not all(math.isfinite(v) for v in value):
+            raise self.fail(key, "expected finite numbers (no inf or nan)")
         return tuple(float(v) for v in value)
 
 
@@ -161,7 +166,7 @@ def parse_spec(data: dict, source: str) -> WorkloadSpec:
         raise top.fail("schema_version", f"expected {SCHEMA_VERSION}, got {version}")
     arrivals = _Section(top.required("arrivals"), "arrivals", source, ("family", "rate_qps", "cv"))
     family = arrivals.choice("family", FAMILIES)
-    cv = 1.0 if family == "poisson" else arrivals.number("cv", low=0.03, high=1e4)
+    cv = 1.0 if family == "poisson" else arrivals.number("cv", low=CV_MIN, high=CV_MAX)
     if family == "poisson" and arrivals.has("cv") and arrivals.number("cv") != 1.0:
         raise arrivals.fail("cv", "a poisson process has cv = 1; use gamma or weibull for another cv")
     arrival_spec = ArrivalSpec(family, float(arrivals.number("rate_qps", low=0, low_open=True)), float(cv))
