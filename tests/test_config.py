@@ -66,6 +66,11 @@ def _write(tmp_path, text, name="bad.toml"):
     ("[timing]\ntRCX_ns = 10\n", "timing.tRCX_ns", "unknown timing parameter"),
     ("[controller]\npage_policy = \"half\"\n", "controller.page_policy", "expected 'open' or 'closed'"),
     ("[controller]\naddress_map = \"ch,row,bogus\"\n", None, "unknown field 'bogus'"),
+    ("[timing]\ntRC_ns = inf\n", "timing.tRC_ns", "expected a time from 0 to"),
+    ("[timing]\nnCL = 1e300\n", "timing.nCL", "expected a whole number of cycles"),
+    ("[timing]\nnREFIpb = 0\n", "timing", "tREFIpb and the burst length >= 1 cycle"),
+    ("[organization]\nrows = 4611686018427387904\n", "organization.rows", "must be <= 16777216"),
+    ("[organization]\ndq_bits = 1\nburst_length = 1\n", "organization.burst_length", "whole number of bytes"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, text, where, words):
     path = _write(tmp_path, text)
@@ -98,6 +103,22 @@ def test_bad_override_is_blamed_on_set():
     assert err.value.source == "--set" and err.value.where == "controller.write_queue"
     with pytest.raises(InputError, match="expected key.path=value"):
         load_config("hbm3-ramulator21", ["controller.write_queue"])
+    with pytest.raises(InputError, match="base cannot be overridden"):
+        load_config("hbm3-ramulator21", ["base=\"hbm4-ramulator21\""])
+    with pytest.raises(InputError) as err:  # a relation broken by an override is blamed on the override
+        load_config("hbm3-ramulator21", ["timing.nRC=1"])
+    assert err.value.source == "--set" and "tRC >= tRAS + tRP" in err.value.message
+
+
+def test_relative_base_path_is_relative_to_the_file(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "parent.toml").write_text(
+        'schema_version = 1\nkind = "dram"\nbase = "hbm3-ramulator21"\nname = "p"\nfamily = "hbm"\n'
+        '[controller]\nread_queue = 48\n')
+    (tmp_path / "sub" / "child.toml").write_text(
+        'schema_version = 1\nkind = "dram"\nbase = "parent.toml"\nname = "c"\nfamily = "hbm"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_config("sub/child.toml").config.controller.read_queue == 48
 
 
 def test_not_toml(tmp_path):

@@ -49,13 +49,21 @@ def test_text_and_npz_traces_round_trip(tmp_path):
 
 @pytest.mark.parametrize("content, words", [
     ("R 0x100\nX 0x200\n", "line 2: expected 'R|W ADDRESS'"),
+    ("# header\n\nR 0x0\nR 0x400000000000\n", "line 4: address 0x400000000000 is beyond the capacity"),
+    ("R 0x10000000000000000\n", "line 1: address 0x10000000000000000 is outside"),
+    ("nan R 0x40\n1 R 0x80\n", "line 1: expected a finite time >= 0 ns"),
+    ("1 R 0x40\n-5 R 0x80\n", "line 2: expected a finite time >= 0 ns"),
+    (b"R 0x0\n\xff\xfeR\n", "line 2: not UTF-8 text"),
     ("R 0x100\nR zz\n", "line 2"),
     ("R 0x100\n# comment\nW 0x400000000000\n", "is beyond the capacity"),
     ("", "trace has no requests"),
 ])
 def test_bad_traces_fail_with_file_and_line(tmp_path, content, words):
     path = tmp_path / "bad.trace"
-    path.write_text(content)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     proc = tokenstack("dram", "--trace", str(path))
     assert proc.returncode == 2
     assert words in proc.stderr and "bad.trace" in proc.stderr
@@ -63,7 +71,8 @@ def test_bad_traces_fail_with_file_and_line(tmp_path, content, words):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--pattern", "random", "--requests", "0"], "expected at least 1 request"),
+    (["--pattern", "random", "--requests", "0"], "'--requests': 0 is not in the range x>=1"),
+    (["--pattern", "random", "--seed", "-1"], "'--seed': -1 is not in the range x>=0"),
     (["--pattern", "random", "--write-fraction", "1.5"], "expected a fraction"),
     (["--trace", "nowhere.trace"], "trace file not found"),
     ([], "give exactly one of --trace or --pattern"),
@@ -81,3 +90,25 @@ def test_open_loop_needs_times(tmp_path):
     path.write_text("R 0x0\n")
     proc = tokenstack("dram", "--trace", str(path), "--open-loop")
     assert proc.returncode == 2 and "needs request times" in proc.stderr
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ({"address": np.array([33.7]), "is_write": np.array([False])}, "'address' must be a 1-D integer array"),
+    ({"address": np.zeros((4, 2), np.uint64), "is_write": np.zeros(4, bool)}, "1-D integer array"),
+    ({"address": np.zeros(0, np.uint64), "is_write": np.zeros(0, bool)}, "trace has no requests"),
+    ({"address": np.array([object()], dtype=object), "is_write": np.array([False])}, "not a readable .npz"),
+    ({"address": np.array([0, 64], np.uint64), "is_write": np.zeros(2, bool), "time_ns": np.array([0, np.nan])},
+     "time_ns must be finite"),
+])
+def test_bad_npz_traces(tmp_path, arrays, words):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    proc = tokenstack("dram", "--trace", str(path))
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_command_log_into_a_new_folder_is_readable(tmp_path):
+    target = tmp_path / "new" / "cmds.csv"
+    proc = tokenstack("dram", "--pattern", "random", "--requests", "100", "--command-log", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert target.stat().st_mode & 0o044  # not mkstemp's private 0600

@@ -176,3 +176,13 @@ def test_reference_table_parses(shared_dir):
     rows = _reference_rows(shared_dir)
     assert rows == {("HBM3", "sequential"): 692, ("HBM3", "random"): 219,
                     ("HBM4", "sequential"): 1660, ("HBM4", "random"): 406}
+
+
+def test_active_buffer_frees_queue_space():
+    # a request whose row was opened for it leaves the queue count, so a tiny queue fills up again
+    req_args = ("random", 20_000)
+    r0 = load_config("hbm3-ramulator21", ["controller.read_queue=1", "controller.active_buffer=0"])
+    r1 = load_config("hbm3-ramulator21", ["controller.read_queue=1", "controller.active_buffer=64"])
+    a = run_dram(r0, generate(*req_args, r0.capacity_bytes, r0.access_bytes))
+    b = run_dram(r1, generate(*req_args, r1.capacity_bytes, r1.access_bytes))
+    assert b.bandwidth_GBps > 1.5 * a.bandwidth_GBps

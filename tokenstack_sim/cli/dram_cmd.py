@@ -18,12 +18,12 @@ from tokenstack_sim.hw.dram.patterns import PATTERNS, generate, read_trace
               help="DRAM preset name or TOML file.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Trace file (text or .npz).")
 @click.option("--pattern", type=click.Choice(PATTERNS), help="Synthetic pattern instead of a trace.")
-@click.option("--requests", "n_requests", type=int, default=100_000, show_default=True,
+@click.option("--requests", "n_requests", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Requests for --pattern.")
 @click.option("--write-fraction", type=float, default=None, help="Share of writes for --pattern "
               "(default 0, or 1/3 for 'mixed').")
 @click.option("--stride", "stride_bytes", type=int, default=4096, show_default=True, help="Bytes, for 'strided'.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--open-loop", is_flag=True, help="Use the trace's timestamps (open-loop front end).")
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

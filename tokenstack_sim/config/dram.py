@@ -49,6 +49,7 @@ TIMING_PARAMS: dict[str, str] = {
     "nRREFD": "per-bank refresh to per-bank refresh or ACT, different bank",
 }
 
+MAX_CYCLES = 1 << 32  # no DRAM timing is anywhere near 2^32 cycles; larger is a typo
 COMMANDS = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb")
 LEVELS = ("channel", "pseudo_channel", "sid", "bank_group", "bank")
 Scope = Literal["channel", "pseudo_channel", "sid", "bank_group", "bank"]
@@ -57,23 +58,28 @@ Scope = Literal["channel", "pseudo_channel", "sid", "bank_group", "bank"]
 @dataclass(frozen=True)
 class Organization:
     standard: str = spec(doc="standard name, e.g. 'HBM3'")
-    channels: int = spec(min=1, doc="channels per stack")
-    pseudo_channels: int = spec(min=1, doc="pseudo-channels per channel")
-    sids: int = spec(min=1, doc="stack IDs (ranks) per pseudo-channel")
-    bank_groups: int = spec(min=1, doc="bank groups per SID")
-    banks_per_group: int = spec(min=1, doc="banks per bank group")
-    rows: int = spec(min=1, doc="rows per bank")
-    columns: int = spec(min=1, doc="column accesses (bursts) per row")
-    dq_bits: int = spec(min=1, doc="data pins per pseudo-channel")
-    burst_length: int = spec(min=1, doc="beats per access")
-    dies: int = spec(min=1, doc="DRAM dies in the stack")
-    die_density_gbit: int = spec(min=1, doc="die density in Gbit")
+    channels: int = spec(min=1, max=1024, doc="channels per stack")
+    pseudo_channels: int = spec(min=1, max=16, doc="pseudo-channels per channel")
+    sids: int = spec(min=1, max=16, doc="stack IDs (ranks) per pseudo-channel")
+    bank_groups: int = spec(min=1, max=64, doc="bank groups per SID")
+    banks_per_group: int = spec(min=1, max=64, doc="banks per bank group")
+    rows: int = spec(min=1, max=1 << 24, doc="rows per bank")
+    columns: int = spec(min=1, max=1 << 16, doc="column accesses (bursts) per row")
+    dq_bits: int = spec(min=1, max=4096, doc="data pins per pseudo-channel")
+    burst_length: int = spec(min=1, max=256, doc="beats per access")
+    dies: int = spec(min=1, max=64, doc="DRAM dies in the stack")
+    die_density_gbit: int = spec(min=1, max=1024, doc="die density in Gbit")
+
+    def __post_init__(self) -> None:
+        if (self.dq_bits * self.burst_length) % 8:
+            raise InputError(f"dq_bits x burst_length = {self.dq_bits * self.burst_length} bits is not a whole "
+                             "number of bytes per access", where="burst_length")
 
 
 @dataclass(frozen=True)
 class Clock:
-    data_rate_gbps: float = spec(min=0.1, doc="data rate per pin in Gb/s")
-    tck_ns: float = spec(min=0.01, doc="command clock period in ns")
+    data_rate_gbps: float = spec(min=0.1, max=1000.0, doc="data rate per pin in Gb/s")
+    tck_ns: float = spec(min=0.01, max=100.0, doc="command clock period in ns")
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ RELATIONS = (
     ("wtr_l_ge_wtr_s", "tWTR_L >= tWTR_S", ("nWTR_L", "nWTR_S"), lambda n: n["nWTR_L"] >= n["nWTR_S"]),
     ("faw_ge_rrd_s", "tFAW >= tRRD_S", ("nFAW", "nRRD_S"), lambda n: n["nFAW"] >= n["nRRD_S"]),
     ("refi_gt_rfc", "tREFI > tRFC", ("nREFI", "nRFC"), lambda n: n["nREFI"] > n["nRFC"]),
+    ("refresh_positive", "tRFC, tRFCpb, tREFIpb and the burst length >= 1 cycle",
+     ("nRFC", "nRFCpb", "nREFIpb", "nBL"), lambda n: min(n["nRFC"], n["nRFCpb"], n["nREFIpb"], n["nBL"]) >= 1),
     ("ccd_s_ge_bl", "tCCD_S >= burst length (no data-bus overlap)", ("nCCD_S", "nBL"),
      lambda n: n["nCCD_S"] >= n["nBL"]),
     ("rtw_clears_bus", "tRTW >= CL + BL - CWL (read data leaves the bus before write data)",
@@ -212,12 +220,14 @@ def timing_cycles(timing: Mapping[str, float], tck_ns: float, *, source: str | N
     for key, value in timing.items():
         where = f"timing.{key}"
         if key.startswith("n") and key in TIMING_PARAMS:
-            if not float(value).is_integer() or value < 0:
-                raise InputError(f"expected a whole number of cycles >= 0, got {value}", source=source, where=where)
+            if not math.isfinite(value) or not float(value).is_integer() or not 0 <= value <= MAX_CYCLES:
+                raise InputError(f"expected a whole number of cycles from 0 to {MAX_CYCLES}, got {value:g}",
+                                 source=source, where=where)
             name, cycles = key, int(value)
         elif key.startswith("t") and key.endswith("_ns") and "n" + key[1:-3] in TIMING_PARAMS:
-            if value < 0:
-                raise InputError(f"expected a time >= 0 ns, got {value}", source=source, where=where)
+            if not math.isfinite(value) or not 0 <= value <= MAX_CYCLES * tck_ns:
+                raise InputError(f"expected a time from 0 to {MAX_CYCLES * tck_ns:g} ns, got {value:g}",
+                                 source=source, where=where)
             # JEDEC rounding: a time becomes the smallest whole number of cycles that covers it.
             name, cycles = "n" + key[1:-3], math.ceil(value / tck_ns - 1e-6)
         else:

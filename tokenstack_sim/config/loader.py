@@ -85,6 +85,8 @@ def read_raw(name_or_path: str, _chain: tuple[Path, ...] = ()) -> tuple[dict, Pa
     if base:
         if not isinstance(base, str):
             raise InputError(f"expected a preset name, got {base!r}", source=path, where="base")
+        if base.endswith(".toml") and not Path(base).is_absolute():
+            base = str(path.parent / base)  # a relative base path is relative to the file naming it
         base_raw, _ = read_raw(base, (*_chain, path.resolve()))
         base_raw.pop("name", None)
         base_raw.pop("description", None)
@@ -116,6 +118,9 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> tuple[
     keys = []
     for text in overrides:
         path, value = parse_override(text)
+        if path[0] in ("base", "schema_version", "kind"):
+            raise InputError(f"{path[0]} cannot be overridden; write a file that says base = \"...\" instead",
+                             source="--set", where=path[0])
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -174,11 +179,14 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
     """Read a preset or file, apply `--set` overrides, validate and resolve it."""
     raw, path = read_raw(name_or_path)
     raw, override_keys = apply_overrides(raw, overrides)
-    _check_header(raw, path)
     try:
+        _check_header(raw, path)
         cfg = build(DramConfig, raw, source=str(path))
         return resolve_dram(cfg, load_family(cfg.family, source=str(path)), source=str(path))
     except InputError as exc:
-        if exc.where and any(exc.where == k or exc.where.startswith(k + ".") for k in override_keys):
-            raise InputError(exc.message, source="--set", where=exc.where) from None
+        # an error at or around an overridden key is blamed on --set (a relation error names `timing`)
+        w = exc.where or ""
+        if w and any(w == k or w.startswith(k + ".") or k.startswith(w + ".") for k in override_keys):
+            note = "" if w in override_keys else f" (after --set {', '.join(override_keys)})"
+            raise InputError(exc.message + note, source="--set", where=exc.where) from None
         raise

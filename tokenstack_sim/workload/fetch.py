@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload._atomic import atomic_write
+from tokenstack_sim.atomic_io import atomic_write
 
 BASE_URL_ENV = "TOKENSTACK_TRACE_BASE_URL"
 CACHE_ENV = "TOKENSTACK_CACHE_DIR"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenstack_sim.workload._atomic import atomic_write
+from tokenstack_sim.atomic_io import atomic_write
 from tokenstack_sim.workload.arrivals import CV_MAX, CV_MIN, fit_family
 from tokenstack_sim.workload.prefix_model import PrefixModel, calibrate_followup_prob
 from tokenstack_sim.workload.spec import SCHEMA_VERSION, ArrivalSpec, LengthSpec, WorkloadSpec

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload._atomic import atomic_write
+from tokenstack_sim.atomic_io import atomic_write
 from tokenstack_sim.workload.table import REQUEST_DTYPE, RequestTable, validate
 
 FORMAT_VERSION = 1

@@ -14,12 +14,11 @@ HBM's split command bus).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from tokenstack_sim.atomic_io import atomic_write
 from tokenstack_sim.config.dram import COMMANDS
 from tokenstack_sim.errors import InputError
 
@@ -33,19 +32,12 @@ HEADER = ",".join(LOG_DTYPE.names)
 
 def write_log(log: np.ndarray, path: str | Path) -> None:
     """Write the log as CSV, atomically (a temporary file renamed into place)."""
-    path = Path(path)
     names = np.array(COMMANDS)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(HEADER + "\n")
-            cols = [log[f].astype(str) for f in LOG_DTYPE.names]
-            cols[6] = names[log["command"]]
-            fh.writelines(",".join(row) + "\n" for row in zip(*cols))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as fh:
+        fh.write(HEADER + "\n")
+        cols = [log[f].astype(str) for f in LOG_DTYPE.names]
+        cols[6] = names[log["command"]]
+        fh.writelines(",".join(row) + "\n" for row in zip(*cols))
 
 
 def read_log(path: str | Path) -> np.ndarray:

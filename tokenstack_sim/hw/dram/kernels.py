@@ -606,6 +606,9 @@ def simulate(
                         if q_act[c, 0] + q_act[c, 1] < AB and not qa[c, qi, slr, F_ACTIVE]:
                             qa[c, qi, slr, F_ACTIVE] = 1
                             q_act[c, qi] += 1
+                            if fe_block == c:  # the request left the queue count: room for the front end
+                                fe_block = -1
+                                fe_next = t + 1
                     else:
                         open_row[bb] = -1
                     if bank_q[bb] == 1:  # only this request waits on the bank: no scan needed

@@ -7,6 +7,7 @@ a `.npz` with `address` (uint64 bytes), `is_write` (bool) and optionally `time_n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,14 @@ PATTERNS = ("sequential", "random", "mixed", "strided")
 
 @dataclass(frozen=True)
 class Requests:
-    address: np.ndarray  # uint64 bytes
+    address: np.ndarray  # uint64 bytes; aligned down to the device's access size when mapped
     is_write: np.ndarray  # bool
     time_ns: np.ndarray | None = None  # arrival times for the open-loop front end
+    line: np.ndarray | None = None  # source line of each request (text traces), for error messages
+
+    def where(self, k: int) -> str:
+        """How an error names request k: its file line when known."""
+        return f"line {int(self.line[k])}" if self.line is not None else f"request {k + 1}"
 
     def __len__(self) -> int:
         return len(self.address)
@@ -58,9 +64,14 @@ def read_trace(path: str | Path) -> Requests:
         raise InputError("trace file not found", source=path)
     if path.suffix == ".npz":
         return _read_npz(path)
-    addrs, writes, times = [], [], []
-    with open(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    addrs, writes, times, lines = [], [], [], []
+    with open(path, "rb") as fh:
+        for lineno, raw_bytes in enumerate(fh, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError("not UTF-8 text (is this a binary trace? binary traces are .npz)",
+                                 source=path, where=f"line {lineno}") from None
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue
@@ -70,40 +81,61 @@ def read_trace(path: str | Path) -> Requests:
                     op, a = parts
                 elif len(parts) == 3:
                     tm, op, a = parts
-                    times.append(float(tm))
+                    t_ns = float(tm)
+                    if not math.isfinite(t_ns) or t_ns < 0:
+                        raise InputError(f"expected a finite time >= 0 ns, got {tm!r}", source=path,
+                                         where=f"line {lineno}")
+                    times.append(t_ns)
                 else:
                     raise ValueError
                 if op not in ("R", "W"):
                     raise ValueError
                 addr = int(a, 0)
-                if addr < 0:
-                    raise ValueError
             except ValueError:
                 raise InputError(f"expected 'R|W ADDRESS' or 'TIME_NS R|W ADDRESS', got {line!r}",
                                  source=path, where=f"line {lineno}") from None
+            if not 0 <= addr < 1 << 64:
+                raise InputError(f"address {a} is outside 0 .. 2^64 - 1", source=path, where=f"line {lineno}")
             if times and len(times) != len(addrs) + 1:
                 raise InputError("every line needs a time once one line has one", source=path, where=f"line {lineno}")
             addrs.append(addr)
             writes.append(op == "W")
+            lines.append(lineno)
     if not addrs:
         raise InputError("trace has no requests", source=path)
     t = np.array(times, dtype=np.float64) if times else None
-    return Requests(np.array(addrs, dtype=np.uint64), np.array(writes, dtype=bool), t)
+    return Requests(np.array(addrs, dtype=np.uint64), np.array(writes, dtype=bool), t, np.array(lines, np.int64))
 
 
 def _read_npz(path: Path) -> Requests:
     try:
-        data = np.load(path)
-    except Exception as exc:  # numpy raises several types for a bad archive
-        raise InputError(f"not a readable .npz archive ({exc})", source=path) from None
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # numpy raises several types for a bad or pickled archive
+        raise InputError(f"not a readable .npz archive of plain arrays ({exc})", source=path) from None
     for key in ("address", "is_write"):
-        if key not in data:
+        if key not in arrays:
             raise InputError(f"missing array {key!r} (expected address, is_write, optional time_ns)", source=path)
-    a, w = data["address"].astype(np.uint64), data["is_write"].astype(bool)
-    t = data["time_ns"].astype(np.float64) if "time_ns" in data else None
+    a, w, t = arrays["address"], arrays["is_write"], arrays.get("time_ns")
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"'address' must be a 1-D integer array, got {a.dtype} with shape {a.shape}", source=path)
+    if w.ndim != 1 or not (w.dtype == bool or np.issubdtype(w.dtype, np.integer)):
+        raise InputError(f"'is_write' must be a 1-D bool array, got {w.dtype} with shape {w.shape}", source=path)
+    if t is not None and (t.ndim != 1 or not np.issubdtype(t.dtype, np.number)):
+        raise InputError(f"'time_ns' must be a 1-D number array, got {t.dtype} with shape {t.shape}", source=path)
     if len(a) != len(w) or (t is not None and len(t) != len(a)):
         raise InputError("arrays address, is_write (and time_ns) must have one length", source=path)
-    return Requests(a, w, t)
+    if len(a) == 0:
+        raise InputError("trace has no requests", source=path)
+    if np.issubdtype(a.dtype, np.signedinteger) and (a < 0).any():
+        raise InputError(f"negative address at request {int(np.argmax(a < 0)) + 1}", source=path)
+    if t is not None:
+        t = t.astype(np.float64)
+        bad = ~np.isfinite(t) | (t < 0)
+        if bad.any():
+            raise InputError(f"time_ns must be finite and >= 0; request {int(np.argmax(bad)) + 1} has "
+                             f"{t[np.argmax(bad)]}", source=path)
+    return Requests(a.astype(np.uint64), w.astype(bool), t)
 
 
 def write_trace(req: Requests, path: str | Path) -> None:

@@ -155,8 +155,7 @@ def map_requests(r: ResolvedDram, req: Requests, *, source: str | None = None) -
     if len(too_big):
         k = int(too_big[0])
         raise InputError(f"address 0x{int(req.address[k]):x} is beyond the capacity "
-                         f"{r.capacity_bytes:,} B of {r.config.name}", source=source,
-                         where=f"request {k + 1}")
+                         f"{r.capacity_bytes:,} B of {r.config.name}", source=source, where=req.where(k))
     return amap.decode(req.address // np.uint64(r.access_bytes))
 
 
@@ -201,7 +200,8 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
             log_cap *= 2
             continue
         if status == 2:
-            raise RuntimeError("DRAM kernel stopped before serving every request (no command could ever issue)")
+            raise InputError("the DRAM kernel stopped before serving every request: with these timing values "
+                             "no command could ever issue (check the [timing] table)", source=r.source)
         break
     wall = time.perf_counter() - t0
     result = _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,

@@ -1,4 +1,4 @@
-"""The one atomic-write helper of the workload layer.
+"""The one atomic-write helper: every result file of the project is written through it.
 
 `atomic_write` opens a temporary file in the target folder, yields it, and on success renames it over
 the target. ``mkstemp`` creates the file with mode 0600, which a rename keeps, so the file is given the
