@@ -19,8 +19,9 @@ from tokenstack_sim.workload.spec import load_spec
 from tokenstack_sim.workload.stats import trace_stats
 from tokenstack_sim.workload.store import load_npz
 
+from _traces import real_trace  # tests/_traces.py
+
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "traces"
 
 
 def _main():
@@ -53,12 +54,6 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
-
-def real_trace(relative: str) -> Path:
-    path = TRACES / relative
-    if not path.is_file():
-        pytest.skip(f"reference trace {relative} not present beside the project")
-    return path
 
 
 @pytest.mark.unit

@@ -13,14 +13,9 @@ from tokenstack_sim.workload.readers import detect_format, read_generic, read_tr
 from tokenstack_sim.workload.stats import prefix_hit, trace_stats
 from tokenstack_sim.workload.table import FLAG_FAILED, NO_ID, validate
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+from _traces import real_trace  # tests/_traces.py
 
 
-def real_trace(relative: str) -> Path:
-    path = TRACES / relative
-    if not path.is_file():
-        pytest.skip(f"reference trace {relative} not present beside the project")
-    return path
 
 
 @pytest.mark.validation

@@ -19,8 +19,9 @@ from tokenstack_sim.workload.stats import interarrival_cv, prefix_hit, trace_sta
 from tokenstack_sim.workload.synth import synthesize
 from tokenstack_sim.workload.table import NO_ID, validate
 
+from _traces import real_trace  # tests/_traces.py
+
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "traces"
 
 # Targets from ../shared/reference/workloads.md §1: (input mean, p50, p99), (output mean, p50, p99), rate, CV.
 # Tolerances: means 5%, medians 5%, p99 10% (sample p99 of a steep tail), rate 5%, CV 5% (25% at CV 13.2,
@@ -118,12 +119,6 @@ def test_weibull_shape_and_family_fit():
     with pytest.raises(InputError, match="outside what a Weibull"):
         weibull_shape_for_cv(0.01)
 
-
-def real_trace(relative: str) -> Path:
-    path = TRACES / relative
-    if not path.is_file():
-        pytest.skip(f"reference trace {relative} not present beside the project")
-    return path
 
 
 @pytest.mark.validation

@@ -96,7 +96,6 @@ def add_prefix_structure(table: RequestTable, model: PrefixModel, seed: int) -> 
     counts = blocks_needed(rows["input_tokens"], block)
 
     # Sessions: a follow-up's parent is the latest request at or before (arrival - think time).
-    index = np.arange(n)
     # Each follow-up looks at `parent_candidates` earlier requests, one per sampled think time, and
     # continues the longest one its own prompt can contain (a turn's prompt holds the previous turn's).
     wants_parent = np.flatnonzero(rng.random(n) < model.followup_prob)
