@@ -3,6 +3,8 @@
 Text trace: one request per line, `R ADDRESS` or `W ADDRESS`, or `TIME_NS R|W ADDRESS` for the
 open-loop front end; addresses in hex (0x...) or decimal bytes; `#` starts a comment. Binary trace:
 a `.npz` with `address` (uint64 bytes), `is_write` (bool) and optionally `time_ns` (float64).
+An address names a byte; the request covers the one access (32 B on HBM) that holds it, so addresses
+are aligned down to the access size. A larger request is several lines of the trace.
 """
 
 from __future__ import annotations
