@@ -498,7 +498,10 @@ def simulate(
                     if pick_row >= 0 or row_used:
                         continue
                     if orow >= 0 and hits[qi, bb] > 0:
-                        continue  # keep a row open while queued requests still hit it
+                        # keep a row open while queued requests still hit it; this request waits until
+                        # the last hit is served or the bank changes state (both forget the bound)
+                        qnb[c, qi, k] = NEVER
+                        continue
                     cmd = ACT if orow < 0 else PRE
                 p = qa[c, qi, sl, F_PC]
                 if ref_mode == 1:
@@ -542,6 +545,8 @@ def simulate(
                 b = qa[c, qi, slc, F_BA]
                 cmd = col_cmd
                 hits[qi, bb] -= 1
+                if hits[qi, bb] == 0 and bank_q[bb] > 1:  # requests held back by this row may now go
+                    _forget_bounds(qa, qord, qnb, qi, qn, c, F_BANK, bb)
                 if qa[c, qi, slc, F_ACTIVE]:
                     q_act[c, qi] -= 1
                 if closed_page and hits[0, bb] + hits[1, bb] == 0:
