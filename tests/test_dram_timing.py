@@ -70,11 +70,6 @@ class Device:
         return self.earliest(cmd, addr) <= t
 
 
-def _offset(rel):
-    # relative placement: (channel, pseudo-channel, SID, bank group, bank) of the second command
-    return tuple(rel)
-
-
 @pytest.mark.parametrize("preset", ["hbm3-ramulator21", "hbm4-ramulator21", "hbm3-attacc-5.2"])
 @pytest.mark.parametrize("prev, nxt, rel, gap", CASES, ids=[f"{p}-{q}-{'bank bg sid pc ch'.split()[i]}"
                                                            for p, q, r, _ in CASES

@@ -138,3 +138,13 @@ def test_precharge_row_refresh_mode_and_refpb_before_refab():
     refs = [(100, 0, 0, 0, 0, 0, CODE["REFpb"], -1, -1), (113, 0, 0, -1, -1, -1, CODE["REFab"], -1, -1)]
     report = check_log(np.array(refs, dtype=LOG_DTYPE), r)  # all-bank mode: REFpb is out of place
     assert {"refresh_mode", "tRFCpb"} <= set(report.counts_by_rule)
+
+
+def test_log_grows_when_refresh_outnumbers_requests():
+    # 100 requests over 1 ms: ~16k refresh commands, more than the first log buffer holds
+    r = load_config("hbm3-ramulator21")
+    req = generate("random", 100, r.capacity_bytes, r.access_bytes, seed=2)
+    req = Requests(req.address, req.is_write, np.linspace(0, 1e6, 100))
+    res = run_dram(r, req, command_log=True, open_loop=True)
+    assert len(res.log) == sum(res.command_counts.values()) > 3 * 100 + 4096
+    assert check_log(res.log, r, end_cycle=res.cycles).ok

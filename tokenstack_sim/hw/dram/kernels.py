@@ -168,7 +168,8 @@ NF = 9
 
 @njit(cache=True, inline="always")
 def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
-    """Append one command to the log; returns the new length (unchanged when full)."""
+    """Append one command to the log; returns the count of commands offered, which exceeds the log's
+    size when it was too small (the caller then runs again with a larger one)."""
     if log_n < log.shape[0]:
         log[log_n, 0] = t
         log[log_n, 1] = c
@@ -179,8 +180,7 @@ def _log(log, log_n, t, c, p, s, g, b, cmd, row, col):
         log[log_n, 6] = cmd
         log[log_n, 7] = row
         log[log_n, 8] = col
-        return log_n + 1
-    return log_n
+    return log_n + 1
 
 
 @njit(cache=True, inline="always")
@@ -242,7 +242,8 @@ def simulate(
     # outputs
     done_cycle, r_miss, bank_counts, scope_counts, log, diag,
 ):
-    """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log full."""
+    """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log too small,
+    2 = no command could ever issue."""
     C = tab[T_DIMS]
     P = tab[T_DIMS + 1]
     S = tab[T_DIMS + 2]
@@ -319,7 +320,6 @@ def simulate(
             if ing_lo[c] < ing_hi[c]:
                 next_try[c] = min(next_try[c], r_arrive[ing_order[ing_lo[c]]])
     log_n = 0
-    status = 0
     served = 0
     end_cycle = np.int64(0)
     t = np.int64(0)
@@ -415,9 +415,7 @@ def simulate(
                         ref_pend[gsc] = False
                         ref_due[gsc] += nREFI
                     if log_on:
-                        log_n2 = _log(log, log_n, t, c, p, s if ref_level == 2 else -1, -1, -1, cmd, -1, -1)
-                        status = status if log_n2 > log_n else 1
-                        log_n = log_n2
+                        log_n = _log(log, log_n, t, c, p, s if ref_level == 2 else -1, -1, -1, cmd, -1, -1)
                     row_used = True
                     wake = min(wake, t + 1)
             elif ref_mode == 2:
@@ -444,9 +442,7 @@ def simulate(
                     record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
                     if log_on:
-                        log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, open_row[bb] if cmd == PRE else -1, -1)
-                        status = status if log_n2 > log_n else 1
-                        log_n = log_n2
+                        log_n = _log(log, log_n, t, c, p, s, g, b, cmd, open_row[bb] if cmd == PRE else -1, -1)
                     if cmd == PRE:
                         open_row[bb] = -1
                         hits[0, bb] = 0
@@ -554,9 +550,7 @@ def simulate(
                 record(tab, st, cmd, 4, c, p, s, g, b, t)
                 bank_counts[bb, cmd] += 1
                 if log_on:
-                    log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row, r_col[i])
-                    status = status if log_n2 > log_n else 1
-                    log_n = log_n2
+                    log_n = _log(log, log_n, t, c, p, s, g, b, cmd, row, r_col[i])
                 if cmd == RDA or cmd == WRA:
                     open_row[bb] = -1
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
@@ -602,9 +596,7 @@ def simulate(
                     record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
                     if log_on:
-                        log_n2 = _log(log, log_n, t, c, p, s, g, b, cmd, row if cmd == ACT else orow, -1)
-                        status = status if log_n2 > log_n else 1
-                        log_n = log_n2
+                        log_n = _log(log, log_n, t, c, p, s, g, b, cmd, row if cmd == ACT else orow, -1)
                     if cmd == ACT:
                         open_row[bb] = row
                         r_miss[qa[c, qi, slr, F_REQ]] = 1
@@ -637,4 +629,6 @@ def simulate(
             break  # nothing can ever happen again (only reachable with an inconsistent config)
         t = max(t + 1, t_next)
     end_cycle = max(end_cycle, t)
-    return end_cycle, log_n, status if served == n else 2
+    if served < n:
+        return end_cycle, min(log_n, log.shape[0]), 2
+    return end_cycle, min(log_n, log.shape[0]), 1 if log_n > log.shape[0] else 0
