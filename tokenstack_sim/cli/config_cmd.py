@@ -7,8 +7,6 @@ import json
 import click
 
 from tokenstack_sim.config.loader import arch_configs_dir, list_presets, load_config, read_toml
-from tokenstack_sim.config.report import describe_dram
-from tokenstack_sim.config.schema import to_dict
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                           help="Override one config value (repeatable), e.g. --set controller.read_queue=64")
@@ -21,16 +19,12 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 def check(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Validate CONFIG (a preset name or a TOML file) and print it resolved."""
     r = load_config(config, overrides)
-    from tokenstack_sim.hw.dram.address_map import parse_map
-
-    parse_map(r.config.controller.address_map, r.org, source=r.source)  # a bad map fails here, not mid-run
+    if hasattr(r, "validate_runtime"):
+        r.validate_runtime()  # e.g. a bad address map fails here, not mid-run
     if as_json:
-        data = to_dict(r.config)
-        data["derived"] = {"timing_cycles": dict(r.n), "capacity_bytes": r.capacity_bytes,
-                           "peak_bw_GBps": r.peak_bw_GBps, "waived_relations": list(r.waived)}
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(r.as_dict(), indent=2))
     else:
-        click.echo(describe_dram(r))
+        click.echo(r.describe())
         click.echo("ok")
 
 
@@ -48,6 +42,7 @@ def presets() -> None:
         raw = read_toml(path)
         rows.append((name, raw.get("kind", "?"), str(path.relative_to(root)), raw.get("description", "")))
     width = max(len(r[0]) for r in rows)
-    click.echo(f"{'preset':<{width}}  kind  file")
+    kw = max(4, *(len(r[1]) for r in rows))
+    click.echo(f"{'preset':<{width}}  {'kind':<{kw}}  file")
     for name, kind, rel, desc in rows:
-        click.echo(f"{name:<{width}}  {kind:<4}  {rel}  {desc}")
+        click.echo(f"{name:<{width}}  {kind:<{kw}}  {rel}  {desc}")

@@ -35,7 +35,7 @@ def dram(config, trace, pattern, n_requests, write_fraction, stride_bytes, seed,
     from tokenstack_sim.hw.dram.command_log import write_log
     from tokenstack_sim.hw.dram.run import run_dram
 
-    r = load_config(config, overrides)
+    r = load_config(config, overrides, kind="dram")
     if (trace is None) == (pattern is None):
         raise InputError("give exactly one of --trace or --pattern", where="dram")
     if trace:

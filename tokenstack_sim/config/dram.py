@@ -213,6 +213,25 @@ class ResolvedDram:
     def tck_ns(self) -> float:
         return self.config.clock.tck_ns
 
+    def describe(self) -> str:
+        from tokenstack_sim.config.report import describe_dram
+
+        return describe_dram(self)
+
+    def as_dict(self) -> dict:
+        from tokenstack_sim.config.schema import to_dict
+
+        data = to_dict(self.config)
+        data["derived"] = {"timing_cycles": dict(self.n), "capacity_bytes": self.capacity_bytes,
+                           "peak_bw_GBps": self.peak_bw_GBps, "waived_relations": list(self.waived)}
+        return data
+
+    def validate_runtime(self) -> None:
+        """Checks that need more than the schema (the address map parses against the organization)."""
+        from tokenstack_sim.hw.dram.address_map import parse_map
+
+        parse_map(self.config.controller.address_map, self.org, source=self.source)
+
 
 def timing_cycles(timing: Mapping[str, float], tck_ns: float, *, source: str | None) -> dict[str, int]:
     """Turn the `[timing]` table (nX cycles or tX_ns) into cycles, one value per known parameter."""
@@ -291,3 +310,12 @@ def resolve_dram(cfg: DramConfig, family: Family, *, source: str | None = None) 
         capacity_bytes=capacity, banks_per_pc=banks_per_pc,
         peak_bw_GBps=per_pc_GBps * o.pseudo_channels * o.channels, peak_bw_per_pc_GBps=per_pc_GBps)
 
+
+
+def from_raw(raw: dict, path) -> ResolvedDram:
+    """The `kind = "dram"` resolver used by the config loader."""
+    from tokenstack_sim.config.loader import load_family
+    from tokenstack_sim.config.schema import build
+
+    cfg = build(DramConfig, raw, source=str(path))
+    return resolve_dram(cfg, load_family(cfg.family, source=str(path)), source=str(path))
