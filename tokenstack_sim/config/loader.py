@@ -25,6 +25,10 @@ SCHEMA_VERSION = 1
 # new kind is one line here. A resolved config offers `describe() -> str` and `as_dict() -> dict`.
 KIND_RESOLVERS = {
     "dram": "tokenstack_sim.config.dram:from_raw",
+    "stack": "tokenstack_sim.config.stack:from_raw",
+    "model": "tokenstack_sim.config.model:from_raw",
+    "gpu": "tokenstack_sim.config.gpu:from_raw",
+    "link": "tokenstack_sim.config.link:from_raw",
 }
 KINDS = tuple(KIND_RESOLVERS)
 
