@@ -50,7 +50,9 @@ TIMING_PARAMS: dict[str, str] = {
 }
 
 MAX_CYCLES = 1 << 32  # no DRAM timing is anywhere near 2^32 cycles; larger is a typo
-COMMANDS = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb")
+COMMANDS = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb",
+            # PIM all-bank mode and unit/base-die transfers (see the family file): used by stack runs
+            "ACTab", "MACab", "PREab", "PRD", "PWR")
 LEVELS = ("channel", "pseudo_channel", "sid", "bank_group", "bank")
 Scope = Literal["channel", "pseudo_channel", "sid", "bank_group", "bank"]
 
@@ -87,6 +89,8 @@ class Scopes:
     faw: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="level at which tFAW counts ACTs")
     rrd: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="level at which tRRD_S applies")
     refresh: Literal["pseudo_channel", "sid"] = spec("pseudo_channel", doc="what one all-bank REF covers")
+    pim: Literal["channel", "pseudo_channel", "sid"] = spec(
+        "sid", doc="what one all-bank PIM command covers (set by a stack config's pim.mode_scope)")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ from numba import njit
 
 # Command codes: the order of tokenstack_sim.config.dram.COMMANDS.
 ACT, PRE, PREA, RD, WR, RDA, WRA, REFAB, REFPB = 0, 1, 2, 3, 4, 5, 6, 7, 8
-NCMD = 9
+ACTAB, MACAB, PREAB, PRD, PWR = 9, 10, 11, 12, 13  # PIM all-bank mode and unit transfers
+NCMD = 14
+
+# PIM program instructions (rows of `pg_ins`: op, count or row, spacing x FP, energy fJ per command)
+OP_ACT, OP_MAC, OP_MAC_BD, OP_GATHER, OP_BCAST, OP_PRE, OP_WAIT = 0, 1, 2, 3, 4, 5, 6
+FP = 1024  # fixed-point scale of fractional spacings (cycles x FP)
 NEVER = np.int64(1) << np.int64(62)
 
 # Level codes
@@ -158,8 +163,8 @@ def record(tab, st, cmd, alevel, c, p, s, g, b, t):
 
 
 # Fields of a queue entry (one row of a channel's read or write queue), kept together for locality.
-F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE, F_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7, 8
-NF = 9
+F_REQ, F_BANK, F_ROW, F_PC, F_SID, F_BG, F_BA, F_SCOPE, F_ACTIVE, F_PRIO = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+NF = 10
 # qnb[c, qi, k], beside qord: the k-th oldest request's next command cannot issue before that cycle.
 # Valid because `ready` and the window histories only ever grow, so `earliest` never decreases; reset
 # to 0 for every request of a bank whose state changes (which changes the command it needs next).
@@ -207,7 +212,7 @@ def _bank_changed(qa, qord, qnb, q_n, hits, c, bank, row):
 
 
 @njit(cache=True, inline="always")
-def _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, row, p, s, g, b, scope):
+def _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, row, p, s, g, b, scope, prio):
     """Append request i to queue qi (0 reads, 1 writes) of channel c.
 
     Requests stay in their storage slot until served: `qord[c, qi, :n]` lists the occupied slots oldest
@@ -224,26 +229,269 @@ def _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, row, p, s, g, b, scope):
     qa[c, qi, slot, F_BA] = b
     qa[c, qi, slot, F_SCOPE] = scope
     qa[c, qi, slot, F_ACTIVE] = 0
+    qa[c, qi, slot, F_PRIO] = prio
+
+
+@njit(cache=True, inline="always")
+def _power_take(pw, pw_state, pw_stats, t, e_fj):
+    """Take `e_fj` from the stack's power bucket at cycle t. Returns 0 when taken, else the first cycle
+    at which the bucket will hold enough (nothing taken). The bucket refills at the budget's rate and
+    holds at most one window's worth; with the budget off every command passes."""
+    if pw[0] == 0:
+        return 0
+    level = pw_state[0] + (t - pw_state[1]) * pw[1]
+    if level > pw[2]:
+        level = pw[2]
+    pw_state[0] = level
+    pw_state[1] = t
+    if level >= e_fj:
+        pw_state[0] = level - e_fj
+        return 0
+    pw_stats[0] += 1  # a command held back
+    if pw_stats[2] != t:
+        pw_stats[1] += 1  # a cycle in which something was held back
+        pw_stats[2] = t
+    return t + max(1, (e_fj - level + pw[1] - 1) // pw[1])
+
+
+@njit(cache=True, inline="always")
+def _power_force(pw, pw_state, t, e_fj):
+    """Charge energy that cannot wait (refresh): the bucket may go negative and later commands wait."""
+    if pw[0] == 0:
+        return
+    level = pw_state[0] + (t - pw_state[1]) * pw[1]
+    if level > pw[2]:
+        level = pw[2]
+    pw_state[0] = level - e_fj
+    pw_state[1] = t
+
+
+@njit(cache=True, inline="always")
+def _scope_banks(c, level, p, s, NB, BPC, GB):
+    """First bank (global numbering) and bank count of a PIM scope: one SID of a pseudo-channel, a
+    pseudo-channel, or a channel."""
+    if level == 2:
+        return c * NB + p * BPC + s * GB, GB
+    if level == 1:
+        return c * NB + p * BPC, BPC
+    return c * NB, NB
+
+
+@njit(cache=True, inline="always")
+def _refresh_blocks(c, level, p, s, P, S, ref_mode, ref_level, n_scope, ref_pend, pb_pend):
+    """True while a refresh waits on any bank of the PIM scope (the program must not reopen rows)."""
+    p0, p1 = (p, p + 1) if level >= 1 else (0, P)
+    for pp in range(p0, p1):
+        if ref_mode == 1:
+            if ref_level == 1:
+                if ref_pend[c * n_scope + pp]:
+                    return True
+            else:
+                s0, s1 = (s, s + 1) if level == 2 else (0, S)
+                for ss in range(s0, s1):
+                    if ref_pend[c * n_scope + pp * S + ss]:
+                        return True
+        elif ref_mode == 2:
+            if pb_pend[c * P + pp]:
+                return True
+    return False
+
+
+@njit(cache=True)
+def _pim_step(c, t, row_used, col_used, prog_lo, prog_hi, pg_scope, pg_ins, pg_lo, pg_hi, pg_release,
+              pg_state, pg_start, pg_done, pg_counts, bank_prog, pim_lock, open_row, dims, tab, st, tim,
+              concurrent, ref_mode, ref_level, n_scope, ref_pend, pb_pend, pw, pw_state, pw_stats,
+              log, log_n, log_on, qa, qord, qnb, q_n, hits, bank_q):
+    """Advance the PIM programs of channel c by at most one command each at cycle t (PIM units and
+    base-die transfers share the channel's row and column command slots with everything else).
+
+    Returns (row_used, col_used, wake, log_n, programs finished now)."""
+    P, S, G, B = dims[1], dims[2], dims[3], dims[4]
+    GB = G * B
+    BPC = S * GB
+    NB = P * BPC
+    nCL, nCWL, nBL = tim[0], tim[1], tim[2]
+    wake = NEVER
+    finished = 0
+    for g in range(prog_lo, prog_hi):
+        if pg_state[g, 5] == 2:
+            continue
+        if pg_release[g] > t:
+            wake = min(wake, pg_release[g])
+            continue
+        L = pg_scope[g, 0]
+        p = pg_scope[g, 2]
+        s = pg_scope[g, 3]
+        b0, nb = _scope_banks(c, L, p, s, NB, BPC, GB)
+        if pg_state[g, 5] == 0:  # start: the scope's banks leave the ordinary scheduler
+            pg_state[g, 5] = 1
+            lb0, lnb = b0, nb
+            if not concurrent and L == 2:
+                lb0, lnb = c * NB + p * BPC, BPC
+            for bb in range(lb0, lb0 + lnb):
+                pim_lock[bb] += 1
+            for bb in range(b0, b0 + nb):
+                bank_prog[bb] = g
+        while True:
+            pc = pg_state[g, 0]
+            if pc >= pg_hi[g]:
+                lb0, lnb = b0, nb
+                if not concurrent and L == 2:
+                    lb0, lnb = c * NB + p * BPC, BPC
+                for bb in range(lb0, lb0 + lnb):
+                    pim_lock[bb] -= 1
+                    if pim_lock[bb] == 0 and bank_q[bb] > 0:
+                        _bank_changed(qa, qord, qnb, q_n, hits, c, bb, open_row[bb])
+                for bb in range(b0, b0 + nb):
+                    bank_prog[bb] = -1
+                pg_state[g, 5] = 2
+                pg_done[g] = max(t, pg_state[g, 3])
+                finished += 1
+                wake = min(wake, t + 1)
+                break
+            op = pg_ins[pc, 0]
+            ready = max((pg_state[g, 2] + FP - 1) // FP, pg_state[g, 3])
+            if ready > t:
+                wake = min(wake, ready)
+                break
+            if op == OP_WAIT:
+                if pg_state[g, 6] < 0:
+                    pg_state[g, 6] = t + pg_ins[pc, 1]
+                if pg_state[g, 6] > t:
+                    wake = min(wake, pg_state[g, 6])
+                    break
+                pg_state[g, 6] = -1
+                pg_state[g, 0] = pc + 1
+                continue
+            needs_row = op == OP_MAC or op == OP_MAC_BD
+            if op == OP_ACT or op == OP_PRE or (needs_row and pg_state[g, 4] < 0):
+                any_open = False
+                for bb in range(b0, b0 + nb):
+                    if open_row[bb] >= 0:
+                        any_open = True
+                        break
+                if op == OP_PRE and not any_open:
+                    pg_state[g, 4] = -1
+                    pg_state[g, 0] = pc + 1
+                    continue
+                if row_used:
+                    wake = min(wake, t + 1)
+                    break
+                if not any_open and _refresh_blocks(c, L, p, s, P, S, ref_mode, ref_level, n_scope,
+                                                    ref_pend, pb_pend):
+                    wake = min(wake, t + 1)
+                    break
+                cmd = PREAB if any_open else ACTAB
+                row = pg_ins[pc, 1] if op == OP_ACT else pg_state[g, 7]
+                e = earliest(tab, st, cmd, L, c, p, s, 0, 0)
+                if e > t:
+                    wake = min(wake, e)
+                    break
+                e_fj = 0
+                if cmd == ACTAB:
+                    e_fj = pg_ins[pc, 3] if op == OP_ACT else pg_state[g, 8]
+                w = _power_take(pw, pw_state, pw_stats, t, e_fj)
+                if w > 0:
+                    wake = min(wake, w)
+                    break
+                record(tab, st, cmd, L, c, p, s, 0, 0, t)
+                pg_counts[g, cmd] += 1
+                if pg_start[g] < 0:
+                    pg_start[g] = t
+                if log_on:
+                    log_n = _log(log, log_n, t, c, p if L >= 1 else -1, s if L == 2 else -1, -1, -1, cmd,
+                                 row if cmd == ACTAB else -1, -1)
+                for bb in range(b0, b0 + nb):
+                    open_row[bb] = row if cmd == ACTAB else -1
+                if cmd == ACTAB:
+                    pg_state[g, 4] = row
+                    if op == OP_ACT:
+                        pg_state[g, 7] = row
+                        pg_state[g, 8] = pg_ins[pc, 3]
+                        pg_state[g, 0] = pc + 1
+                else:
+                    pg_state[g, 4] = -1
+                    if op == OP_PRE:
+                        pg_state[g, 0] = pc + 1
+                row_used = True
+                wake = min(wake, t + 1)
+                break
+            # column-slot operations: MAC commands and transfers over the pseudo-channel data bus
+            if col_used:
+                wake = min(wake, t + 1)
+                break
+            if pg_state[g, 1] < 0:
+                pg_state[g, 1] = pg_ins[pc, 1]
+            cmd = MACAB if op == OP_MAC else (PWR if op == OP_BCAST else PRD)
+            pp = p
+            alevel = L
+            if L == 0:  # a channel-wide program moves data on its pseudo-channels in turn
+                pp = (pg_ins[pc, 1] - pg_state[g, 1]) % P
+                if cmd != MACAB:
+                    alevel = 1
+            ss = s if L == 2 else 0
+            e = earliest(tab, st, cmd, alevel, c, pp, ss, 0, 0)
+            if e > t:
+                wake = min(wake, e)
+                break
+            w = _power_take(pw, pw_state, pw_stats, t, pg_ins[pc, 3])
+            if w > 0:
+                wake = min(wake, w)
+                break
+            record(tab, st, cmd, alevel, c, pp, ss, 0, 0, t)
+            pg_counts[g, cmd] += 1
+            if pg_start[g] < 0:
+                pg_start[g] = t
+            if log_on:
+                log_n = _log(log, log_n, t, c, pp if alevel >= 1 else -1, s if L == 2 else -1, -1, -1, cmd,
+                             pg_state[g, 4] if needs_row else -1, -1)
+            pg_state[g, 1] -= 1
+            pg_state[g, 2] = max(pg_state[g, 2], t * FP) + pg_ins[pc, 2]
+            if cmd == PRD:
+                pg_state[g, 3] = max(pg_state[g, 3], t + nCL + nBL)
+            elif cmd == PWR:
+                pg_state[g, 3] = max(pg_state[g, 3], t + nCWL + nBL)
+            if pg_state[g, 1] == 0:
+                pg_state[g, 1] = -1
+                pg_state[g, 0] = pc + 1
+            col_used = True
+            wake = min(wake, t + 1)
+            break
+    return row_used, col_used, wake, log_n, finished
 
 
 @njit(cache=True)
 def simulate(
     # requests
     r_ch, r_pc, r_sid, r_bg, r_bank, r_row, r_col, r_write, r_arrive,
-    # open-loop ingress, per channel: request indices sorted by arrival, and [lo, hi) per channel
+    # the stream each request belongs to (0: GPU / host traffic; others e.g. DMA reads, DMA writes) and
+    # the request whose data it needs before it may enter (-1: none; a DMA write waits for its read)
+    r_stream, r_dep,
+    # open-loop ingress of stream 0, per channel: request indices sorted by arrival, [lo, hi) per channel
     ing_order, ing_lo, ing_hi,
+    # in-order streams: request indices per stream, [lo, hi) per stream, and per stream [priority
+    # (0 = served first), cycles from its dependency's data to entry, entry spacing x FP, queue entries
+    # it may hold per channel queue]
+    s_order, s_lo, s_hi, s_par,
     # device and constraints (see the `tab` header above) and timing parameters
     tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
-    #              open_loop, requests_per_cycle, log_on, active_buffer]
+    #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first]
     ctl,
+    # PIM programs, sorted by channel: scope rows (level 0 channel / 1 pseudo-channel / 2 SID, c, p, s),
+    # instruction rows (op, count or row, spacing x FP, energy fJ per command), [lo, hi) instructions
+    # per program, release cycle per program, [lo, hi) programs per channel
+    pg_scope, pg_ins, pg_lo, pg_hi, pg_release, pgc_lo, pgc_hi,
+    # the stack's power budget: [on, refill fJ per cycle, bucket fJ], and fJ per ordinary command
+    pw, cmd_fj,
     # state (zeroed / NEVER-filled by the caller)
     st, open_row,
     # outputs
     done_cycle, r_miss, bank_counts, scope_counts, log, diag,
+    pg_start, pg_done, pg_counts, pw_stats,
 ):
-    """Run every request to completion. Returns (end_cycle, log_rows, status); status 1 = log too small,
-    2 = no command could ever issue."""
+    """Run every request and PIM program to completion. Returns (end_cycle, log_rows, status);
+    status 1 = log too small, 2 = no command could ever issue."""
     C = tab[T_DIMS]
     P = tab[T_DIMS + 1]
     S = tab[T_DIMS + 2]
@@ -271,8 +519,12 @@ def simulate(
     # Active buffer (as in Ramulator 2's generic controller): a request whose row this controller
     # activated leaves the read queue / write buffer count, up to AB such requests per channel.
     AB = ctl[12]
+    pim_concurrent = ctl[13] != 0  # ordinary requests to other SIDs of a pseudo-channel while a SID computes
+    pim_first = ctl[14] != 0  # PIM programs take the command slots before the request queues
 
     n = r_ch.shape[0]
+    NS = s_lo.shape[0]
+    n_prog = pg_lo.shape[0]
     # the read queue (qi = 0) and the write buffer (qi = 1) of every channel, in one array so that the
     # scheduler indexes the one it serves instead of aliasing two arrays
     QCAP = max(RQ, WQ) + AB
@@ -291,6 +543,21 @@ def simulate(
     bank_q = np.zeros(C * NB, np.int64)  # queued requests (both queues) per bank
     drain = np.zeros(C, np.bool_)
     next_try = np.full(C, NEVER, np.int64)
+    q_src = np.zeros((C, 2, NS), np.int64)  # entries of each stream in each queue
+    pim_lock = np.zeros(C * NB, np.int64)  # PIM programs holding the bank (no ordinary commands)
+    bank_prog = np.full(C * NB, -1, np.int64)  # program whose all-bank row the bank holds
+    # per program: instruction, commands left, next command x FP, data-ready cycle, open row, phase
+    # (0 waiting, 1 running, 2 done), wait-until cycle, row of the last ACT, its energy
+    pg_state = np.zeros((n_prog, 9), np.int64)
+    for g in range(n_prog):
+        pg_state[g, 0] = pg_lo[g]
+        pg_state[g, 1] = -1
+        pg_state[g, 4] = -1
+        pg_state[g, 6] = -1
+        pg_start[g] = -1
+    pw_state = np.zeros(2, np.int64)
+    pw_state[0] = pw[2]  # the power bucket starts full
+    dims = tab[T_DIMS:T_DIMS + 5].copy()
     ing_ptr = ing_lo.copy()
     # per-scan memo of a command's lower bound from channel- and pseudo-channel-level constraints
     gate_val = np.zeros((P, NCMD), np.int64)
@@ -312,42 +579,71 @@ def simulate(
         pb_due[:] = nREFIpb
         next_try[:] = nREFIpb
 
-    fe_ptr = 0
-    fe_next = NEVER if open_loop else np.int64(0)
-    fe_block = -1
+    fe_ptr = s_lo.copy()
+    fe_next = np.zeros(NS, np.int64)
+    fe_block = np.full(NS, -1, np.int64)  # channel whose full queue stops the stream
+    fe_wait = np.full(NS, -1, np.int64)  # request whose data the stream's next entry waits for
+    fe_acc = np.zeros(NS, np.int64)  # entry spacing: earliest next entry x FP
+    for sm in range(NS):
+        if fe_ptr[sm] >= s_hi[sm]:
+            fe_next[sm] = NEVER
+    for c in range(C):
+        if pgc_lo[c] < pgc_hi[c]:
+            for g in range(pgc_lo[c], pgc_hi[c]):
+                next_try[c] = min(next_try[c], pg_release[g])
     if open_loop:
         for c in range(C):
             if ing_lo[c] < ing_hi[c]:
                 next_try[c] = min(next_try[c], r_arrive[ing_order[ing_lo[c]]])
     log_n = 0
     served = 0
+    pg_finished = 0
     end_cycle = np.int64(0)
     t = np.int64(0)
 
-    while served < n:
-        # ---- in-order front end: offer up to fe_rate requests this cycle; stall on a full queue
-        if not open_loop and fe_next <= t:
+    while served < n or pg_finished < n_prog:
+        # ---- in-order front end, per stream: offer up to fe_rate requests this cycle; a stream stalls on
+        # a full queue (or its share of it), on the data of the request it depends on, or on its spacing
+        for sm in range(NS):
+            if fe_next[sm] > t:
+                continue
+            fe_next[sm] = NEVER
             for _k in range(fe_rate):
-                if fe_ptr >= n:
+                if fe_ptr[sm] >= s_hi[sm]:
                     break
-                i = fe_ptr
+                i = s_order[fe_ptr[sm]]
+                d = r_dep[i]
+                if d >= 0:
+                    if done_cycle[d] == 0:
+                        fe_wait[sm] = d  # woken when d's column command issues
+                        break
+                    if done_cycle[d] + s_par[sm, 1] > t:
+                        fe_next[sm] = done_cycle[d] + s_par[sm, 1]
+                        break
+                if s_par[sm, 2] > 0 and fe_acc[sm] > t * FP:
+                    fe_next[sm] = (fe_acc[sm] + FP - 1) // FP
+                    break
                 c = r_ch[i]
                 qi = 1 if r_write[i] else 0
-                if q_n[c, qi] - q_act[c, qi] >= q_cap[qi]:
-                    fe_block = c
+                if q_n[c, qi] - q_act[c, qi] >= q_cap[qi] or q_src[c, qi, sm] >= s_par[sm, 3]:
+                    fe_block[sm] = c
                     break
                 p = r_pc[i]
                 s = r_sid[i]
                 bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
                 _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
-                         c * n_scope + (p if ref_level == 1 else p * S + s))
+                         c * n_scope + (p if ref_level == 1 else p * S + s), s_par[sm, 0])
+                q_src[c, qi, sm] += 1
                 if open_row[bb] == r_row[i]:
                     hits[qi, bb] += 1
                 bank_q[bb] += 1
                 r_arrive[i] = t
-                fe_ptr += 1
+                fe_ptr[sm] += 1
                 next_try[c] = t
-            fe_next = t + 1 if (fe_ptr < n and fe_block < 0) else NEVER
+                if s_par[sm, 2] > 0:
+                    fe_acc[sm] = max(fe_acc[sm], t * FP) + s_par[sm, 2]
+            if (fe_ptr[sm] < s_hi[sm] and fe_block[sm] < 0 and fe_wait[sm] < 0 and fe_next[sm] == NEVER):
+                fe_next[sm] = t + 1
 
         diag[0] += 1  # event cycles visited
         for c in range(C):
@@ -368,7 +664,8 @@ def simulate(
                     s = r_sid[i]
                     bb = c * NB + ((p * S + s) * G + r_bg[i]) * B + r_bank[i]
                     _enqueue(qa, qord, qnb, q_n, c, qi, i, bb, r_row[i], p, s, r_bg[i], r_bank[i],
-                             c * n_scope + (p if ref_level == 1 else p * S + s))
+                             c * n_scope + (p if ref_level == 1 else p * S + s), s_par[0, 0])
+                    q_src[c, qi, 0] += 1
                     if open_row[bb] == r_row[i]:
                         hits[qi, bb] += 1
                     bank_q[bb] += 1
@@ -403,12 +700,15 @@ def simulate(
                         continue
                     record(tab, st, cmd, ref_level, c, p, s, 0, 0, t)
                     scope_counts[gsc, cmd] += 1
+                    _power_force(pw, pw_state, t, cmd_fj[cmd])
                     if cmd == PREA:
                         for bb in range(b0, b0 + per_scope_banks):
                             if open_row[bb] >= 0:
                                 open_row[bb] = -1
                                 hits[0, bb] = 0
                                 hits[1, bb] = 0
+                                if bank_prog[bb] >= 0:  # refresh interrupts a PIM row: it reopens later
+                                    pg_state[bank_prog[bb], 4] = -1
                         _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_SCOPE, gsc)
                         _forget_bounds(qa, qord, qnb, 1, q_n[c, 1], c, F_SCOPE, gsc)
                     else:
@@ -441,10 +741,13 @@ def simulate(
                         continue
                     record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
+                    _power_force(pw, pw_state, t, cmd_fj[cmd])
                     if log_on:
                         log_n = _log(log, log_n, t, c, p, s, g, b, cmd, open_row[bb] if cmd == PRE else -1, -1)
                     if cmd == PRE:
                         open_row[bb] = -1
+                        if bank_prog[bb] >= 0:
+                            pg_state[bank_prog[bb], 4] = -1
                         hits[0, bb] = 0
                         hits[1, bb] = 0
                         _forget_bounds(qa, qord, qnb, 0, q_n[c, 0], c, F_BANK, bb)
@@ -455,6 +758,16 @@ def simulate(
                         pb_ptr[gp] = (pb_ptr[gp] + 1) % BPC
                     row_used = True
                     wake = min(wake, t + 1)
+
+            # ---- PIM programs of this channel, before the queues when they have priority
+            if pim_first and pgc_lo[c] < pgc_hi[c]:
+                row_used, col_used, w, log_n, fin = _pim_step(
+                    c, t, row_used, col_used, pgc_lo[c], pgc_hi[c], pg_scope, pg_ins, pg_lo, pg_hi, pg_release,
+                    pg_state, pg_start, pg_done, pg_counts, bank_prog, pim_lock, open_row, dims, tab, st, tim,
+                    pim_concurrent, ref_mode, ref_level, n_scope, ref_pend, pb_pend, pw, pw_state, pw_stats,
+                    log, log_n, log_on, qa, qord, qnb, q_n, hits, bank_q)
+                wake = min(wake, w)
+                pg_finished += fin
 
             # ---- write-drain mode with watermarks; drain whenever there is nothing to read
             if drain[c]:
@@ -474,6 +787,8 @@ def simulate(
             # oldest request whose ACT (bank closed) or PRE (row conflict) is ready
             pick_col = -1
             pick_row = -1
+            prio_col = 0
+            prio_row = 0
             row_cmd = -1
             limit = min(1, qn) if fcfs else qn
             diag[2] += limit  # queue entries looked at
@@ -483,15 +798,18 @@ def simulate(
                     continue
                 sl = qord[c, qi, k]  # storage slot of the k-th oldest request
                 bb = qa[c, qi, sl, F_BANK]
+                if pim_lock[bb] > 0:
+                    continue  # its bank is in PIM mode; the program's end wakes the channel
                 row = qa[c, qi, sl, F_ROW]
                 orow = open_row[bb]
                 is_hit = orow == row
+                pr = qa[c, qi, sl, F_PRIO]
                 if is_hit:
-                    if pick_col >= 0:
+                    if pick_col >= 0 and prio_col <= pr:
                         continue
                     cmd = col_cmd
                 else:
-                    if pick_row >= 0 or row_used:
+                    if row_used or (pick_row >= 0 and prio_row <= pr):
                         continue
                     if orow >= 0 and hits[qi, bb] > 0:
                         # keep a row open while queued requests still hit it; this request waits until
@@ -524,12 +842,20 @@ def simulate(
                     continue
                 if is_hit:
                     pick_col = k
+                    prio_col = pr
                 else:
                     pick_row = k
+                    prio_row = pr
                     row_cmd = cmd
-                if pick_col >= 0 and (pick_row >= 0 or row_used):
+                if pick_col >= 0 and prio_col == 0 and (row_used or (pick_row >= 0 and prio_row == 0)):
                     break
 
+            if pick_col >= 0 and pw[0] != 0:
+                w = _power_take(pw, pw_state, pw_stats, t, cmd_fj[col_cmd])
+                if w > 0:
+                    wake = min(wake, w)
+                    pick_col = -1
+                    pick_row = -1
             if pick_col >= 0:
                 slc = qord[c, qi, pick_col]
                 i = qa[c, qi, slc, F_REQ]
@@ -556,6 +882,11 @@ def simulate(
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
+                q_src[c, qi, r_stream[i]] -= 1
+                for sm in range(NS):
+                    if fe_wait[sm] == i:  # a stream waited for this request's data
+                        fe_wait[sm] = -1
+                        fe_next[sm] = done_cycle[i] + s_par[sm, 1]
                 for k in range(pick_col, qn - 1):  # remove from the arrival order; free the slot
                     qord[c, qi, k] = qord[c, qi, k + 1]
                     qnb[c, qi, k] = qnb[c, qi, k + 1]
@@ -571,9 +902,10 @@ def simulate(
                         hits[1, bb] = 0
                 col_used = True
                 wake = min(wake, t + 1)
-                if fe_block == c:
-                    fe_block = -1
-                    fe_next = t + 1
+                for sm in range(NS):
+                    if fe_block[sm] == c:
+                        fe_block[sm] = -1
+                        fe_next[sm] = t + 1
                 if pick_row > pick_col:
                     pick_row -= 1
 
@@ -592,6 +924,9 @@ def simulate(
                 if col_used and earliest(tab, st, cmd, 4,
                                          c, p, s, g, b) > t:
                     pick_row = -1
+                elif pw[0] != 0 and _power_take(pw, pw_state, pw_stats, t, cmd_fj[cmd]) > 0:
+                    wake = min(wake, t + 1)
+                    pick_row = -1
                 else:
                     record(tab, st, cmd, 4, c, p, s, g, b, t)
                     bank_counts[bb, cmd] += 1
@@ -603,9 +938,10 @@ def simulate(
                         if q_act[c, 0] + q_act[c, 1] < AB and not qa[c, qi, slr, F_ACTIVE]:
                             qa[c, qi, slr, F_ACTIVE] = 1
                             q_act[c, qi] += 1
-                            if fe_block == c:  # the request left the queue count: room for the front end
-                                fe_block = -1
-                                fe_next = t + 1
+                            for sm in range(NS):  # the request left the queue count: room for the front end
+                                if fe_block[sm] == c:
+                                    fe_block[sm] = -1
+                                    fe_next[sm] = t + 1
                     else:
                         open_row[bb] = -1
                     if bank_q[bb] == 1:  # only this request waits on the bank: no scan needed
@@ -615,6 +951,15 @@ def simulate(
                     else:
                         _bank_changed(qa, qord, qnb, q_n, hits, c, bb, row if cmd == ACT else -1)
                     row_used = True
+            # ---- PIM programs after the queues, in the slots they left
+            if not pim_first and pgc_lo[c] < pgc_hi[c]:
+                row_used, col_used, w, log_n, fin = _pim_step(
+                    c, t, row_used, col_used, pgc_lo[c], pgc_hi[c], pg_scope, pg_ins, pg_lo, pg_hi, pg_release,
+                    pg_state, pg_start, pg_done, pg_counts, bank_prog, pim_lock, open_row, dims, tab, st, tim,
+                    pim_concurrent, ref_mode, ref_level, n_scope, ref_pend, pb_pend, pw, pw_state, pw_stats,
+                    log, log_n, log_on, qa, qord, qnb, q_n, hits, bank_q)
+                wake = min(wake, w)
+                pg_finished += fin
             if (row_used or col_used) or (pick_row >= 0 and not dual_bus):
                 wake = min(wake, t + 1)
             if open_loop and ing_ptr[c] < ing_hi[c]:
@@ -622,13 +967,17 @@ def simulate(
             next_try[c] = wake
 
         # ---- jump to the next cycle at which anything can happen
-        t_next = fe_next
+        t_next = NEVER
+        for sm in range(NS):
+            t_next = min(t_next, fe_next[sm])
         for c in range(C):
             t_next = min(t_next, next_try[c])
         if t_next >= NEVER:
             break  # nothing can ever happen again (only reachable with an inconsistent config)
         t = max(t + 1, t_next)
     end_cycle = max(end_cycle, t)
-    if served < n:
+    for g in range(n_prog):
+        end_cycle = max(end_cycle, pg_done[g])
+    if served < n or pg_finished < n_prog:
         return end_cycle, min(log_n, log.shape[0]), 2
     return end_cycle, min(log_n, log.shape[0]), 1 if log_n > log.shape[0] else 0

@@ -87,6 +87,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         {"none": 0, "all_bank": 1, "per_bank": 2}[cfg.refresh.mode],
         1 if cfg.scopes.refresh == "pseudo_channel" else 2,
         int(ol), cfg.frontend.requests_per_cycle, int(log_on), ctl_cfg.active_buffer,
+        1, 1,  # PIM: other SIDs may be accessed while a SID computes; programs before the queues (stack runs set these)
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)
@@ -159,6 +160,123 @@ def map_requests(r: ResolvedDram, req: Requests, *, source: str | None = None) -
     return amap.decode(req.address // np.uint64(r.access_bytes))
 
 
+@dataclass
+class KernelInput:
+    """Everything the kernel runs besides the config: requests (already mapped to coordinates), their
+    streams and dependencies, PIM programs and the power budget. `run_dram` fills only the requests;
+    the stack model (hw/stack) fills the rest."""
+    coords: dict[str, np.ndarray]
+    is_write: np.ndarray
+    arrive: np.ndarray  # cycles; used by the open-loop ingress of stream 0
+    stream: np.ndarray  # stream of each request
+    dep: np.ndarray  # request each one waits for (-1 none)
+    stream_par: np.ndarray  # (streams, 4): priority, dependency latency, entry spacing x FP, queue share
+    pg_scope: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    pg_ins: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    pg_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pg_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pg_release: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    power: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))  # on, fJ per cycle, bucket fJ
+    cmd_fj: np.ndarray = field(default_factory=lambda: np.zeros(kernels.NCMD, np.int64))
+
+    @classmethod
+    def plain(cls, coords, is_write, arrive=None) -> "KernelInput":
+        n = len(is_write)
+        return cls(coords, is_write, np.zeros(n, np.int64) if arrive is None else arrive,
+                   np.zeros(n, np.int64), np.full(n, -1, np.int64),
+                   np.array([[0, 0, 0, 1 << 40]], np.int64))
+
+
+@dataclass
+class KernelOutput:
+    end_cycle: int
+    arrive: np.ndarray
+    done: np.ndarray
+    miss: np.ndarray
+    bank_counts: np.ndarray
+    scope_counts: np.ndarray
+    log: np.ndarray | None
+    diag: np.ndarray
+    kernel_s: float
+    pg_start: np.ndarray
+    pg_done: np.ndarray
+    pg_counts: np.ndarray
+    power_stats: np.ndarray  # commands held back by the power budget, cycles with one held back
+
+
+def run_kernel(r: ResolvedDram, inp: KernelInput, *, command_log: bool = False, open_loop: bool = False,
+               ctl_overrides: dict[int, int] | None = None) -> KernelOutput:
+    """Run the cycle kernel once on mapped requests and PIM programs (growing the log if needed)."""
+    n = len(inp.is_write)
+    coords = inp.coords
+    C = r.org.channels
+    order = np.zeros(0, np.int64)
+    lo = np.zeros(C, np.int64)
+    hi = np.zeros(C, np.int64)
+    stream = inp.stream.astype(np.int64)
+    n_streams = len(inp.stream_par)
+    if open_loop:  # stream 0 arrives by its timestamps
+        s0 = np.nonzero(stream == 0)[0]
+        order = s0[np.lexsort((s0, inp.arrive[s0], coords["ch"][s0]))].astype(np.int64)
+        bounds = np.searchsorted(coords["ch"][order], np.arange(C + 1))
+        lo, hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
+    in_order = stream >= (1 if open_loop else 0)
+    idx = np.nonzero(in_order)[0]
+    s_order = idx[np.argsort(stream[idx], kind="stable")].astype(np.int64)
+    bounds = np.searchsorted(stream[s_order], np.arange(n_streams + 1))
+    s_lo, s_hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
+    tabs = build_tables(r, log_on=command_log, open_loop=open_loop)
+    for k, v in (ctl_overrides or {}).items():
+        tabs.ctl[k] = v
+    n_prog = len(inp.pg_lo)
+    pg_ch = inp.pg_scope[:, 1] if n_prog else np.zeros(0, np.int64)
+    if n_prog and np.any(np.diff(pg_ch) < 0):
+        raise ValueError("PIM programs must be sorted by channel")
+    pc_bounds = np.searchsorted(pg_ch, np.arange(C + 1))
+    pgc_lo, pgc_hi = pc_bounds[:-1].astype(np.int64), pc_bounds[1:].astype(np.int64)
+    n_scopes = C * r.org.pseudo_channels * (r.org.sids if r.config.scopes.refresh == "sid" else 1)
+    pg_len = int((inp.pg_hi - inp.pg_lo).sum()) if n_prog else 0
+    log_cap = 3 * n + 2 * pg_len + 4096 if command_log else 1
+    if inp.pg_ins.size:
+        log_cap += int(inp.pg_ins[:, 1][np.isin(inp.pg_ins[:, 0], [kernels.OP_MAC, kernels.OP_MAC_BD,
+                                                                   kernels.OP_GATHER, kernels.OP_BCAST])].sum())
+    while True:
+        st, open_row = tabs.fresh_state()
+        done = np.zeros(n, np.int64)
+        miss = np.zeros(n, np.int8)
+        bank_counts = np.zeros((tabs.n_banks, kernels.NCMD), np.int64)
+        scope_counts = np.zeros((n_scopes, kernels.NCMD), np.int64)
+        log = np.zeros((log_cap if command_log else 1, 9), np.int64)
+        arr = inp.arrive.astype(np.int64).copy()
+        diag = np.zeros(4, np.int64)
+        pg_start = np.zeros(n_prog, np.int64)
+        pg_done = np.zeros(n_prog, np.int64)
+        pg_counts = np.zeros((n_prog, kernels.NCMD), np.int64)
+        pw_stats = np.zeros(3, np.int64)
+        t_kernel = time.perf_counter()
+        end, log_n, status = kernels.simulate(
+            coords["ch"], coords["pc"], coords["sid"], coords["bg"], coords["ba"], coords["row"], coords["col"],
+            inp.is_write, arr, stream, inp.dep.astype(np.int64), order, lo, hi,
+            s_order, s_lo, s_hi, inp.stream_par.astype(np.int64),
+            tabs.tab, tabs.tim, tabs.ctl,
+            inp.pg_scope.astype(np.int64), inp.pg_ins.astype(np.int64), inp.pg_lo.astype(np.int64),
+            inp.pg_hi.astype(np.int64), inp.pg_release.astype(np.int64), pgc_lo, pgc_hi,
+            inp.power.astype(np.int64), inp.cmd_fj.astype(np.int64),
+            st, open_row, done, miss, bank_counts, scope_counts, log, diag,
+            pg_start, pg_done, pg_counts, pw_stats)
+        kernel_s = time.perf_counter() - t_kernel
+        if status == 1:
+            log_cap *= 2
+            continue
+        if status == 2:
+            raise InputError("the DRAM kernel stopped before serving every request: with these timing values "
+                             "no command could ever issue (check the [timing] table)", source=r.source)
+        break
+    return KernelOutput(int(end), arr, done, miss, bank_counts, scope_counts,
+                        log[:log_n] if command_log else None, diag, kernel_s, pg_start, pg_done, pg_counts,
+                        pw_stats[:2])
+
+
 def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_loop: bool | None = None,
              source: str | None = None) -> DramResult:
     """Simulate `req` on the device and controller of `r` until every request completes."""
@@ -168,47 +286,16 @@ def run_dram(r: ResolvedDram, req: Requests, *, command_log: bool = False, open_
     ol = (r.config.frontend.mode == "open_loop") if open_loop is None else open_loop
     if ol and req.time_ns is None:
         raise InputError("the open-loop front end needs request times (TIME_NS R|W ADDRESS)", source=source)
-    arrive = np.zeros(n, np.int64)
-    order = np.zeros(0, np.int64)
-    lo = np.zeros(r.org.channels, np.int64)
-    hi = np.zeros(r.org.channels, np.int64)
-    if ol:
-        arrive = np.ceil(req.time_ns / r.tck_ns - 1e-9).astype(np.int64)
-        order = np.lexsort((np.arange(n), arrive, coords["ch"])).astype(np.int64)
-        bounds = np.searchsorted(coords["ch"][order], np.arange(r.org.channels + 1))
-        lo, hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
-    tabs = build_tables(r, log_on=command_log, open_loop=ol)
-    n_banks = tabs.n_banks
-    n_scopes = r.org.channels * r.org.pseudo_channels * (r.org.sids if r.config.scopes.refresh == "sid" else 1)
-    log_cap = 3 * n + 4096 if command_log else 1
-    while True:
-        st, open_row = tabs.fresh_state()
-        done = np.zeros(n, np.int64)
-        miss = np.zeros(n, np.int8)
-        bank_counts = np.zeros((n_banks, kernels.NCMD), np.int64)
-        scope_counts = np.zeros((n_scopes, kernels.NCMD), np.int64)
-        log = np.zeros((log_cap, 9), np.int64)
-        arr = arrive.copy()
-        diag = np.zeros(4, np.int64)
-        t_kernel = time.perf_counter()
-        end, log_n, status = kernels.simulate(
-            coords["ch"], coords["pc"], coords["sid"], coords["bg"], coords["ba"], coords["row"], coords["col"],
-            req.is_write, arr, order, lo, hi,
-            tabs.tab, tabs.tim, tabs.ctl, st, open_row, done, miss, bank_counts, scope_counts, log, diag)
-        kernel_s = time.perf_counter() - t_kernel
-        if status == 1:
-            log_cap *= 2
-            continue
-        if status == 2:
-            raise InputError("the DRAM kernel stopped before serving every request: with these timing values "
-                             "no command could ever issue (check the [timing] table)", source=r.source)
-        break
+    arrive = np.ceil(req.time_ns / r.tck_ns - 1e-9).astype(np.int64) if ol else np.zeros(n, np.int64)
+    out = run_kernel(r, KernelInput.plain(coords, req.is_write, arrive), command_log=command_log, open_loop=ol)
+    n_scopes = out.scope_counts.shape[0]
     wall = time.perf_counter() - t0
-    result = _summarize(r, req, arr, done, miss, int(end), bank_counts, scope_counts,
-                        log[:log_n] if command_log else None, wall, n_scopes)
-    result.kernel_s = kernel_s
-    result.kernel_events = {"event_cycles": int(diag[0]), "channel_passes": int(diag[1]),
-                            "entries_scanned": int(diag[2]), "timing_checks": int(diag[3])}
+    result = _summarize(r, req, out.arrive, out.done, out.miss, out.end_cycle, out.bank_counts, out.scope_counts,
+                        out.log, wall, n_scopes)
+    result.kernel_s = out.kernel_s
+    d = out.diag
+    result.kernel_events = {"event_cycles": int(d[0]), "channel_passes": int(d[1]),
+                            "entries_scanned": int(d[2]), "timing_checks": int(d[3])}
     return result
 
 
