@@ -350,7 +350,11 @@ def _pim_step(c, t, row_used, col_used, prog_lo, prog_hi, pg_scope, pg_ins, pg_l
                 wake = min(wake, t + 1)
                 break
             op = pg_ins[pc, 0]
-            ready = max((pg_state[g, 2] + FP - 1) // FP, pg_state[g, 3])
+            # an instruction starts once the data of the previous one has landed; within one, commands
+            # follow each other at their spacing
+            ready = (pg_state[g, 2] + FP - 1) // FP
+            if pg_state[g, 1] < 0 and pg_state[g, 3] > ready:
+                ready = pg_state[g, 3]
             if ready > t:
                 wake = min(wake, ready)
                 break
@@ -620,7 +624,7 @@ def simulate(
                     if done_cycle[d] + s_par[sm, 1] > t:
                         fe_next[sm] = done_cycle[d] + s_par[sm, 1]
                         break
-                if s_par[sm, 2] > 0 and fe_acc[sm] > t * FP:
+                if s_par[sm, 2] > 0 and fe_acc[sm] >= (t + 1) * FP:
                     fe_next[sm] = (fe_acc[sm] + FP - 1) // FP
                     break
                 c = r_ch[i]
@@ -805,8 +809,8 @@ def simulate(
                 is_hit = orow == row
                 pr = qa[c, qi, sl, F_PRIO]
                 if is_hit:
-                    if pick_col >= 0 and prio_col <= pr:
-                        continue
+                    if col_used or (pick_col >= 0 and prio_col <= pr):
+                        continue  # (col_used: a PIM program took the column slot this cycle)
                     cmd = col_cmd
                 else:
                     if row_used or (pick_row >= 0 and prio_row <= pr):
@@ -847,7 +851,7 @@ def simulate(
                     pick_row = k
                     prio_row = pr
                     row_cmd = cmd
-                if pick_col >= 0 and prio_col == 0 and (row_used or (pick_row >= 0 and prio_row == 0)):
+                if (col_used or (pick_col >= 0 and prio_col == 0)) and (row_used or (pick_row >= 0 and prio_row == 0)):
                     break
 
             if pick_col >= 0 and pw[0] != 0:

@@ -14,6 +14,11 @@ configured scope; all-bank and per-bank refresh spacing; refresh coverage over t
 channel per cycle, or one command when the bus is not split; an ACT holds the row bus for 2 cycles);
 coordinates in range and cycles in order.
 
+PIM all-bank mode: ACTab opens one row in every bank of its scope (a log row with -1 for the levels
+the scope spans) after tRP / tRC / tRFC of each bank, MACab needs every bank of the scope open and
+tRCD, PREab waits tRAS / tRTP / tWR of each bank; PRD and PWR obey the pseudo-channel data-bus rules of
+RD and WR (bursts never overlap) without touching banks.
+
 Left out: power-down and self-refresh states, refresh management (RFM), per-bank refresh ordering
 rules beyond tRREFD, and data-bus ECC.
 """
@@ -26,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-COMMAND_NAMES = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb")  # log codes, in order
-ROW_COMMANDS = {"ACT", "PRE", "PREA", "REFab", "REFpb"}
+COMMAND_NAMES = ("ACT", "PRE", "PREA", "RD", "WR", "RDA", "WRA", "REFab", "REFpb",
+                 "ACTab", "MACab", "PREab", "PRD", "PWR")  # log codes, in order
+ROW_COMMANDS = {"ACT", "PRE", "PREA", "REFab", "REFpb", "ACTab", "PREab"}
+SCOPE_COMMANDS = {"PREA", "REFab", "ACTab", "MACab", "PREab", "PRD", "PWR"}  # not addressed to one bank
 NEVER = -(10**18)
 
 
@@ -123,9 +130,11 @@ class _Checker:
             self.fail(t, "order", cmd, where, f"cycle goes back from {self.prev_cycle}")
         self.prev_cycle = t
         C, P, S, G, B = self.dims
-        bank_level = cmd not in ("PREA", "REFab")
+        bank_level = cmd not in SCOPE_COMMANDS
         in_range = 0 <= c < C and 0 <= p < P
-        if bank_level:
+        if cmd in SCOPE_COMMANDS and cmd not in ("PREA", "REFab"):
+            in_range = 0 <= c < C and -1 <= p < P and -1 <= s < S
+        elif bank_level:
             in_range = in_range and 0 <= s < S and 0 <= g < G and 0 <= b < B
         elif self.refresh_by_sid:
             in_range = in_range and 0 <= s < S
@@ -152,6 +161,12 @@ class _Checker:
         bank = where
         refresh_scope = (c, p, s) if self.refresh_by_sid else (c, p)
 
+        if cmd in ("ACTab", "MACab", "PREab"):
+            self.pim_command(t, cmd, (c, p, s), row)
+            return
+        if cmd in ("PRD", "PWR"):
+            self.unit_transfer(t, cmd, (c, p, s, g, b))
+            return
         if cmd == "ACT":
             if bank in self.open_row:
                 self.fail(t, "bank_state", cmd, where, f"bank already has row {self.open_row[bank]} open")
@@ -196,6 +211,7 @@ class _Checker:
             scope = (c, p, s) if self.refresh_by_sid else (c, p)
             self.gap(t, cmd, where, scope, "ACT", n["nRAS"], "tRAS")
             self.gap(t, cmd, where, scope, "RD", n["nRTP"], "tRTP")
+            self.gap(t, cmd, where, scope, "MAC", n["nRTP"], "tRTP")
             self.gap(t, cmd, where, scope, "WR", n["nCWL"] + n["nBL"] + n["nWR"], "tWR")
             for bk in self.banks_of(scope):
                 self.open_row.pop(bk, None)
@@ -272,6 +288,80 @@ class _Checker:
             self.note(pc, "REFpb", t)
             self.last[pc]["REFpb_bank"] = bank
             self.refreshes[bank].append(t)
+
+    def pim_banks(self, c, p, s):
+        C, P, S, G, B = self.dims
+        for pp in ([p] if p >= 0 else range(P)):
+            for ss in ([s] if s >= 0 else range(S)):
+                for g in range(G):
+                    for b in range(B):
+                        yield (c, pp, ss, g, b)
+
+    def pim_command(self, t, cmd, scope, row):
+        n = self.n
+        c, p, s = scope
+        where = (c, p, s, -1, -1)
+        banks = list(self.pim_banks(c, p, s))
+        wr_rec = n["nCWL"] + n["nBL"] + n["nWR"]
+        if cmd == "ACTab":
+            if not 0 <= row < self.rows:
+                self.fail(t, "range", cmd, where, f"row {row} outside 0..{self.rows - 1}")
+            for bk in banks:
+                if bk in self.open_row:
+                    self.fail(t, "bank_state", cmd, where, f"bank {bk} already has row {self.open_row[bk]} open")
+                    break
+            for bk in banks:
+                self.gap(t, cmd, bk, bk, "ACT", n["nRC"], "tRC")
+                self.gap(t, cmd, bk, bk, "PRE", n["nRP"], "tRP")
+                self.gap(t, cmd, bk, bk, "REFpb", n["nRFCpb"], "tRFCpb")
+            for rs in {(bk[0], bk[1], bk[2]) if self.refresh_by_sid else (bk[0], bk[1]) for bk in banks}:
+                self.gap(t, cmd, where, rs, "PREA", n["nRP"], "tRP")
+                self.gap(t, cmd, where, rs, "REFab", n["nRFC"], "tRFC")
+                self.note(rs, "ACT", t)
+            for bk in banks:
+                self.open_row[bk] = row
+                self.note(bk, "ACT", t)
+            self.note((c,), "ACT", t)
+        elif cmd == "MACab":
+            rows = {self.open_row.get(bk) for bk in banks}
+            if None in rows or len(rows) != 1:
+                self.fail(t, "bank_state", cmd, where, "MAC with a bank of the scope closed or on another row")
+            for bk in banks:
+                self.gap(t, cmd, bk, bk, "ACT", n["nRCD_RD"], "tRCD_RD")
+                self.note(bk, "RD", t)
+            for rs in {(bk[0], bk[1], bk[2]) if self.refresh_by_sid else (bk[0], bk[1]) for bk in banks}:
+                self.note(rs, "MAC", t)  # not "RD": the refresh-scope key can equal the data-bus key
+        else:  # PREab
+            for bk in banks:
+                self.gap(t, cmd, bk, bk, "ACT", n["nRAS"], "tRAS")
+                self.gap(t, cmd, bk, bk, "RD", n["nRTP"], "tRTP")
+                self.gap(t, cmd, bk, bk, "WR", wr_rec, "tWR")
+                self.open_row.pop(bk, None)
+                self.note(bk, "PRE", t)
+            for rs in {(bk[0], bk[1], bk[2]) if self.refresh_by_sid else (bk[0], bk[1]) for bk in banks}:
+                self.note(rs, "PRE", t)
+
+    def unit_transfer(self, t, cmd, where):
+        n = self.n
+        c, p = where[0], where[1]
+        if p < 0:
+            self.fail(t, "range", cmd, where, "a transfer must name its pseudo-channel")
+            return
+        pc = (c, p)
+        wr_end = n["nCWL"] + n["nBL"]
+        if cmd == "PRD":
+            self.gap(t, cmd, where, pc, "RD", max(n["nCCD_S"], n["nBL"]), "tCCD_S")
+            self.gap(t, cmd, where, pc, "WR", wr_end + n["nWTR_S"], "tWTR_S")
+            start, end = t + n["nCL"], t + n["nCL"] + n["nBL"]
+            self.note(pc, "RD", t)
+        else:
+            self.gap(t, cmd, where, pc, "WR", max(n["nCCD_S"], n["nBL"]), "tCCD_S")
+            self.gap(t, cmd, where, pc, "RD", n["nRTW"], "tRTW")
+            start, end = t + n["nCWL"], t + n["nCWL"] + n["nBL"]
+            self.note(pc, "WR", t)
+        if start < self.burst_end[pc]:
+            self.fail(t, "data_bus", cmd, where, f"burst from cycle {start} overlaps one ending at {self.burst_end[pc]}")
+        self.burst_end[pc] = max(self.burst_end[pc], end)
 
     # -- end of run
     def coverage(self, end_cycle: int) -> None:

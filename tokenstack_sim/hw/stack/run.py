@@ -1,0 +1,177 @@
+"""Run GPU traffic, cross-layer DMA and PIM programs together on one stack's cycle kernel.
+
+The base-die controller is the kernel's per-channel scheduler with three sources: GPU requests
+(stream 0), DMA reads and writes (streams 1 and 2, limited to `dma_queue_share` of each queue and
+ordered against the GPU by `basedie.arbitration`) and PIM programs (before the queues when
+`basedie.pim_first`). The stack's power budget is a bucket refilled at (budget - background) watts
+and drained by every command's energy; a command that finds it empty waits (throttling), refresh never
+waits. Energy is counts x the energy table; nothing is charged that the kernel did not count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tokenstack_sim.config.dram import COMMANDS
+from tokenstack_sim.hw.dram import kernels
+from tokenstack_sim.hw.dram.run import KernelInput, run_kernel
+from tokenstack_sim.hw.stack.dma import DMA_READ, DMA_WRITE, GPU, DmaJob, GpuStream, build_streams, stream_params
+from tokenstack_sim.hw.stack.pim import Programs
+
+CMD = {c: i for i, c in enumerate(COMMANDS)}
+
+
+@dataclass
+class StackResult:
+    stack: str
+    cycles: int
+    time_ns: float
+    gpu_bytes: int = 0
+    gpu_time_ns: float = 0.0
+    gpu_bw_GBps: float = 0.0
+    dma_read_bytes: int = 0
+    dma_write_bytes: int = 0
+    dma_time_ns: float = 0.0
+    op_time_ns: dict = field(default_factory=dict)  # PIM op label -> last program done - release
+    throttled_commands: int = 0
+    throttled_cycles: int = 0
+    command_counts: dict = field(default_factory=dict)
+    energy_pj: dict = field(default_factory=dict)
+    pim_totals: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    log: np.ndarray | None = None
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled_cycles / self.cycles if self.cycles else 0.0
+
+    def table(self) -> str:
+        lines = [f"stack run: {self.stack}", f"  simulated time   {self.time_ns:,.1f} ns ({self.cycles:,} cycles)"]
+        if self.gpu_bytes:
+            lines.append(f"  GPU traffic      {self.gpu_bytes:,} B in {self.gpu_time_ns:,.1f} ns = "
+                         f"{self.gpu_bw_GBps:,.1f} GB/s")
+        if self.dma_read_bytes:
+            lines.append(f"  DMA              read {self.dma_read_bytes:,} B, wrote {self.dma_write_bytes:,} B in "
+                         f"{self.dma_time_ns:,.1f} ns")
+        for k, v in self.op_time_ns.items():
+            lines.append(f"  PIM op {k}         {v:,.1f} ns")
+        lines.append(f"  power throttling {self.throttled_commands:,} commands held back; "
+                     f"{self.throttled_share:.1%} of cycles")
+        lines.append("  commands         " + ", ".join(f"{k} {v:,}" for k, v in self.command_counts.items() if v))
+        lines.append("  energy           " + ", ".join(f"{k} {v / 1e6:,.3f} uJ" for k, v in self.energy_pj.items()
+                                                     if v))
+        return "\n".join(lines)
+
+
+def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
+    d = stack.dram
+    e = d.config.energy
+    bits = d.access_bytes * 8
+    fj = np.zeros(kernels.NCMD, np.int64)
+    fj[CMD["ACT"]] = round(e.act_pre_pj * 1000)
+    for c in ("RD", "RDA"):
+        fj[CMD[c]] = round(bits * e.rd_pj_per_bit * 1000)
+    for c in ("WR", "WRA"):
+        fj[CMD[c]] = round(bits * e.wr_pj_per_bit * 1000)
+    fj[CMD["REFab"]] = round(e.ref_ab_pj * 1000)
+    fj[CMD["REFpb"]] = round(e.ref_pb_pj * 1000)
+    p = stack.config.power
+    if p.budget_w <= 0:
+        return np.zeros(3, np.int64), fj
+    static_w = e.background_mw_per_channel * d.org.channels / 1000
+    # W x ns = nJ = 1e6 fJ
+    rate = max(1, round((p.budget_w - static_w) * d.tck_ns * 1e6))
+    bucket = max(rate, round(p.budget_w * p.window_ns * 1e6))
+    return np.array([1, rate, bucket], np.int64), fj
+
+
+def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
+              programs: Programs | None = None, command_log: bool = False) -> StackResult:
+    t0 = time.perf_counter()
+    d = stack.dram
+    s = build_streams(stack, gpu, dma)
+    power, cmd_fj = _power_table(stack)
+    progs = programs or Programs()
+    pg_scope, pg_ins, pg_lo, pg_hi, pg_release, order = progs.arrays()
+    inp = KernelInput(s.coords, s.is_write, s.arrive, s.stream, s.dep, stream_params(stack, dma),
+                      pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
+    b = stack.config.basedie
+    ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first)}
+    if dma:
+        # the write-drain watermark must be reachable by DMA writes alone, which hold at most their share
+        c = d.config.controller
+        share = int(inp.stream_par[DMA_WRITE, 3])
+        hi = min(max(1, round(c.write_high_watermark * c.write_queue)), share)
+        ctl[2], ctl[3] = hi, 0  # and drains it fully: fewer read-write turnarounds
+    out = run_kernel(d, inp, command_log=command_log, open_loop=s.open_loop, ctl_overrides=ctl)
+    tck = d.tck_ns
+    res = StackResult(stack.config.name, out.end_cycle, out.end_cycle * tck, wall_s=0.0, log=out.log)
+    g = s.stream == GPU
+    if g.any():
+        res.gpu_bytes = int(g.sum()) * d.access_bytes
+        first = out.arrive[g].min() if s.open_loop else 0
+        res.gpu_time_ns = float(out.done[g].max() - first) * tck
+        res.gpu_bw_GBps = res.gpu_bytes / res.gpu_time_ns if res.gpu_time_ns else 0.0
+    dm = (s.stream == DMA_READ) | (s.stream == DMA_WRITE)
+    if dm.any():
+        res.dma_read_bytes, res.dma_write_bytes = s.dma_read_bytes, s.dma_write_bytes
+        res.dma_time_ns = float(out.done[dm].max() - out.arrive[dm].min()) * tck
+    labels = np.array(progs.label, np.int64)[order] if len(order) else np.zeros(0, np.int64)
+    for lab in np.unique(labels):
+        m = labels == lab
+        res.op_time_ns[int(lab)] = float(out.pg_done[m].max() - pg_release[m].min()) * tck
+    res.throttled_commands, res.throttled_cycles = int(out.power_stats[0]), int(out.power_stats[1])
+    totals = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0) + out.pg_counts.sum(axis=0)
+    res.command_counts = {c: int(totals[i]) for i, c in enumerate(COMMANDS)}
+    res.energy_pj = _energy(stack, s, out, progs, order)
+    res.pim_totals = progs.totals
+    res.wall_s = time.perf_counter() - t0
+    return res
+
+
+def _energy(stack, s, out, progs, order) -> dict:
+    d, cfg = stack.dram, stack.config
+    e, pe = d.config.energy, cfg.pim_energy
+    bits = d.access_bytes * 8
+    counts = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0)
+    gpu_rd = int(((s.stream == GPU) & ~s.is_write).sum())
+    gpu_wr = int(((s.stream == GPU) & s.is_write).sum())
+    dma_rd = int((s.stream == DMA_READ).sum())
+    dma_wr = int((s.stream == DMA_WRITE).sum())
+    pim_fj = {"pim_activate": 0, "pim_mac": 0, "pim_transfer": 0}
+    if len(order):
+        ins = np.array(progs.ins, np.int64).reshape(-1, 4)
+        lo = np.array(progs.lo)[order]
+        hi = np.array(progs.hi)[order]
+        for k in range(len(order)):
+            block = ins[lo[k]:hi[k]]
+            per_cmd = {}
+            for op, _a, _b, fj in block:
+                cmd = {kernels.OP_ACT: kernels.ACTAB, kernels.OP_MAC: kernels.MACAB, kernels.OP_MAC_BD: kernels.PRD,
+                       kernels.OP_GATHER: kernels.PRD, kernels.OP_BCAST: kernels.PWR}.get(int(op))
+                if cmd is not None:
+                    per_cmd.setdefault(cmd, int(fj))
+            for cmd, fj in per_cmd.items():
+                key = "pim_activate" if cmd == kernels.ACTAB else (
+                    "pim_mac" if cmd == kernels.MACAB or (cmd == kernels.PRD and kernels.OP_MAC_BD in block[:, 0])
+                    else "pim_transfer")
+                pim_fj[key] += int(out.pg_counts[k, cmd]) * fj
+    softmax_elems = sum(t.get("softmax_elements", 0) for t in progs.totals.values())
+    return {
+        "activate": float(counts[CMD["ACT"]] * e.act_pre_pj),
+        "gpu_read": gpu_rd * bits * e.rd_pj_per_bit,
+        "gpu_write": gpu_wr * bits * e.wr_pj_per_bit,
+        # a DMA stays inside the stack: its data goes cell -> base die -> cell, without the interposer I/O
+        "dma_read": dma_rd * bits * pe.base_die_read_pj_per_bit,
+        "dma_write": dma_wr * bits * pe.base_die_read_pj_per_bit,
+        "quantize": s.quant_elements * pe.quant_pj_per_element,
+        "pim_activate": pim_fj["pim_activate"] / 1000,
+        "pim_mac": pim_fj["pim_mac"] / 1000,
+        "pim_transfer": pim_fj["pim_transfer"] / 1000,
+        "softmax": softmax_elems * pe.softmax_pj_per_element,
+        "refresh": float(counts[CMD["REFab"]] * e.ref_ab_pj + counts[CMD["REFpb"]] * e.ref_pb_pj),
+        "background": e.background_mw_per_channel * d.org.channels * out.end_cycle * d.tck_ns,
+    }
