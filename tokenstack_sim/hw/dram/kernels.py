@@ -297,6 +297,22 @@ def _refresh_blocks(c, level, p, s, P, S, ref_mode, ref_level, n_scope, ref_pend
     return False
 
 
+@njit(cache=True, inline="always")
+def _earliest_scope(tab, st, cmd, level, c, p, s, P, S):
+    """`earliest` for a command covering a whole scope: constraints recorded at the SIDs and
+    pseudo-channels inside a channel- or pseudo-channel-wide scope (refresh, for one) bind it too."""
+    if level == 2:
+        return earliest(tab, st, cmd, 2, c, p, s, 0, 0)
+    e = np.int64(0)
+    p0, p1 = (p, p + 1) if level == 1 else (0, P)
+    for pp in range(p0, p1):
+        for ss in range(S):
+            v = earliest(tab, st, cmd, 2, c, pp, ss, 0, 0)
+            if v > e:
+                e = v
+    return e
+
+
 @njit(cache=True)
 def _pim_step(c, t, row_used, col_used, prog_lo, prog_hi, pg_scope, pg_ins, pg_lo, pg_hi, pg_release,
               pg_state, pg_start, pg_done, pg_counts, bank_prog, pim_lock, open_row, dims, tab, st, tim,
@@ -387,7 +403,7 @@ def _pim_step(c, t, row_used, col_used, prog_lo, prog_hi, pg_scope, pg_ins, pg_l
                     break
                 cmd = PREAB if any_open else ACTAB
                 row = pg_ins[pc, 1] if op == OP_ACT else pg_state[g, 7]
-                e = earliest(tab, st, cmd, L, c, p, s, 0, 0)
+                e = _earliest_scope(tab, st, cmd, L, c, p, s, P, S)
                 if e > t:
                     wake = min(wake, e)
                     break
@@ -434,7 +450,10 @@ def _pim_step(c, t, row_used, col_used, prog_lo, prog_hi, pg_scope, pg_ins, pg_l
                 if cmd != MACAB:
                     alevel = 1
             ss = s if L == 2 else 0
-            e = earliest(tab, st, cmd, alevel, c, pp, ss, 0, 0)
+            if cmd == MACAB:
+                e = _earliest_scope(tab, st, cmd, L, c, p, s, P, S)
+            else:
+                e = earliest(tab, st, cmd, alevel, c, pp, ss, 0, 0)
             if e > t:
                 wake = min(wake, e)
                 break
