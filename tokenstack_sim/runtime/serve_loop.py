@@ -1,0 +1,120 @@
+"""The serving loop: requests arrive, the scheduler forms a batch, a step-cost model times it, repeat.
+
+Discrete-event in the sense that matters for one engine: time jumps from step end to step end, and to
+the next arrival when the engine is idle. Requests that arrive during a step join the waiting queue at
+the step's end (vLLM's engine core adds requests between steps). The step's duration comes from a
+pluggable `StepCost` (the hardware model); nothing here is random, so the same inputs give the same
+result.
+Leaves out: detokenization / API-server overheads, network, multiple engines (DP), pipelined or
+asynchronous scheduling (the next step is scheduled only after the previous one ends).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.runtime.params import SchedulerParams
+from tokenstack_sim.runtime.scheduler import Batch, make_scheduler
+from tokenstack_sim.workload.table import RequestTable
+
+
+class StepCost(Protocol):
+    """Duration of one engine step (forward pass + sampling) for a batch."""
+
+    def step_time_s(self, batch: Batch) -> float: ...
+
+
+REQUEST_RESULT_DTYPE = np.dtype([
+    ("request_id", np.int64),
+    ("arrival_s", np.float64),
+    ("first_token_s", np.float64),  # end of the step that emitted the first token; NaN if none
+    ("finish_s", np.float64),  # end of the step that emitted the last token
+    ("input_tokens", np.int64),
+    ("output_tokens", np.int64),
+    ("preemptions", np.int64),
+    ("prefix_hit_tokens", np.int64),  # summed over admissions (a resumed request looks up again)
+])
+
+STEP_DTYPE = np.dtype([
+    ("start_s", np.float64),
+    ("end_s", np.float64),
+    ("batch_size", np.int64),
+    ("new_tokens", np.int64),  # tokens computed (prefill, recompute and decode)
+    ("output_tokens", np.int64),  # tokens sampled
+    ("kv_blocks_in_use", np.int64),
+    ("num_waiting", np.int64),
+    ("preemptions", np.int64),
+    ("prefix_hit_tokens", np.int64),
+])
+
+
+@dataclass
+class ServeResult:
+    requests: np.ndarray  # REQUEST_RESULT_DTYPE, one row per request in table order
+    steps: np.ndarray  # STEP_DTYPE, one row per executed step
+    counters: dict = field(default_factory=dict)
+
+
+def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
+          scheduler: str = "vllm") -> ServeResult:
+    """Run every request of ``table`` to completion; see the module docstring."""
+    sched = make_scheduler(scheduler, table, params)
+    arrival_s = table.rows["arrival_s"]
+    n = len(table)
+    steps: list[tuple] = []
+    now_s = float(arrival_s[0]) if n else 0.0
+    nxt = 0  # next request to arrive
+    finished = 0
+    while finished < n:
+        while nxt < n and arrival_s[nxt] <= now_s:
+            sched.add_request(nxt)
+            nxt += 1
+        if sched.num_running == 0 and sched.num_waiting == 0:
+            now_s = float(arrival_s[nxt])
+            continue
+        batch = sched.schedule()
+        if batch.size == 0:
+            if batch.preemptions:
+                continue  # a request preempted itself; vLLM schedules again (admission next time)
+            if sched.num_running == 0:
+                r = int(sched.waiting[0])
+                need = -(-int(sched.num_tokens[r]) // params.block_size)
+                raise InputError(
+                    f"request {r} needs {need} KV blocks for its {int(sched.num_tokens[r])} tokens, "
+                    f"the pool has {params.num_kv_blocks}", where="num_kv_blocks")
+            raise RuntimeError("scheduler produced an empty batch with running requests")
+        dt_s = float(cost.step_time_s(batch))
+        if not (math.isfinite(dt_s) and dt_s > 0):
+            raise ValueError(f"step cost must be finite and > 0 s, got {dt_s!r}")
+        start_s = now_s
+        now_s += dt_s
+        done = sched.finish_step(batch, now_s)
+        finished += len(done)
+        steps.append((start_s, now_s, batch.size, int(batch.new_tokens.sum()), int(batch.emits.sum()),
+                      batch.kv_blocks_in_use, batch.num_waiting, batch.preemptions, batch.prefix_hit_tokens))
+    req = np.zeros(n, dtype=REQUEST_RESULT_DTYPE)
+    req["request_id"] = np.arange(n)
+    req["arrival_s"] = arrival_s
+    req["first_token_s"] = sched.first_token_s
+    req["finish_s"] = sched.finish_s
+    req["input_tokens"] = table.rows["input_tokens"]
+    req["output_tokens"] = sched.generated
+    req["preemptions"] = sched.preemptions
+    req["prefix_hit_tokens"] = sched.prefix_hit_tokens
+    step_arr = np.array(steps, dtype=STEP_DTYPE) if steps else np.zeros(0, dtype=STEP_DTYPE)
+    pool = sched.pool
+    counters = {
+        "steps": len(step_arr),
+        "preemptions": sched.total_preemptions,
+        "prefix_hit_tokens": sched.total_prefix_hit_tokens,
+        "pool_query_tokens": pool.query_tokens,
+        "pool_hit_tokens": pool.hit_tokens,
+        "pool_evictions": pool.evictions,
+        "max_kv_blocks_in_use": int(step_arr["kv_blocks_in_use"].max()) if len(step_arr) else 0,
+    }
+    return ServeResult(req, step_arr, counters)
