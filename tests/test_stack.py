@@ -295,3 +295,41 @@ def test_checker_catches_a_mac_on_a_closed_scope():
     first_act = np.nonzero(log["command"] == 9)[0][0]
     broken = np.delete(log, first_act)  # drop one ACTab: its MACs now hit closed banks
     assert "bank_state" in check_log(broken, st.dram).counts_by_rule
+
+
+@pytest.mark.validation
+def test_wider_tsvs_speed_up_dma_and_base_die_pim():
+    narrow, wide = stack("power.budget_w=0"), stack("power.budget_w=0", "basedie.tsv_width_mult=2")
+    job = [DmaJob(1 << 20)]
+    r_n, r_w = run_stack(narrow, dma=job), run_stack(wide, dma=job)
+    assert r_w.command_counts["RD"] == r_n.command_counts["RD"] // 2
+    assert r_w.dma_time_ns < 0.75 * r_n.dma_time_ns
+    bd = ('pim.placement="base_die"', "pim.base_die_lanes=512")
+    t_n = attention_ns(stack("power.budget_w=0", *bd), 2048, gqa=1)
+    t_w = attention_ns(stack("power.budget_w=0", "basedie.tsv_width_mult=2", *bd), 2048, gqa=1)
+    assert t_w < 0.75 * t_n
+
+
+@pytest.mark.validation
+def test_dma_waits_for_address_translation():
+    st = stack("power.budget_w=0")
+    job = [DmaJob(1 << 20)]
+    free = run_stack(st, dma=job)
+    cold_tr = Translator.of(st)
+    cold = run_stack(st, dma=job, translator=cold_tr)
+    assert cold_tr.misses == 2 * (1 << 20) // st.config.basedie.tlb_page_bytes  # source and destination pages
+    assert cold.dma_time_ns > free.dma_time_ns
+    warm = run_stack(st, dma=job, translator=cold_tr)  # the same pages again: all hits
+    assert warm.dma_time_ns < cold.dma_time_ns
+    slow_tr = Translator(1024, 2, 5000)
+    assert run_stack(st, dma=job, translator=slow_tr).dma_time_ns > 2 * cold.dma_time_ns
+
+
+@pytest.mark.unit
+def test_promotion_dequantizes():
+    st = stack("power.budget_w=0")
+    r = run_stack(st, dma=[DmaJob(1 << 20, src="capacity", dst="pim", fmt="int8", dequantize=True)])
+    lines = (1 << 20) // st.dram.access_bytes
+    assert r.command_counts["WR"] == lines  # FP16 written back
+    assert r.command_counts["RD"] == pytest.approx(lines * (0.5 + 1 / 32), rel=0.01)
+    assert r.energy_pj["quantize"] > 0

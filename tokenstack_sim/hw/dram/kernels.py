@@ -643,6 +643,9 @@ def simulate(
                     if done_cycle[d] + s_par[sm, 1] > t:
                         fe_next[sm] = done_cycle[d] + s_par[sm, 1]
                         break
+                if r_arrive[i] > t:  # not before this cycle (e.g. a DMA waits for its address translation)
+                    fe_next[sm] = r_arrive[i]
+                    break
                 if s_par[sm, 2] > 0 and fe_acc[sm] >= (t + 1) * FP:
                     fe_next[sm] = (fe_acc[sm] + FP - 1) // FP
                     break

@@ -1,7 +1,11 @@
 """Cross-layer DMA and GPU traffic as request streams for the base-die controller.
 
 A DMA of N bytes is a read of N bytes on the source tier plus a write on the destination tier, issued as
-real commands on the channels' shared buses (no free path). Each write waits for the read that holds
+real commands on the channels' shared buses (no free path). With `tsv_width_mult` m > 1 (designs that
+add TSVs) each DMA command moves m accesses' worth of data, so the same bytes take 1/m of the commands;
+the column path is assumed to widen with the TSVs. The base die translates each page of the source and
+destination before the DMA engine touches it (`translation.Translator`, one lookup at a time,
+overlapped with the transfer): a read cannot enter before the translations of its pages are done. Each write waits for the read that holds
 its data, plus the base die's buffer latency and, when it quantizes, the quantizer's pipeline; a
 quantizing DMA writes `size_ratio` of the bytes it reads, and its writes are spaced by the quantizers'
 throughput. GPU traffic is stream 0 (in order, saturating; or open loop at a given rate).
@@ -61,8 +65,9 @@ class Streams:
     dma_write_bytes: int
 
 
-def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list) -> Streams:
+def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, translator=None) -> Streams:
     acc = stack.dram.access_bytes
+    dma_bytes = int(acc * stack.config.basedie.tsv_width_mult)  # data one DMA command moves
     parts = {k: [] for k in ("ch", "pc", "sid", "bg", "ba", "row", "col")}
     is_write, stream, dep, arrive = [], [], [], []
     n = 0
@@ -95,20 +100,33 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list) 
         ratio = quantize.size_ratio(job.fmt, job.group)
         src = TierMap.of(stack, job.src, channels=job.channels, sids=job.src_sids, pcs=job.pcs)
         dst = TierMap.of(stack, job.dst, channels=job.channels, sids=job.dst_sids, pcs=job.pcs)
-        n_rd = math.ceil(job.nbytes * (ratio if job.dequantize else 1) / acc)
-        n_wr = math.ceil(job.nbytes * (1 if job.dequantize else ratio) / acc)
+        n_rd = math.ceil(job.nbytes * (ratio if job.dequantize else 1) / dma_bytes)
+        n_wr = math.ceil(job.nbytes * (1 if job.dequantize else ratio) / dma_bytes)
         out_per_in = n_wr / n_rd
         rd_lines = (job.src_line0 + np.arange(n_rd, dtype=np.int64)) % src.lines
         wr_lines = (job.dst_line0 + np.arange(n_wr, dtype=np.int64)) % dst.lines
         first_read = n
-        add(src.decode(rd_lines), np.zeros(n_rd, bool), DMA_READ, np.full(n_rd, -1, np.int64),
-            np.zeros(n_rd, np.int64))
+        not_before = np.zeros(n_rd, np.int64)
+        if translator is not None:
+            # the engine translates source and destination pages in order, one lookup at a time
+            page = stack.config.basedie.tlb_page_bytes
+            src_pages = rd_lines * dma_bytes // page
+            dst_lines = job.dst_line0 + np.minimum(np.arange(n_rd) * n_wr // n_rd, n_wr - 1)
+            dst_pages = dst_lines * dma_bytes // page
+            cost, done_at, seen = 0, {}, set()
+            for k in range(n_rd):
+                for key in (("src", job.src, int(src_pages[k])), ("dst", job.dst, int(dst_pages[k]))):
+                    if key not in seen:
+                        seen.add(key)
+                        cost += translator.lookup(key)
+                not_before[k] = cost
+        add(src.decode(rd_lines), np.zeros(n_rd, bool), DMA_READ, np.full(n_rd, -1, np.int64), not_before)
         need = np.minimum(np.ceil((np.arange(n_wr) + 1) / out_per_in - 1e-9).astype(np.int64) - 1, n_rd - 1)
         add(dst.decode(wr_lines), np.ones(n_wr, bool), DMA_WRITE, first_read + need, np.zeros(n_wr, np.int64))
         if job.fmt not in ("fp16", "bf16"):
             quant_elements += job.nbytes // 2
-        rd_bytes += n_rd * acc
-        wr_bytes += n_wr * acc
+        rd_bytes += n_rd * dma_bytes
+        wr_bytes += n_wr * dma_bytes
     if n == 0:
         z = np.zeros(0, np.int64)
         return Streams({k: z for k in parts}, np.zeros(0, bool), z, z, z, False, 0, 0, 0)
@@ -123,15 +141,17 @@ def stream_params(stack, dma: tuple[DmaJob, ...] | list) -> np.ndarray:
     ctl = stack.dram.config.controller
     prio_gpu, prio_dma = {"gpu_first": (0, 1), "dma_first": (1, 0), "fifo": (0, 0)}[b.arbitration]
     share = max(1, math.floor(b.dma_queue_share * min(ctl.read_queue, ctl.write_queue)))
-    quantizing = any(j.fmt not in ("fp16", "bf16") for j in dma)
+    quantizing = [j for j in dma if j.fmt not in ("fp16", "bf16")]
     dep_lat = b.dma_buffer_latency_cycles + (quantize.pipeline_cycles(stack) if quantizing else 0)
     spacing_fp = 0
     if quantizing:
-        # the quantizers emit one 32 B line per (input elements of that line / stack throughput) cycles
-        j = next(j for j in dma if j.fmt not in ("fp16", "bf16"))
+        # the quantizers emit one written line per (FP16 elements of that line / stack throughput) cycles;
+        # one spacing per stream, so jobs of one run share a format (the first quantizing job's)
+        j = quantizing[0]
         ratio = quantize.size_ratio(j.fmt, j.group)
-        in_elems_per_line = stack.dram.access_bytes / ratio / 2
-        spacing_fp = math.ceil(in_elems_per_line / quantize.elements_per_cycle(stack) * kernels.FP)
+        line_bytes = stack.dram.access_bytes * stack.config.basedie.tsv_width_mult
+        fp16_elems_per_line = line_bytes / 2 if j.dequantize else line_bytes / ratio / 2
+        spacing_fp = math.ceil(fp16_elems_per_line / quantize.elements_per_cycle(stack) * kernels.FP)
     big = 1 << 40
     return np.array([[prio_gpu, 0, 0, big], [prio_dma, 0, 0, share], [prio_dma, dep_lat, spacing_fp, share]],
                     np.int64)

@@ -89,10 +89,12 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
-              programs: Programs | None = None, command_log: bool = False) -> StackResult:
+              programs: Programs | None = None, translator=None, command_log: bool = False) -> StackResult:
+    """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
+    `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs."""
     t0 = time.perf_counter()
     d = stack.dram
-    s = build_streams(stack, gpu, dma)
+    s = build_streams(stack, gpu, dma, translator)
     power, cmd_fj = _power_table(stack)
     progs = programs or Programs()
     pg_scope, pg_ins, pg_lo, pg_hi, pg_release, order = progs.arrays()
@@ -118,7 +120,7 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     dm = (s.stream == DMA_READ) | (s.stream == DMA_WRITE)
     if dm.any():
         res.dma_read_bytes, res.dma_write_bytes = s.dma_read_bytes, s.dma_write_bytes
-        res.dma_time_ns = float(out.done[dm].max() - out.arrive[dm].min()) * tck
+        res.dma_time_ns = float(out.done[dm].max()) * tck  # DMA jobs start at cycle 0
     labels = np.array(progs.label, np.int64)[order] if len(order) else np.zeros(0, np.int64)
     for lab in np.unique(labels):
         m = labels == lab
@@ -165,8 +167,8 @@ def _energy(stack, s, out, progs, order) -> dict:
         "gpu_read": gpu_rd * bits * e.rd_pj_per_bit,
         "gpu_write": gpu_wr * bits * e.wr_pj_per_bit,
         # a DMA stays inside the stack: its data goes cell -> base die -> cell, without the interposer I/O
-        "dma_read": dma_rd * bits * pe.base_die_read_pj_per_bit,
-        "dma_write": dma_wr * bits * pe.base_die_read_pj_per_bit,
+        "dma_read": dma_rd * bits * cfg.basedie.tsv_width_mult * pe.base_die_read_pj_per_bit,
+        "dma_write": dma_wr * bits * cfg.basedie.tsv_width_mult * pe.base_die_read_pj_per_bit,
         "quantize": s.quant_elements * pe.quant_pj_per_element,
         "pim_activate": pim_fj["pim_activate"] / 1000,
         "pim_mac": pim_fj["pim_mac"] / 1000,
