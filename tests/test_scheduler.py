@@ -201,3 +201,186 @@ def test_a_request_larger_than_the_pool_is_an_input_error():
 def test_params_reject_bad_values():
     with pytest.raises(InputError, match="max_num_seqs"):
         SchedulerParams(num_kv_blocks=10, max_num_seqs=0)
+
+
+# ---- an independent, sequential reference: vLLM's schedule() loop transcribed request by request ----
+class _RefPool:
+    """Free queue as an OrderedDict (head = first), hash map as dict of lists (entry 0 is found)."""
+
+    def __init__(self, n):
+        from collections import OrderedDict
+
+        self.free = OrderedDict((b, None) for b in range(n))
+        self.ref = [0] * n
+        self.hash = [None] * n
+        self.map = {}
+
+    def lookup(self, hashes):
+        out = []
+        for h in hashes:
+            if h not in self.map:
+                break
+            out.append(self.map[h][0])
+        return out
+
+    def take(self, b):
+        if self.ref[b] == 0:
+            del self.free[b]
+        self.ref[b] += 1
+
+    def pop(self):
+        b, _ = self.free.popitem(last=False)
+        h = self.hash[b]
+        if h is not None:
+            lst = self.map[h]
+            if lst[0] == b:
+                if len(lst) > 1:
+                    lst[0] = lst.pop()
+                else:
+                    del self.map[h]
+            else:
+                lst.remove(b)
+            self.hash[b] = None
+        self.ref[b] = 1
+        return b
+
+    def release(self, blocks):
+        for b in reversed(blocks):
+            self.ref[b] -= 1
+            if self.ref[b] == 0:
+                self.free[b] = None
+
+    def register(self, b, h):
+        self.hash[b] = h
+        self.map.setdefault(h, []).append(b)
+
+
+class _Ref:
+    def __init__(self, t, p):
+        from collections import deque
+
+        from tokenstack_sim.kv.request_hashes import RequestHashes
+
+        self.p, self.bs = p, p.block_size
+        self.pool = _RefPool(p.num_kv_blocks)
+        self.rh = RequestHashes(t, p.block_size) if p.enable_prefix_caching else None
+        n = len(t)
+        self.inp = t.rows["input_tokens"].tolist()
+        self.out = t.rows["output_tokens"].tolist()
+        self.gen, self.comp, self.nh = [0] * n, [0] * n, [0] * n
+        self.blocks = [[] for _ in range(n)]
+        self.running, self.waiting = [], deque()
+
+    def ntok(self, r):
+        return self.inp[r] + self.gen[r]
+
+    def alloc(self, r, new, hit):
+        bs, pool = self.bs, self.pool
+        need = -(-(self.comp[r] + new) // bs) - len(self.blocks[r]) - len(hit)
+        if need > len(pool.free) - sum(pool.ref[b] == 0 for b in hit):
+            return False
+        for b in hit:
+            pool.take(b)
+        self.blocks[r] += hit + [pool.pop() for _ in range(need)]
+        if self.rh is not None:
+            self.nh[r] = max(self.nh[r], len(hit))
+            full = min(self.comp[r] + new, self.ntok(r)) // bs
+            hs = self.rh.first(r, full)
+            for j in range(self.nh[r], full):
+                pool.register(self.blocks[r][j], hs[j])
+            self.nh[r] = max(self.nh[r], full)
+        return True
+
+    def chunk(self, r, budget):
+        new = self.ntok(r) - self.comp[r]
+        if self.p.long_prefill_token_threshold:
+            new = min(new, self.p.long_prefill_token_threshold)
+        return min(new, budget)
+
+    def schedule(self):
+        p, budget, out, preempted, i = self.p, self.p.max_num_batched_tokens, [], 0, 0
+        while i < len(self.running) and budget > 0:
+            r = self.running[i]
+            new = self.chunk(r, budget)
+            while not self.alloc(r, new, []):
+                v = self.running.pop()
+                self.pool.release(self.blocks[v])
+                self.blocks[v], self.comp[v], self.nh[v] = [], 0, 0
+                self.waiting.appendleft(v)
+                preempted += 1
+                if v == r:
+                    break
+            else:
+                out.append((r, new, self.comp[r]))
+                budget -= new
+                i += 1
+                continue
+            break
+        if not preempted:
+            scheduled = {r: n for r, n, _ in out}
+            partial = sum(self.comp[r] + scheduled.get(r, 0) + 1 < self.ntok(r) for r in self.running)
+            while self.waiting and budget > 0 and len(self.running) < p.max_num_seqs:
+                r = self.waiting[0]
+                hit = []
+                if self.rh is not None:
+                    hit = self.pool.lookup(self.rh.first(r, (self.ntok(r) - 1) // self.bs))
+                self.comp[r] = len(hit) * self.bs
+                new = self.chunk(r, budget)
+                is_partial = self.comp[r] + new < self.ntok(r)
+                if (is_partial and partial >= p.max_num_partial_prefills) or not self.alloc(r, new, hit):
+                    self.comp[r] = 0
+                    break
+                self.waiting.popleft()
+                self.running.append(r)
+                out.append((r, new, self.comp[r]))
+                budget -= new
+                partial += is_partial
+        return out
+
+    def finish(self, out):
+        for r, new, _ in out:
+            self.comp[r] += new
+            if self.comp[r] == self.ntok(r) and self.out[r] > 0:
+                self.gen[r] += 1
+            if (self.out[r] > 0 and self.gen[r] == self.out[r]) or (self.out[r] == 0 and self.comp[r] >= self.inp[r]):
+                self.pool.release(self.blocks[r])
+                self.blocks[r] = None
+                self.running.remove(r)
+
+
+@pytest.mark.parametrize("seed, blocks, budget, threshold, partials", [
+    (0, 40, 64, 0, 1), (1, 80, 256, 0, 1), (2, 30, 48, 16, 2), (3, 200, 512, 0, 1), (4, 60, 96, 24, 1),
+])
+def test_vectorized_scheduler_matches_a_sequential_reference(seed, blocks, budget, threshold, partials):
+    rng = np.random.default_rng(seed)
+    n = 150
+    inputs = rng.integers(1, 200, n)
+    # Shared prefixes: 64-token trace blocks drawn from a few chains so that requests hit each other.
+    roots = rng.integers(1, 2**62, 4)
+    hashes = []
+    for r in range(n):
+        k = -(-int(inputs[r]) // 64)
+        shared = rng.integers(0, k + 1)
+        chain = [int(roots[r % 4]) + j for j in range(shared)] + [int(rng.integers(2**62, 2**63)) for _ in range(k - shared)]
+        hashes.append(chain)
+    t = table(inputs, rng.integers(0, 50, n), trace_hashes=hashes, hash_block_tokens=64)
+    p = SchedulerParams(num_kv_blocks=blocks, max_num_batched_tokens=budget, max_num_seqs=12,
+                        long_prefill_token_threshold=threshold, max_num_partial_prefills=partials)
+    s, ref = make_scheduler("vllm", t, p), _Ref(t, p)
+    added, step, done = 0, 0, 0
+    while done < n:
+        while added < min(n, 3 * step + 3):
+            s.add_request(added)
+            ref.waiting.append(added)
+            added += 1
+        batch = s.schedule()
+        expect = ref.schedule()
+        got = list(zip(batch.request_ids.tolist(), batch.new_tokens.tolist(), batch.context_tokens.tolist()))
+        assert got == expect, f"step {step}"
+        done += len(s.finish_step(batch, float(step)))
+        ref.finish(expect)
+        step += 1
+        assert step < 100_000
+    assert s.total_preemptions > 0 or blocks >= 200
+    assert s.total_prefix_hit_tokens > 0
+    assert np.array_equal(s.generated, t.rows["output_tokens"])

@@ -82,11 +82,7 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
             if batch.preemptions:
                 continue  # a request preempted itself; vLLM schedules again (admission next time)
             if sched.num_running == 0:
-                r = int(sched.waiting[0])
-                need = -(-int(sched.num_tokens[r]) // params.block_size)
-                raise InputError(
-                    f"request {r} needs {need} KV blocks for its {int(sched.num_tokens[r])} tokens, "
-                    f"the pool has {params.num_kv_blocks}", where="num_kv_blocks")
+                raise InputError(f"{_stuck(sched)}, the pool has {params.num_kv_blocks}", where="num_kv_blocks")
             raise RuntimeError("scheduler produced an empty batch with running requests")
         dt_s = float(cost.step_time_s(batch))
         if not (math.isfinite(dt_s) and dt_s > 0):
@@ -118,3 +114,13 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
         "max_kv_blocks_in_use": int(step_arr["kv_blocks_in_use"].max()) if len(step_arr) else 0,
     }
     return ServeResult(req, step_arr, counters)
+
+
+def _stuck(sched) -> str:
+    """Why an idle engine cannot admit its first waiting request (details where the scheduler has them)."""
+    waiting, num_tokens = getattr(sched, "waiting", None), getattr(sched, "num_tokens", None)
+    if not waiting or num_tokens is None:
+        return "the first waiting request cannot be admitted into an idle engine"
+    r = int(waiting[0])
+    need = -(-int(num_tokens[r]) // sched.params.block_size)
+    return f"request {r} needs {need} KV blocks for its {int(num_tokens[r])} tokens"
