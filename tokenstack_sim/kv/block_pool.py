@@ -116,8 +116,13 @@ class BlockPool:
         self.ref_cnt[out] = 1
         stale = out[self.has_hash[out]]
         if len(stale):
-            for b, h in zip(stale.tolist(), self.block_hash[stale].tolist()):
-                self._drop_hash(b, h)
+            if self._duplicates:
+                for b, h in zip(stale.tolist(), self.block_hash[stale].tolist()):
+                    self._drop_hash(b, h)
+            else:  # no hash is carried twice, so each stale hash maps to its own block
+                cached = self._cached
+                for h in self.block_hash[stale].tolist():
+                    del cached[h]
             self.has_hash[stale] = False
             self.evictions += len(stale)
         return out

@@ -108,6 +108,8 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
         "steps": len(step_arr),
         "preemptions": sched.total_preemptions,
         "prefix_hit_tokens": sched.total_prefix_hit_tokens,
+        # vLLM's PrefixCacheStats: every lookup counts, including the waiting head's retries after a
+        # failed admission; "prefix_hit_tokens" counts each successful admission once.
         "pool_query_tokens": pool.query_tokens,
         "pool_hit_tokens": pool.hit_tokens,
         "pool_evictions": pool.evictions,
