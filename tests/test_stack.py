@@ -235,8 +235,10 @@ def test_quantizing_dma_writes_less_and_charges_the_quantizer():
     plain = run_stack(st, dma=[DmaJob(1 << 20)])
     q = run_stack(st, dma=[DmaJob(1 << 20, fmt="int8", group=32)])
     assert q.command_counts["WR"] == pytest.approx(plain.command_counts["WR"] * (0.5 + 1 / 32), rel=0.01)
-    assert q.energy_pj["quantize"] > 0 and plain.energy_pj["quantize"] == 0
-    assert q.energy_pj["dma_write"] < plain.energy_pj["dma_write"]
+    assert q.energy_pj["quant_elements"] > 0 and plain.energy_pj["quant_elements"] == 0
+    assert q.energy_pj["dma_bits"] < plain.energy_pj["dma_bits"]
+    # a DMA's energy is its reads plus its writes
+    assert plain.actions["dma_bits"] == (plain.command_counts["RD"] + plain.command_counts["WR"]) * 256
     # a slow quantizer becomes the bottleneck
     slow = stack("power.budget_w=0", "basedie.quant_units_per_channel=1", "basedie.quant_lanes=1",
                  "basedie.quant_clock_ghz=0.1")
@@ -259,7 +261,7 @@ def test_power_budget_throttles_when_exceeded():
     assert tight.time_ns > free.time_ns
     assert roomy.time_ns == free.time_ns
     # average power stays within the budget (the bucket's first window may exceed it)
-    energy = sum(v for k, v in tight.energy_pj.items() if k not in ("softmax", "quantize"))
+    energy = sum(v for k, v in tight.energy_pj.items() if k not in ("softmax_elements", "quant_elements"))
     avg_w = energy / tight.time_ns / 1e3  # pJ / ns = mW
     assert avg_w <= 15 * (1 + 200 / tight.time_ns) * 1.01
 
@@ -332,4 +334,4 @@ def test_promotion_dequantizes():
     lines = (1 << 20) // st.dram.access_bytes
     assert r.command_counts["WR"] == lines  # FP16 written back
     assert r.command_counts["RD"] == pytest.approx(lines * (0.5 + 1 / 32), rel=0.01)
-    assert r.energy_pj["quantize"] > 0
+    assert r.energy_pj["quant_elements"] > 0

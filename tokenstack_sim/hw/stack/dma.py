@@ -65,7 +65,10 @@ class Streams:
     dma_write_bytes: int
 
 
-def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, translator=None) -> Streams:
+def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, translator=None,
+                  foreground: GpuStream | None = None) -> Streams:
+    """Requests of every stream. `foreground` is a second GPU-like stream (in order, in the DMA-read
+    slot, served at the GPU's priority) measured under `gpu` as open-loop background; it excludes DMA."""
     acc = stack.dram.access_bytes
     dma_bytes = int(acc * stack.config.basedie.tsv_width_mult)  # data one DMA command moves
     parts = {k: [] for k in ("ch", "pc", "sid", "bg", "ba", "row", "col")}
@@ -83,17 +86,20 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         arrive.append(a)
         n += len(w)
 
-    if gpu is not None and gpu.nbytes > 0:
-        m = TierMap.of(stack, gpu.tier, channels=gpu.channels, sids=gpu.sids)
-        k = math.ceil(gpu.nbytes / acc)
-        lines = np.arange(k, dtype=np.int64) % m.lines
-        rng = np.random.default_rng(gpu.seed)
-        w = rng.random(k) < gpu.write_fraction if gpu.write_fraction > 0 else np.zeros(k, bool)
+    for g, sid_ in ((gpu, GPU), (foreground, DMA_READ)):
+        if g is None or g.nbytes <= 0:
+            continue
+        m = TierMap.of(stack, g.tier, channels=g.channels, sids=g.sids)
+        k = math.ceil(g.nbytes / acc)
+        # the background starts half-way through the tier so that it does not share rows with the op
+        lines = (np.arange(k, dtype=np.int64) + (m.lines // 2 if sid_ == GPU and foreground else 0)) % m.lines
+        rng = np.random.default_rng(g.seed)
+        w = rng.random(k) < g.write_fraction if g.write_fraction > 0 else np.zeros(k, bool)
         a = np.zeros(k, np.int64)
-        if gpu.rate_GBps:
+        if g.rate_GBps and sid_ == GPU:
             open_loop = True
-            a = np.floor(np.arange(k) * acc / gpu.rate_GBps / stack.dram.tck_ns).astype(np.int64)
-        add(m.decode(lines), w, GPU, np.full(k, -1, np.int64), a)
+            a = np.floor(np.arange(k) * acc / g.rate_GBps / stack.dram.tck_ns).astype(np.int64)
+        add(m.decode(lines), w, sid_, np.full(k, -1, np.int64), a)
     quant_elements = 0
     rd_bytes = wr_bytes = 0
     for job in dma:
@@ -135,9 +141,12 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
                    quant_elements, rd_bytes, wr_bytes)
 
 
-def stream_params(stack, dma: tuple[DmaJob, ...] | list) -> np.ndarray:
+def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = False) -> np.ndarray:
     """(3, 4) kernel stream table: priority, dependency latency, entry spacing x FP, queue share."""
     b = stack.config.basedie
+    if foreground:
+        big = 1 << 40
+        return np.array([[0, 0, 0, big], [0, 0, 0, big], [0, 0, 0, big]], np.int64)
     ctl = stack.dram.config.controller
     prio_gpu, prio_dma = {"gpu_first": (0, 1), "dma_first": (1, 0), "fifo": (0, 0)}[b.arbitration]
     share = max(1, math.floor(b.dma_queue_share * min(ctl.read_queue, ctl.write_queue)))

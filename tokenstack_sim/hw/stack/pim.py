@@ -149,9 +149,10 @@ def _scopes(stack, units: PimUnits) -> list[tuple[int, int, int, int]]:
 
 def attention_programs(stack, *, tokens: int, kv_heads: int, gqa: int, head_dim: int, kv_bytes: int = 2,
                        programs: Programs | None = None, release_cycle: int = 0, label: int = 0,
-                       translation=None, first_row: int = 0) -> Programs:
+                       translation=None, first_row: int = 0, channels: tuple[int, ...] | None = None) -> Programs:
     """Programs for one layer's decode attention of one request: `tokens` of KV for `kv_heads` heads
-    with `gqa` query heads each, spread over every PIM scope of the stack."""
+    with `gqa` query heads each, spread over every PIM scope of the stack. `channels` keeps only the
+    programs of those channels (a representative slice: the work is still divided over all scopes)."""
     if not stack.has_pim:
         from tokenstack_sim.errors import InputError
 
@@ -190,6 +191,8 @@ def attention_programs(stack, *, tokens: int, kv_heads: int, gqa: int, head_dim:
                                           "tlb_hits": 0, "tlb_misses": 0})
     page = cfg.basedie.tlb_page_bytes
     for i, sc in enumerate(scopes):
+        if channels is not None and sc[1] not in channels:
+            continue
         items = [(h, t) for h, t in work[i] if t > 0]
         if not items:
             tot["idle_scopes"] += 1

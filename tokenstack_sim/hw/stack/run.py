@@ -5,7 +5,8 @@ The base-die controller is the kernel's per-channel scheduler with three sources
 ordered against the GPU by `basedie.arbitration`) and PIM programs (before the queues when
 `basedie.pim_first`). The stack's power budget is a bucket refilled at (budget - background) watts
 and drained by every command's energy; a command that finds it empty waits (throttling), refresh never
-waits. Energy is counts x the energy table; nothing is charged that the kernel did not count.
+waits. Energy is counted actions x the energy table (energy.py); nothing is charged that the kernel did not
+count.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tokenstack_sim.config.dram import COMMANDS
 from tokenstack_sim.hw.dram import kernels
 from tokenstack_sim.hw.dram.run import KernelInput, run_kernel
 from tokenstack_sim.hw.stack.dma import DMA_READ, DMA_WRITE, GPU, DmaJob, GpuStream, build_streams, stream_params
+from tokenstack_sim.hw.stack.energy import energy_pj
 from tokenstack_sim.hw.stack.pim import Programs
 
 CMD = {c: i for i, c in enumerate(COMMANDS)}
@@ -36,10 +38,13 @@ class StackResult:
     dma_write_bytes: int = 0
     dma_time_ns: float = 0.0
     op_time_ns: dict = field(default_factory=dict)  # PIM op label -> last program done - release
+    foreground_time_ns: float = 0.0  # a foreground stream measured under background traffic
+    background_last_arrival_ns: float = 0.0
     throttled_commands: int = 0
     throttled_cycles: int = 0
     command_counts: dict = field(default_factory=dict)
     energy_pj: dict = field(default_factory=dict)
+    actions: dict = field(default_factory=dict)  # counted actions (energy.py), energy = actions x table
     pim_totals: dict = field(default_factory=dict)
     wall_s: float = 0.0
     log: np.ndarray | None = None
@@ -89,16 +94,20 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
-              programs: Programs | None = None, translator=None, command_log: bool = False) -> StackResult:
+              programs: Programs | None = None, translator=None, command_log: bool = False,
+              foreground: GpuStream | None = None) -> StackResult:
     """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
     `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs."""
     t0 = time.perf_counter()
     d = stack.dram
-    s = build_streams(stack, gpu, dma, translator)
+    if foreground is not None and dma:
+        raise ValueError("a foreground stream and DMA jobs cannot share one run")
+    s = build_streams(stack, gpu, dma, translator, foreground)
     power, cmd_fj = _power_table(stack)
     progs = programs or Programs()
     pg_scope, pg_ins, pg_lo, pg_hi, pg_release, order = progs.arrays()
-    inp = KernelInput(s.coords, s.is_write, s.arrive, s.stream, s.dep, stream_params(stack, dma),
+    inp = KernelInput(s.coords, s.is_write, s.arrive, s.stream, s.dep,
+                      stream_params(stack, dma, foreground is not None),
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first)}
@@ -118,7 +127,10 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
         res.gpu_time_ns = float(out.done[g].max() - first) * tck
         res.gpu_bw_GBps = res.gpu_bytes / res.gpu_time_ns if res.gpu_time_ns else 0.0
     dm = (s.stream == DMA_READ) | (s.stream == DMA_WRITE)
-    if dm.any():
+    if foreground is not None:
+        res.foreground_time_ns = float(out.done[dm].max()) * tck if dm.any() else 0.0
+        res.background_last_arrival_ns = float(out.arrive[g].max()) * tck if g.any() else 0.0
+    elif dm.any():
         res.dma_read_bytes, res.dma_write_bytes = s.dma_read_bytes, s.dma_write_bytes
         res.dma_time_ns = float(out.done[dm].max()) * tck  # DMA jobs start at cycle 0
     labels = np.array(progs.label, np.int64)[order] if len(order) else np.zeros(0, np.int64)
@@ -128,52 +140,41 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     res.throttled_commands, res.throttled_cycles = int(out.power_stats[0]), int(out.power_stats[1])
     totals = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0) + out.pg_counts.sum(axis=0)
     res.command_counts = {c: int(totals[i]) for i, c in enumerate(COMMANDS)}
-    res.energy_pj = _energy(stack, s, out, progs, order)
+    res.actions = _actions(stack, s, out, progs, order)
+    res.energy_pj = energy_pj(stack, res.actions, res.time_ns)
     res.pim_totals = progs.totals
     res.wall_s = time.perf_counter() - t0
     return res
 
 
-def _energy(stack, s, out, progs, order) -> dict:
+def _actions(stack, s, out, progs, order) -> dict[str, float]:
+    """The run's counted actions (see energy.py), from the kernel's command counts."""
+    from tokenstack_sim.hw.stack.pim import PimUnits
+
     d, cfg = stack.dram, stack.config
-    e, pe = d.config.energy, cfg.pim_energy
     bits = d.access_bytes * 8
     counts = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0)
-    gpu_rd = int(((s.stream == GPU) & ~s.is_write).sum())
-    gpu_wr = int(((s.stream == GPU) & s.is_write).sum())
-    dma_rd = int((s.stream == DMA_READ).sum())
-    dma_wr = int((s.stream == DMA_WRITE).sum())
-    pim_fj = {"pim_activate": 0, "pim_mac": 0, "pim_transfer": 0}
-    if len(order):
-        ins = np.array(progs.ins, np.int64).reshape(-1, 4)
-        lo = np.array(progs.lo)[order]
-        hi = np.array(progs.hi)[order]
-        for k in range(len(order)):
-            block = ins[lo[k]:hi[k]]
-            per_cmd = {}
-            for op, _a, _b, fj in block:
-                cmd = {kernels.OP_ACT: kernels.ACTAB, kernels.OP_MAC: kernels.MACAB, kernels.OP_MAC_BD: kernels.PRD,
-                       kernels.OP_GATHER: kernels.PRD, kernels.OP_BCAST: kernels.PWR}.get(int(op))
-                if cmd is not None:
-                    per_cmd.setdefault(cmd, int(fj))
-            for cmd, fj in per_cmd.items():
-                key = "pim_activate" if cmd == kernels.ACTAB else (
-                    "pim_mac" if cmd == kernels.MACAB or (cmd == kernels.PRD and kernels.OP_MAC_BD in block[:, 0])
-                    else "pim_transfer")
-                pim_fj[key] += int(out.pg_counts[k, cmd]) * fj
-    softmax_elems = sum(t.get("softmax_elements", 0) for t in progs.totals.values())
-    return {
-        "activate": float(counts[CMD["ACT"]] * e.act_pre_pj),
-        "gpu_read": gpu_rd * bits * e.rd_pj_per_bit,
-        "gpu_write": gpu_wr * bits * e.wr_pj_per_bit,
-        # a DMA stays inside the stack: its data goes cell -> base die -> cell, without the interposer I/O
-        "dma_read": dma_rd * bits * cfg.basedie.tsv_width_mult * pe.base_die_read_pj_per_bit,
-        "dma_write": dma_wr * bits * cfg.basedie.tsv_width_mult * pe.base_die_read_pj_per_bit,
-        "quantize": s.quant_elements * pe.quant_pj_per_element,
-        "pim_activate": pim_fj["pim_activate"] / 1000,
-        "pim_mac": pim_fj["pim_mac"] / 1000,
-        "pim_transfer": pim_fj["pim_transfer"] / 1000,
-        "softmax": softmax_elems * pe.softmax_pj_per_element,
-        "refresh": float(counts[CMD["REFab"]] * e.ref_ab_pj + counts[CMD["REFpb"]] * e.ref_pb_pj),
-        "background": e.background_mw_per_channel * d.org.channels * out.end_cycle * d.tck_ns,
+    pg = out.pg_counts.sum(axis=0)
+    dma_cmd_bits = bits * cfg.basedie.tsv_width_mult
+    acts = {
+        "dram_act": float(counts[CMD["ACT"]]),
+        "gpu_read_bits": float(((s.stream == GPU) & ~s.is_write).sum() * bits),
+        "gpu_write_bits": float(((s.stream == GPU) & s.is_write).sum() * bits),
+        "dma_bits": float(((s.stream == DMA_READ) | (s.stream == DMA_WRITE)).sum() * dma_cmd_bits),
+        "quant_elements": float(s.quant_elements),
+        "refresh_ab": float(counts[CMD["REFab"]]),
+        "refresh_pb": float(counts[CMD["REFpb"]]),
     }
+    if progs.totals:
+        u = PimUnits.of(stack)
+        base_die = u.placement == "base_die"
+        mac_cmds = pg[CMD["PRD"]] if base_die else pg[CMD["MACab"]]
+        transfers = 0 if base_die else pg[CMD["PRD"]] + pg[CMD["PWR"]]
+        acts.update({
+            "pim_bank_acts": float(pg[CMD["ACTab"]] * u.banks_per_scope),
+            "pim_array_bits": float(mac_cmds * u.bytes_per_mac_cmd * 8),
+            "pim_macs": float(sum(t.get("macs", 0) for t in progs.totals.values())),
+            "unit_transfer_bits": float(transfers * bits),
+            "softmax_elements": float(sum(t.get("softmax_elements", 0) for t in progs.totals.values())),
+        })
+    return acts
