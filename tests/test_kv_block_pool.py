@@ -6,6 +6,7 @@ import pytest
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.kv.block_pool import BlockPool
 from tokenstack_sim.kv.request_hashes import RequestHashes
+from tokenstack_sim.workload.hashing import reblock
 from tokenstack_sim.workload.table import RequestTable, empty_rows
 
 pytestmark = pytest.mark.unit
@@ -127,6 +128,9 @@ def test_trace_hashes_expand_to_32_chained_sub_blocks_and_tails_are_private():
     assert np.array_equal(a[:37], c[:37])
     assert not np.any(a[37:] == c[37:])
     assert len(set(a.tolist())) == 40  # a chain: every block hash differs
+    # Prompt blocks are exactly the workload layer's re-blocked hashes.
+    re = reblock(table, 16)
+    assert np.array_equal(a[:37], re.hashes_of(0)[:37]) and np.array_equal(b[:37], re.hashes_of(1)[:37])
 
 
 def test_table_without_hashes_shares_nothing():

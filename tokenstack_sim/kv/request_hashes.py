@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.hashing import derive, reblock
+from tokenstack_sim.workload.hashing import derive
 from tokenstack_sim.workload.table import RequestTable
 
 _TAIL_TAG = np.uint64(0x7A11_0000_0000_0000)  # separates tail seeds from any trace-derived hash input
@@ -46,16 +46,17 @@ class RequestHashes:
                 raise InputError(
                     f"block_size {block_size} must divide the trace's hash block of "
                     f"{table.hash_block_tokens} tokens", where="block_size")
-            t = reblock(table, block_size)
-            self._offsets = t.prefix_offsets
-            self._flat = t.prefix_hashes
+            # reblock()'s formula, evaluated on demand so memory stays O(trace hashes).
+            self._per = table.hash_block_tokens // block_size
+            self._offsets = table.prefix_offsets
+            self._flat = table.prefix_hashes
             self.prompt_full = input_tokens // block_size  # full prompt blocks keyed by the trace
-            last = np.where(self.prompt_full > 0,
-                            self._flat[np.minimum(self._offsets[:-1] + self.prompt_full - 1,
-                                                  max(len(self._flat) - 1, 0))],
-                            np.uint64(0))
+            has_full = self.prompt_full > 0
+            last = np.zeros(n, dtype=np.uint64)
+            last[has_full] = self._trace_derived(np.flatnonzero(has_full), self.prompt_full[has_full] - 1)
             self.tail_seed = derive(last, ids + _TAIL_TAG)
         else:
+            self._per = 1
             self._offsets = np.zeros(n + 1, dtype=np.int64)
             self._flat = np.zeros(0, dtype=np.uint64)
             self.prompt_full = np.zeros(n, dtype=np.int64)
@@ -67,8 +68,13 @@ class RequestHashes:
         out = derive(self.tail_seed[reqs], idx)
         in_prompt = idx < self.prompt_full[reqs]
         if in_prompt.any():
-            out[in_prompt] = self._flat[self._offsets[reqs[in_prompt]] + idx[in_prompt]]
+            out[in_prompt] = self._trace_derived(reqs[in_prompt], idx[in_prompt])
         return out
+
+    def _trace_derived(self, reqs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Sub-block ``idx`` of the trace hashes of ``reqs`` (equal to ``reblock``'s hashes)."""
+        source = self._flat[self._offsets[reqs] + idx // self._per]
+        return source if self._per == 1 else derive(source, idx % self._per)
 
     def first(self, r: int, count: int) -> list[int]:
         """Hashes of blocks ``0 .. count-1`` of request ``r``, as Python ints (for dict lookups)."""
