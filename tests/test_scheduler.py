@@ -384,3 +384,14 @@ def test_vectorized_scheduler_matches_a_sequential_reference(seed, blocks, budge
     assert s.total_preemptions > 0 or blocks >= 200
     assert s.total_prefix_hit_tokens > 0
     assert np.array_equal(s.generated, t.rows["output_tokens"])
+
+
+def test_params_build_from_a_config_table():
+    from tokenstack_sim.config.schema import build
+
+    p = build(SchedulerParams, {"num_kv_blocks": 4096, "max_num_seqs": 256}, where="scheduler")
+    assert p.max_num_seqs == 256 and p.max_num_batched_tokens == 8192 and p.block_size == 16
+    with pytest.raises(InputError, match="valid keys here: block_size"):
+        build(SchedulerParams, {"num_kv_blocks": 1, "swap_space": 4}, where="scheduler")
+    with pytest.raises(InputError, match="required key is missing"):
+        build(SchedulerParams, {}, where="scheduler")
