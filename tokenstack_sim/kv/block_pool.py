@@ -15,6 +15,8 @@ Leaves out: the null block, KV-cache groups (hybrid models), block sizes per lay
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from tokenstack_sim.errors import InputError
@@ -120,9 +122,7 @@ class BlockPool:
                 for b, h in zip(stale.tolist(), self.block_hash[stale].tolist()):
                     self._drop_hash(b, h)
             else:  # no hash is carried twice, so each stale hash maps to its own block
-                cached = self._cached
-                for h in self.block_hash[stale].tolist():
-                    del cached[h]
+                deque(map(self._cached.__delitem__, self.block_hash[stale].tolist()), maxlen=0)
             self.has_hash[stale] = False
             self.evictions += len(stale)
         return out
@@ -134,7 +134,12 @@ class BlockPool:
         self.block_hash[blocks] = hashes
         self.has_hash[blocks] = True
         cached, dups = self._cached, self._duplicates
-        for b, h in zip(np.asarray(blocks).tolist(), np.asarray(hashes, dtype=np.uint64).tolist()):
+        bl = np.asarray(blocks).tolist()
+        hl = np.asarray(hashes, dtype=np.uint64).tolist()
+        if cached.keys().isdisjoint(hl) and len(set(hl)) == len(hl):
+            cached.update(zip(hl, bl))  # the usual case: no hash is carried twice
+            return
+        for b, h in zip(bl, hl):
             if h in cached:
                 dups.setdefault(h, []).append(b)
             else:

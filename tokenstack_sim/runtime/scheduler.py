@@ -227,9 +227,10 @@ class VllmScheduler:
         offsets = np.cumsum(cnt) - cnt
         idx = np.repeat(have[sel] - offsets, cnt) + np.arange(int(cnt.sum()), dtype=np.int64)
         tables = self.block_tables
-        blocks = np.fromiter((tables[r][j] for r, j in zip(flat_req.tolist(), idx.tolist())),
-                             dtype=np.int32, count=len(idx))
-        self.pool.cache(blocks, self.hashes.at(flat_req, idx))
+        blocks: list[int] = []
+        for r, a, b in zip(reqs.tolist(), have[sel].tolist(), full[sel].tolist()):
+            blocks.extend(tables[r][a:b])
+        self.pool.cache(np.asarray(blocks, dtype=np.int32), self.hashes.at(flat_req, idx))
         self.num_hashed[reqs] = full[sel]
 
     def _preempt(self, r: int) -> None:
