@@ -20,7 +20,7 @@ import numpy as np
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.runtime.params import SchedulerParams
 from tokenstack_sim.runtime.scheduler import Batch, make_scheduler
-from tokenstack_sim.workload.table import RequestTable
+from tokenstack_sim.workload.table import RequestTable, validate
 
 
 class StepCost(Protocol):
@@ -63,11 +63,12 @@ class ServeResult:
 def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
           scheduler: str = "vllm") -> ServeResult:
     """Run every request of ``table`` to completion; see the module docstring."""
+    validate(table)  # sorted arrivals, lengths >= 1 prompt token, hash counts: the loop relies on them
     sched = make_scheduler(scheduler, table, params)
     arrival_s = table.rows["arrival_s"]
     n = len(table)
     steps: list[tuple] = []
-    now_s = float(arrival_s[0]) if n else 0.0
+    now_s = float(arrival_s[0])
     nxt = 0  # next request to arrive
     finished = 0
     while finished < n:
