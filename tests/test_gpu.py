@@ -230,3 +230,17 @@ def test_calibration_needs_a_full_grid(tmp_path):
     text = CSV.replace("gemm,bf16,16,4096,1024,90,h100-sxm\n", "")
     with pytest.raises(InputError, match="missing m=16, n=4096, k=1024"):
         _table(tmp_path, text)
+
+
+def test_attention_calibration_coordinates(tmp_path, h100):
+    # attention rows: m = query tokens of the kernel, n = mean attended keys per query, k = heads_q * head_dim
+    rows = "".join(f"attention,bf16,{m},{n},4096,{t},h100-sxm\n"
+                   for m, n, t in ((1, 1024, 8), (1, 8192, 30), (64, 1024, 40), (64, 8192, 200)))
+    table, _ = _table(tmp_path, "op,dtype,m,n,k,time_us,gpu\n" + rows)
+    kw = dict(n_heads_q=32, n_heads_kv=8, head_dim=128, dtype="bf16", mem_bw_GBps=3352, calibration=table)
+    assert attention_time_s(h100, 1, 8192, **kw) == pytest.approx(30e-6, rel=1e-12)
+    # 64 decode sequences of 1,024 keys batched into one kernel: m = 64, n = 1024
+    t = attention_time_s(h100, np.ones(64), np.full(64, 1024), kernel_of=np.zeros(64, int), **kw)
+    assert t[0] == pytest.approx(40e-6, rel=1e-12)
+    with pytest.raises(InputError, match="outside"):
+        attention_time_s(h100, 1, 8192, **{**kw, "n_heads_q": 64})  # k = 8192 was not measured
