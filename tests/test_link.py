@@ -22,6 +22,19 @@ def test_every_link_preset_loads_and_describes(name):
     assert link.as_dict()["derived"]["bidirectional_GBps"] == 2 * link.config.bw_per_direction_GBps
 
 
+@pytest.mark.parametrize("name", ["nvlink4", "h100-sxm"])
+def test_check_command_describes_gpu_and_link(name):
+    from click.testing import CliRunner
+
+    from tokenstack_sim.cli import config_cmd
+
+    result = CliRunner().invoke(config_cmd.check, [name])
+    assert result.exit_code == 0, result.output
+    assert name in result.output and result.output.rstrip().endswith("ok")
+    bad = CliRunner().invoke(config_cmd.check, [name, "--set", "mem_bw_GBps=1"])
+    assert bad.exit_code != 0
+
+
 def test_link_numbers_match_the_sources():
     assert load_config("nvlink4").config.bw_per_direction_GBps * 2 == 900     # hardware.md §7 (H100 NVLink)
     assert load_config("nvlink3-600").config.bw_per_direction_GBps * 2 == 600  # hardware.md §7 (AttAcc)
