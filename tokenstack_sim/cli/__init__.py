@@ -21,13 +21,15 @@ def cli() -> None:
 
 def _register() -> None:
     # Each sub-command lives in its own module; registering here keeps the import direction one-way.
-    from tokenstack_sim.cli import config_cmd, demo_cmd, dram_cmd, workload_cmd
+    from tokenstack_sim.cli import config_cmd, demo_cmd, dram_cmd, opcost_cmd, workload_cmd
 
     cli.add_command(config_cmd.check)
     cli.add_command(config_cmd.list_group)
     cli.add_command(dram_cmd.dram)
     cli.add_command(demo_cmd.demo)
     cli.add_command(workload_cmd.workload)
+    cli.add_command(opcost_cmd.characterize)
+    cli.add_command(opcost_cmd.op)
 
 
 _register()

@@ -121,6 +121,8 @@ class Controller:
     active_buffer: int = spec(0, min=0, max=4096, doc="requests whose row was activated for them leave the "
                               "queue count, up to this many per channel (Ramulator 2's active buffer)")
     dual_command_bus: bool = spec(True, doc="one row and one column command per cycle (HBM's split CA bus)")
+    write_max_age_cycles: int = spec(0, min=0, max=1 << 30, doc="drain the write buffer once its oldest write "
+                                     "has waited this long (0: only by watermark or an empty read queue)")
 
     def __post_init__(self) -> None:
         if self.write_low_watermark >= self.write_high_watermark:

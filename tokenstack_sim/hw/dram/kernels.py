@@ -499,7 +499,8 @@ def simulate(
     # device and constraints (see the `tab` header above) and timing parameters
     tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
-    #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first]
+    #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first,
+    #              write_max_age]
     ctl,
     # PIM programs, sorted by channel: scope rows (level 0 channel / 1 pseudo-channel / 2 SID, c, p, s),
     # instruction rows (op, count or row, spacing x FP, energy fJ per command), [lo, hi) instructions
@@ -544,10 +545,16 @@ def simulate(
     AB = ctl[12]
     pim_concurrent = ctl[13] != 0  # ordinary requests to other SIDs of a pseudo-channel while a SID computes
     pim_first = ctl[14] != 0  # PIM programs take the command slots before the request queues
+    WR_AGE = ctl[15]  # drain writes once the oldest has waited this many cycles (0: never by age)
 
     n = r_ch.shape[0]
     NS = s_lo.shape[0]
     n_prog = pg_lo.shape[0]
+    has_pim = n_prog > 0
+    has_prio = False  # any stream served after another (source priority in FR-FCFS)
+    for sm in range(NS):
+        if s_par[sm, 0] != 0:
+            has_prio = True
     # the read queue (qi = 0) and the write buffer (qi = 1) of every channel, in one array so that the
     # scheduler indexes the one it serves instead of aliasing two arrays
     QCAP = max(RQ, WQ) + AB
@@ -684,7 +691,7 @@ def simulate(
                     if r_arrive[i] > t:
                         break
                     qi = 1 if r_write[i] else 0
-                    if q_n[c, qi] - q_act[c, qi] >= q_cap[qi]:
+                    if q_n[c, qi] - q_act[c, qi] >= q_cap[qi] or q_src[c, qi, 0] >= s_par[0, 3]:
                         break
                     p = r_pc[i]
                     s = r_sid[i]
@@ -801,6 +808,12 @@ def simulate(
                     drain[c] = False
             elif q_n[c, 1] >= WQ_HI or (q_n[c, 0] == 0 and q_n[c, 1] > 0):
                 drain[c] = True
+            elif WR_AGE > 0 and q_n[c, 1] > 0:
+                oldest = r_arrive[qa[c, 1, qord[c, 1, 0], F_REQ]] + WR_AGE
+                if oldest <= t:
+                    drain[c] = True  # a write waited too long: drain (then down to the low watermark)
+                else:
+                    wake = min(wake, oldest)
             if drain[c] and q_n[c, 1] == 0:
                 drain[c] = False
             is_wr = drain[c]
@@ -824,12 +837,12 @@ def simulate(
                     continue
                 sl = qord[c, qi, k]  # storage slot of the k-th oldest request
                 bb = qa[c, qi, sl, F_BANK]
-                if pim_lock[bb] > 0:
+                if has_pim and pim_lock[bb] > 0:
                     continue  # its bank is in PIM mode; the program's end wakes the channel
                 row = qa[c, qi, sl, F_ROW]
                 orow = open_row[bb]
                 is_hit = orow == row
-                pr = qa[c, qi, sl, F_PRIO]
+                pr = qa[c, qi, sl, F_PRIO] if has_prio else 0
                 if is_hit:
                     if col_used or (pick_col >= 0 and prio_col <= pr):
                         continue  # (col_used: a PIM program took the column slot this cycle)

@@ -88,6 +88,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         1 if cfg.scopes.refresh == "pseudo_channel" else 2,
         int(ol), cfg.frontend.requests_per_cycle, int(log_on), ctl_cfg.active_buffer,
         1, 1,  # PIM: other SIDs may be accessed while a SID computes; programs before the queues (stack runs set these)
+        ctl_cfg.write_max_age_cycles,
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)

@@ -50,6 +50,7 @@ class GpuStream:
     rate_GBps: float | None = None  # None: as fast as the stack serves it
     write_fraction: float = 0.0
     seed: int = 0
+    random: bool = False  # uniformly random lines of the tier instead of a sequential sweep
 
 
 @dataclass
@@ -92,8 +93,11 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         m = TierMap.of(stack, g.tier, channels=g.channels, sids=g.sids)
         k = math.ceil(g.nbytes / acc)
         # the background starts half-way through the tier so that it does not share rows with the op
-        lines = (np.arange(k, dtype=np.int64) + (m.lines // 2 if sid_ == GPU and foreground else 0)) % m.lines
         rng = np.random.default_rng(g.seed)
+        if g.random:
+            lines = rng.integers(0, m.lines, k, dtype=np.int64)
+        else:
+            lines = (np.arange(k, dtype=np.int64) + (m.lines // 2 if sid_ == GPU and foreground else 0)) % m.lines
         w = rng.random(k) < g.write_fraction if g.write_fraction > 0 else np.zeros(k, bool)
         a = np.zeros(k, np.int64)
         if g.rate_GBps and sid_ == GPU:
@@ -144,9 +148,11 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
 def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = False) -> np.ndarray:
     """(3, 4) kernel stream table: priority, dependency latency, entry spacing x FP, queue share."""
     b = stack.config.basedie
+    ctl = stack.dram.config.controller
     if foreground:
-        big = 1 << 40
-        return np.array([[0, 0, 0, big], [0, 0, 0, big], [0, 0, 0, big]], np.int64)
+        # two GPU-like sources served alike: equal priority, each with a queue of the controller's size
+        q = min(ctl.read_queue, ctl.write_queue)
+        return np.array([[0, 0, 0, q], [0, 0, 0, q], [0, 0, 0, q]], np.int64)
     ctl = stack.dram.config.controller
     prio_gpu, prio_dma = {"gpu_first": (0, 1), "dma_first": (1, 0), "fifo": (0, 0)}[b.arbitration]
     share = max(1, math.floor(b.dma_queue_share * min(ctl.read_queue, ctl.write_queue)))

@@ -46,9 +46,26 @@ def static_power_mw(stack) -> float:
     return e.background_mw_per_channel * stack.dram.org.channels
 
 
+def refresh_power_mw(stack) -> float:
+    """Average refresh power of the whole stack: one refresh per scope every tREFI (or per bank every
+    tREFIpb x banks), for costs that carry no refresh counts of their own (characterized ops)."""
+    d = stack.dram
+    e, o, n = d.config.energy, d.org, d.n
+    mode = d.config.refresh.mode
+    if mode == "all_bank":
+        scopes = o.channels * o.pseudo_channels * (o.sids if d.config.scopes.refresh == "sid" else 1)
+        return scopes * e.ref_ab_pj / (n["nREFI"] * d.tck_ns)  # pJ / ns = mW
+    if mode == "per_bank":
+        return o.channels * o.pseudo_channels * e.ref_pb_pj / (n["nREFIpb"] * d.tck_ns)
+    return 0.0
+
+
 def energy_pj(stack, actions: dict[str, float], time_ns: float) -> dict[str, float]:
-    """Energy by action (and 'static'), pJ."""
+    """Energy by action and 'static' (background; plus average refresh power when `actions` carries no
+    refresh counts), pJ."""
     table = energy_table_pj(stack)
     out = {a: float(actions.get(a, 0)) * table[a] for a in ACTIONS}
     out["static"] = static_power_mw(stack) * time_ns  # mW x ns = pJ
+    if "refresh_ab" not in actions and "refresh_pb" not in actions:
+        out["static"] += refresh_power_mw(stack) * time_ns
     return out

@@ -39,7 +39,7 @@ class StackResult:
     dma_time_ns: float = 0.0
     op_time_ns: dict = field(default_factory=dict)  # PIM op label -> last program done - release
     foreground_time_ns: float = 0.0  # a foreground stream measured under background traffic
-    background_last_arrival_ns: float = 0.0
+    background_last_arrival_ns: float = 0.0  # open-loop GPU traffic: when its last request arrived
     throttled_commands: int = 0
     throttled_cycles: int = 0
     command_counts: dict = field(default_factory=dict)
@@ -117,6 +117,9 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
         share = int(inp.stream_par[DMA_WRITE, 3])
         hi = min(max(1, round(c.write_high_watermark * c.write_queue)), share)
         ctl[2], ctl[3] = hi, 0  # and drains it fully: fewer read-write turnarounds
+    if foreground is not None:  # one queue per source: the controller's queues hold both
+        c = d.config.controller
+        ctl[0], ctl[1] = 2 * c.read_queue, 2 * c.write_queue
     out = run_kernel(d, inp, command_log=command_log, open_loop=s.open_loop, ctl_overrides=ctl)
     tck = d.tck_ns
     res = StackResult(stack.config.name, out.end_cycle, out.end_cycle * tck, wall_s=0.0, log=out.log)
@@ -127,9 +130,10 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
         res.gpu_time_ns = float(out.done[g].max() - first) * tck
         res.gpu_bw_GBps = res.gpu_bytes / res.gpu_time_ns if res.gpu_time_ns else 0.0
     dm = (s.stream == DMA_READ) | (s.stream == DMA_WRITE)
+    if s.open_loop and g.any():
+        res.background_last_arrival_ns = float(out.arrive[g].max()) * tck
     if foreground is not None:
         res.foreground_time_ns = float(out.done[dm].max()) * tck if dm.any() else 0.0
-        res.background_last_arrival_ns = float(out.arrive[g].max()) * tck if g.any() else 0.0
     elif dm.any():
         res.dma_read_bytes, res.dma_write_bytes = s.dma_read_bytes, s.dma_write_bytes
         res.dma_time_ns = float(out.done[dm].max()) * tck  # DMA jobs start at cycle 0

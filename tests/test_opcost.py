@@ -1,0 +1,128 @@
+"""Characterized op costs: agreement with the kernel at held-out points, refusal outside the grid, and
+a cache whose key follows exactly the fields (and code) an op depends on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenstack_sim.config.loader import load_config
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.hw.opcost import OpCosts, OpSpec, characterize
+from tokenstack_sim.hw.opcost import cache
+from tokenstack_sim.hw.opcost.simulate import simulate_op
+
+TS = "hbm4-12h-tokenstack"
+from tokenstack_sim.hw.opcost.table import _geometric
+
+# the default grids' spacing (x sqrt 2), cut short to keep the tests fast
+SMALL = {"sizes": _geometric(4096, 1 << 20, 4096), "shares": [0.0, 0.2]}
+SMALL_TOKENS = {"sizes": _geometric(16, 4096, 1), "shares": [0.0, 0.2]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm(dram_warm):
+    return dram_warm
+
+
+@pytest.fixture
+def cache_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENSTACK_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def stack(*ov):
+    return load_config(TS, list(ov), kind="stack")
+
+
+DMA_UNDER_LOAD = pytest.mark.xfail(strict=True, reason=(
+    "a DMA under background load is a sawtooth in size: its last writes wait for the write-age timer "
+    "(256 cycles) or not, a ~130 ns step that piecewise-linear tables miss by up to ~45% at small sizes"))
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("op,grid", [
+    (OpSpec("stream", tier="capacity"), SMALL),
+    (OpSpec("dma", src="pim", dst="capacity", fmt="int8"), {**SMALL, "shares": [0.0]}),
+    pytest.param(OpSpec("dma", src="pim", dst="capacity", fmt="int8"), SMALL, marks=DMA_UNDER_LOAD),
+    (OpSpec("attention", heads=8, gqa=8), SMALL_TOKENS)])
+def test_table_matches_kernel_at_held_out_sizes_and_loads(op, grid):
+    st = stack()
+    tab = characterize(st, op, grid)
+    assert tab.validation, "characterization must check itself at held-out points"
+    # sizes below one refresh interval (no refresh staircase): within 5%
+    for size, share, kernel_ns, table_ns, err in tab.validation:
+        assert abs(err) <= 0.05, (size, share, kernel_ns, table_ns)
+    # and at points of our own choosing, between grid points, at a load between the levels (looked up at
+    # the level above)
+    for size in (grid["sizes"][2] * 1.5, grid["sizes"][-2] * 1.3):
+        size = round(size)
+        for share in (0.0, 0.1) if len(grid["shares"]) > 1 else (0.0,):
+            k, _, _ = simulate_op(st, op, float(size), 0.2 if share > 0 else 0.0)
+            assert float(tab.time(size, share)) == pytest.approx(k, rel=0.05)
+
+
+@pytest.mark.unit
+def test_lookups_are_vectorized_and_refuse_to_extrapolate():
+    st = stack()
+    tab = characterize(st, OpSpec("stream", tier="pim"), SMALL)
+    sizes = np.array([0, 1000, 50_000, 1 << 20])
+    t = tab.time(sizes, np.array([0.0, 0.2, 0.1, 0.0]))
+    assert t.shape == (4,) and t[0] == 0 and np.all(np.diff(t[[0, 1, 3]]) > 0)
+    assert float(tab.time(50_000, 0.1)) == float(tab.time(50_000, 0.2))  # a load rounds up to a level
+    with pytest.raises(InputError, match="never extrapolated"):
+        tab.time((1 << 20) + 1)
+    with pytest.raises(InputError, match="load share"):
+        tab.time(4096, 0.25)
+    counts = tab.action_counts(np.array([65536.0]))
+    assert counts["gpu_read_bits"][0] == pytest.approx(65536 * 8)
+
+
+@pytest.mark.unit
+def test_missing_cost_fails_loudly_then_cache_serves_it(cache_tmp):
+    st = stack()
+    op = OpSpec("stream", tier="capacity")
+    with pytest.raises(InputError, match="tokenstack characterize"):
+        OpCosts(st).table(op, SMALL)
+    made = OpCosts(st, on_missing="characterize")
+    t1 = made.table(op, SMALL)
+    assert made.origin[op.op_id] == "kernel"
+    files = list(cache_tmp.glob("*.json"))
+    assert len(files) == 1 and not list(cache_tmp.glob("*.tmp*"))
+    again = OpCosts(st)  # error mode: now found
+    t2 = again.table(op, SMALL)
+    assert again.origin[op.op_id] == "cache"
+    assert np.array_equal(t1.time_ns[0], t2.time_ns[0])
+
+
+@pytest.mark.unit
+def test_cache_key_follows_what_the_op_reads(monkeypatch):
+    grid = SMALL
+    stream, attn = OpSpec("stream", tier="capacity"), OpSpec("attention", heads=8, gqa=8)
+
+    def key(op, *ov, src="S"):
+        return cache.op_key(stack(*ov), op, grid, sources_hash=src)
+
+    base_s, base_a = key(stream), key(attn)
+    # irrelevant fields: the same key
+    assert key(stream, "area.die_mm2=99") == base_s
+    assert key(stream, 'description="other words"') == base_s
+    assert key(stream, "pim.lanes=32") == base_s  # streams do not touch PIM units
+    assert key(attn, "basedie.quant_lanes=4") == base_a  # attention does not quantize
+    # relevant fields: a new key
+    assert key(attn, "pim.lanes=32") != base_a
+    assert key(stream, 'dram_set=["timing.tRCD_RD_ns=25"]') != base_s
+    assert key(stream, "layout.pim_dies=8") != base_s
+    assert key(stream, "power.budget_w=20") != base_s
+    # the model's code and numba
+    assert key(stream, src="T") != base_s
+    import numba
+
+    monkeypatch.setattr(numba, "__version__", "0.0.1")
+    assert key(stream) != base_s
+
+
+@pytest.mark.unit
+def test_source_hash_covers_the_kernel():
+    assert "hw/dram/kernels.py" in cache.MODEL_SOURCES
+    assert len(cache.source_hash()) == 64

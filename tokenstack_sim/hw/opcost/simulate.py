@@ -1,0 +1,134 @@
+"""Simulate one op on a representative slice of a stack: one channel, scaled by channel symmetry.
+
+An op's work is spread evenly over the channels of its tier (the tier maps interleave channels first,
+and attention shards KV heads over every PIM scope), so the stack's time for the op is the time one
+channel takes for its share, and the stack's action counts are that channel's times the channel count.
+The background load share is open-loop sequential reads at `share` x the channel's peak bandwidth, to
+the capacity tier of the same channel (the PIM tier where a stack has no capacity tier), lasting past
+the op's end (checked; rerun with more if not). A share is a level, not a continuum: two sequential
+sweeps through the same banks fall into row-conflict patterns that depend on their phase, so the time
+can jump between neighbouring shares (seen: 65% between 0.1 and 0.2 on a 1.2 MB stream). Costs are
+therefore fitted per share level and looked up at the level at or above the load asked for.
+
+Left out: channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
+slice picks), and cross-channel effects (none exist in the kernel: channels share no timing state).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.hw.stack.dma import DmaJob, GpuStream
+from tokenstack_sim.hw.stack.pim import attention_programs
+from tokenstack_sim.hw.stack.run import run_stack
+
+
+MAX_BACKGROUND_BYTES = 256 << 20  # per channel; an op that outlasts this much background starves
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One characterizable op. `kind`: stream | attention | dma."""
+    kind: str
+    tier: str = "capacity"  # stream: the tier read
+    src: str = "capacity"  # dma
+    dst: str = "pim"  # dma
+    fmt: str = "fp16"  # dma: the format written (or read, when dequantizing)
+    group: int = 32
+    dequantize: bool = False
+    heads: int = 1  # attention: KV heads stored in this stack
+    gqa: int = 1
+    head_dim: int = 128
+    kv_bytes: int = 2
+
+    @property
+    def op_id(self) -> str:
+        if self.kind == "stream":
+            return f"stream-{self.tier}"
+        if self.kind == "dma":
+            q = f"-{self.fmt}g{self.group}" if self.fmt not in ("fp16", "bf16") else ""
+            return f"dma-{self.src}-{self.dst}{q}{'-dequant' if self.dequantize else ''}"
+        if self.kind == "attention":
+            return f"attention-h{self.heads}-g{self.gqa}-d{self.head_dim}-b{self.kv_bytes}"
+        raise InputError(f"unknown op kind {self.kind!r}; known: stream, attention, dma")
+
+    @property
+    def size_unit(self) -> str:
+        return "tokens" if self.kind == "attention" else "bytes"
+
+
+def _slice_channel(stack, tiers: tuple[str, ...]) -> tuple[int, int]:
+    """A channel that has every tier the op needs, and how many channels the op spreads over."""
+    sets = []
+    for t in tiers:
+        chans = {c for c, _ in stack.tier_units(t)}
+        if not chans:
+            raise InputError(f"stack {stack.config.name} has no {t!r} tier")
+        sets.append(chans)
+    common = set.intersection(*sets)
+    if not common:
+        raise InputError(f"no channel of {stack.config.name} has both tiers {tiers}")
+    return min(common), len(sets[0] if len(tiers) == 1 else common)
+
+
+def _background_tier(stack) -> str:
+    return "capacity" if stack.tier_units("capacity") else "pim"
+
+
+def simulate_op(stack, op: OpSpec, size: float, share: float) -> tuple[float, dict, dict]:
+    """(stack time in ns, stack action counts, details) of one op of `size` under load `share`."""
+    if size <= 0:
+        return 0.0, {}, {}
+    if op.kind == "attention":
+        c0, n_ch = _slice_channel(stack, ("pim",))
+    elif op.kind == "dma":
+        c0, n_ch = _slice_channel(stack, (op.src, op.dst))
+    else:
+        c0, n_ch = _slice_channel(stack, (op.tier,))
+    ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
+    bg_bytes = 0
+    guess_ns = None
+    for _attempt in range(6):
+        kwargs = {}
+        if share > 0 and guess_ns is not None:
+            bg_bytes = int(share * ch_peak * guess_ns * 1.5) + 4096
+            if bg_bytes > MAX_BACKGROUND_BYTES:
+                break
+            kwargs["gpu"] = GpuStream(bg_bytes, tier=_background_tier(stack), channels=(c0,),
+                                      rate_GBps=share * ch_peak)
+        if op.kind == "stream":
+            fg = GpuStream(max(1, math.ceil(size / n_ch)), tier=op.tier, channels=(c0,))
+            r = run_stack(stack, foreground=fg, **kwargs)
+            t = r.foreground_time_ns
+        elif op.kind == "dma":
+            job = DmaJob(max(1, math.ceil(size / n_ch)), src=op.src, dst=op.dst, fmt=op.fmt, group=op.group,
+                         dequantize=op.dequantize, channels=(c0,))
+            r = run_stack(stack, dma=[job], **kwargs)
+            t = r.dma_time_ns
+        else:
+            progs = attention_programs(stack, tokens=int(size), kv_heads=op.heads, gqa=op.gqa,
+                                       head_dim=op.head_dim, kv_bytes=op.kv_bytes, channels=(c0,))
+            r = run_stack(stack, programs=progs, **kwargs)
+            t = r.op_time_ns.get(0, 0.0)
+        if share <= 0:
+            break
+        if guess_ns is not None and r.gpu_bytes and _background_covers(r, t):
+            break
+        guess_ns = max(t, 1000.0) * (4 if guess_ns is not None else 1)
+    if share > 0 and not (r.gpu_bytes and _background_covers(r, t)):
+        raise InputError(f"{op.op_id} of {size:,.0f} {op.size_unit} starves under load share {share:g}: the "
+                         "background takes the channel for as long as it lasts; characterize with lower shares")
+    # the slice refreshes every channel of the stack; refresh is charged as power x time instead
+    actions = {k: v * n_ch for k, v in r.actions.items() if not k.startswith("refresh")}
+    if op.kind == "stream":  # the measured stream ran in the DMA-read slot; its bits are GPU reads
+        actions["gpu_read_bits"] = actions.pop("dma_bits", 0.0)
+    details = {"slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
+               "background_bytes": bg_bytes}
+    return t, actions, details
+
+
+def _background_covers(r, op_ns: float) -> bool:
+    """The open-loop background kept arriving until the op ended."""
+    return r.background_last_arrival_ns >= op_ns
