@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--out", default="results/pim_attention.md")
     args = ap.parse_args()
     tokens = [int(x) for x in args.tokens.split(",")]
+    base = load_config(args.stack, kind="stack")
+    gpu_alone = run_stack(base, gpu=GpuStream(64 << 20)).gpu_bw_GBps
     rows = []
     t_start = time.perf_counter()
     for placement in PLACEMENTS:
@@ -58,7 +60,10 @@ def main() -> None:
         "request, on the cycle kernel (`python scripts/pim_attention_table.py`). 'with GPU' = the GPU streams",
         "reads from the two capacity SIDs of every channel for the whole time (concurrent access on).",
         "Bounds: KV bytes / the units' internal bandwidth (memory), MACs / their peak rate (compute).",
-        "Power budget 37 W per stack; 'throttled' = share of cycles with a command held back by it.",
+        f"Power budget {base.config.power.budget_w:g} W per stack; 'throttled' = share of cycles with a command "
+        "held back by it.",
+        f"The GPU alone streams {gpu_alone:,.0f} GB/s from the capacity SIDs (64 MiB; peak "
+        f"{base.dram.peak_bw_GBps:,.0f} GB/s over all SIDs).",
         "",
         "| placement | tokens | memory bound us | compute bound us | alone us | with GPU us | GPU GB/s meanwhile "
         "| throttled alone / with GPU |",
