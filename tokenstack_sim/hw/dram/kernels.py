@@ -614,6 +614,16 @@ def simulate(
     fe_block = np.full(NS, -1, np.int64)  # channel whose full queue stops the stream
     fe_wait = np.full(NS, -1, np.int64)  # request whose data the stream's next entry waits for
     fe_acc = np.zeros(NS, np.int64)  # entry spacing: earliest next entry x FP
+    # per stream: does any request wait for another's data, or for a not-before cycle? (skips the checks)
+    fe_dep = np.zeros(NS, np.bool_)
+    fe_nb = np.zeros(NS, np.bool_)
+    for sm in range(NS):
+        for k in range(s_lo[sm], s_hi[sm]):
+            i = s_order[k]
+            if r_dep[i] >= 0:
+                fe_dep[sm] = True
+            if r_arrive[i] > 0:
+                fe_nb[sm] = True
     for sm in range(NS):
         if fe_ptr[sm] >= s_hi[sm]:
             fe_next[sm] = NEVER
@@ -642,15 +652,16 @@ def simulate(
                 if fe_ptr[sm] >= s_hi[sm]:
                     break
                 i = s_order[fe_ptr[sm]]
-                d = r_dep[i]
-                if d >= 0:
-                    if done_cycle[d] == 0:
-                        fe_wait[sm] = d  # woken when d's column command issues
-                        break
-                    if done_cycle[d] + s_par[sm, 1] > t:
-                        fe_next[sm] = done_cycle[d] + s_par[sm, 1]
-                        break
-                if r_arrive[i] > t:  # not before this cycle (e.g. a DMA waits for its address translation)
+                if fe_dep[sm]:
+                    d = r_dep[i]
+                    if d >= 0:
+                        if done_cycle[d] == 0:
+                            fe_wait[sm] = d  # woken when d's column command issues
+                            break
+                        if done_cycle[d] + s_par[sm, 1] > t:
+                            fe_next[sm] = done_cycle[d] + s_par[sm, 1]
+                            break
+                if fe_nb[sm] and r_arrive[i] > t:  # not before this cycle (a DMA waits for its translation)
                     fe_next[sm] = r_arrive[i]
                     break
                 if s_par[sm, 2] > 0 and fe_acc[sm] >= (t + 1) * FP:

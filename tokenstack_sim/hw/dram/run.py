@@ -34,8 +34,14 @@ class KernelTables:
         return np.zeros(self.state_size, np.int64), np.full(self.n_banks, -1, np.int64)
 
 
-def pack_tables(r: ResolvedDram) -> tuple[np.ndarray, int]:
-    """The compiled constraint table as the kernel's flat `tab` array, and the size of its state."""
+PIM_COMMANDS = ("ACTab", "MACab", "PREab", "PRD", "PWR")
+
+
+def pack_tables(r: ResolvedDram, with_pim: bool = True) -> tuple[np.ndarray, int]:
+    """The compiled constraint table as the kernel's flat `tab` array, and the size of its state.
+
+    Without PIM programs no PIM command is ever issued, so the rows that lead to or from one are left
+    out: every issued command then raises fewer nodes (plain DRAM runs lose no speed to PIM support)."""
     o = r.org
     dims = np.array([o.channels, o.pseudo_channels, o.sids, o.bank_groups, o.banks_per_group], np.int64)
     counts = np.cumprod(dims)
@@ -52,6 +58,8 @@ def pack_tables(r: ResolvedDram) -> tuple[np.ndarray, int]:
             continue
         for p in c.prev:
             for nx in c.next:
+                if not with_pim and (p in PIM_COMMANDS or nx in PIM_COMMANDS):
+                    continue
                 rows.append((code[p], code[nx], level[c.scope], c.latency_cycles, int(c.sibling)))
     cons = np.array(sorted(rows), np.int64).reshape(-1, 5)
     cons_ptr = np.searchsorted(cons[:, 0], np.arange(len(COMMANDS) + 1)).astype(np.int64)
@@ -74,9 +82,10 @@ def pack_tables(r: ResolvedDram) -> tuple[np.ndarray, int]:
     return np.concatenate([header, *parts]).astype(np.int64), state_size
 
 
-def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | None = None) -> KernelTables:
+def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | None = None,
+                 with_pim: bool = True) -> KernelTables:
     cfg = r.config
-    tab, state_size = pack_tables(r)
+    tab, state_size = pack_tables(r, with_pim)
     ctl_cfg = cfg.controller
     ol = cfg.frontend.mode == "open_loop" if open_loop is None else open_loop
     ctl = np.array([
@@ -221,12 +230,18 @@ def run_kernel(r: ResolvedDram, inp: KernelInput, *, command_log: bool = False, 
         order = s0[np.lexsort((s0, inp.arrive[s0], coords["ch"][s0]))].astype(np.int64)
         bounds = np.searchsorted(coords["ch"][order], np.arange(C + 1))
         lo, hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
-    in_order = stream >= (1 if open_loop else 0)
-    idx = np.nonzero(in_order)[0]
-    s_order = idx[np.argsort(stream[idx], kind="stable")].astype(np.int64)
-    bounds = np.searchsorted(stream[s_order], np.arange(n_streams + 1))
-    s_lo, s_hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
-    tabs = build_tables(r, log_on=command_log, open_loop=open_loop)
+    if not open_loop and (n_streams == 1 or not stream.any()):  # the common case: one in-order stream
+        s_order = np.arange(n, dtype=np.int64)
+        s_lo = np.zeros(n_streams, np.int64)
+        s_hi = np.zeros(n_streams, np.int64)
+        s_hi[0] = n
+        s_lo[1:] = s_hi[1:] = n
+    else:
+        idx = np.nonzero(stream >= (1 if open_loop else 0))[0]
+        s_order = idx[np.argsort(stream[idx], kind="stable")].astype(np.int64)
+        bounds = np.searchsorted(stream[s_order], np.arange(n_streams + 1))
+        s_lo, s_hi = bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64)
+    tabs = build_tables(r, log_on=command_log, open_loop=open_loop, with_pim=len(inp.pg_lo) > 0)
     for k, v in (ctl_overrides or {}).items():
         tabs.ctl[k] = v
     n_prog = len(inp.pg_lo)
