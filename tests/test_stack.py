@@ -335,3 +335,13 @@ def test_promotion_dequantizes():
     assert r.command_counts["WR"] == lines  # FP16 written back
     assert r.command_counts["RD"] == pytest.approx(lines * (0.5 + 1 / 32), rel=0.01)
     assert r.energy_pj["quant_elements"] > 0
+
+
+@pytest.mark.unit
+def test_refresh_phase_moves_the_first_refresh():
+    st = stack("power.budget_w=0")
+    n = st.dram.n["nREFI"]
+    early = run_stack(st, gpu=GpuStream(64 << 10), refresh_phase_cycles=n - 10)
+    late = run_stack(st, gpu=GpuStream(64 << 10), refresh_phase_cycles=0)
+    assert late.command_counts["REFab"] == 0 < early.command_counts["REFab"]
+    assert early.gpu_time_ns > late.gpu_time_ns

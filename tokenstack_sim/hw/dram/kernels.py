@@ -500,7 +500,7 @@ def simulate(
     tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
     #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first,
-    #              write_max_age]
+    #              write_max_age, refresh_phase]
     ctl,
     # PIM programs, sorted by channel: scope rows (level 0 channel / 1 pseudo-channel / 2 SID, c, p, s),
     # instruction rows (op, count or row, spacing x FP, energy fJ per command), [lo, hi) instructions
@@ -603,11 +603,11 @@ def simulate(
     pb_pend = np.zeros(C * P, np.bool_)
     pb_ptr = np.zeros(C * P, np.int64)
     if ref_mode == 1:
-        ref_due[:] = nREFI
-        next_try[:] = nREFI
+        ref_due[:] = max(1, nREFI - ctl[16] % nREFI)  # ctl[16]: how far into its interval refresh starts
+        next_try[:] = ref_due[0]
     elif ref_mode == 2:
-        pb_due[:] = nREFIpb
-        next_try[:] = nREFIpb
+        pb_due[:] = max(1, nREFIpb - ctl[16] % nREFIpb)
+        next_try[:] = pb_due[0]
 
     fe_ptr = s_lo.copy()
     fe_next = np.zeros(NS, np.int64)

@@ -98,6 +98,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         int(ol), cfg.frontend.requests_per_cycle, int(log_on), ctl_cfg.active_buffer,
         1, 1,  # PIM: other SIDs may be accessed while a SID computes; programs before the queues (stack runs set these)
         ctl_cfg.write_max_age_cycles,
+        0,  # refresh phase: cycles into the first refresh interval at cycle 0 (characterization varies it)
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)

@@ -95,7 +95,7 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
               programs: Programs | None = None, translator=None, command_log: bool = False,
-              foreground: GpuStream | None = None) -> StackResult:
+              foreground: GpuStream | None = None, refresh_phase_cycles: int = 0) -> StackResult:
     """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
     `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs."""
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
                       stream_params(stack, dma, foreground is not None),
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
-    ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first)}
+    ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
     if dma:
         # the write-drain watermark must be reachable by DMA writes alone, which hold at most their share
         c = d.config.controller
