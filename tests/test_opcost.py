@@ -126,3 +126,16 @@ def test_cache_key_follows_what_the_op_reads(monkeypatch):
 def test_source_hash_covers_the_kernel():
     assert "hw/dram/kernels.py" in cache.MODEL_SOURCES
     assert len(cache.source_hash()) == 64
+
+
+@pytest.mark.validation
+def test_refresh_steps_are_located_not_smeared():
+    st = stack()
+    op = OpSpec("stream", tier="capacity")
+    grid = {"sizes": [0] + _geometric(1 << 20, 16 << 20, 4096)[1:], "shares": [0.0]}  # the default spacing
+    tab = characterize(st, op, grid)
+    assert len(tab.sizes[0]) > len(grid["sizes"])  # points were added where a refresh starts to land
+    rng = np.random.default_rng(7)
+    for size in rng.uniform(1 << 20, 16 << 20, 6).round():
+        k, _, _ = simulate_op(st, op, float(size), 0.0)
+        assert float(tab.time(size)) == pytest.approx(k, rel=0.05)

@@ -31,45 +31,43 @@ def default_grid(op: OpSpec) -> dict:
     return {"sizes": list(sizes), "shares": list(LOAD_SHARES)}
 
 
-REFINE_TOL = 0.01  # a segment whose midpoint the line misses by more than this is split
-REFINE_DEPTH = 0  # refinement off: it did not buy accuracy (see the module docstring)
-SLOPE_TOL = 0.01  # neighbouring segments whose slopes agree this well are taken as one affine stretch
+STEP_MAX_NS = 20_000.0  # refresh steps are located for ops shorter than this (later steps are < 3% each)
+STEP_WIDTH = 0.02  # ... to within this relative width in size
 
 
 def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str):
-    """Sizes, times (and actions at share 0) for one load level, refined where the curve bends."""
-    pts: dict[float, tuple[float, dict]] = {}
+    """Sizes, times (and actions) for one load level.
+
+    An all-bank refresh (tRFC ~0.45 us every tREFI ~3.9 us) lands inside an op once the op runs past
+    the next refresh, so time is a staircase in size. Where two grid points differ in the refreshes
+    they saw and the op is short enough for a step to matter, the step is located by bisection, so the
+    table holds a steep segment of width STEP_WIDTH there instead of smearing it over the interval."""
+    pts: dict[float, tuple[float, dict, float]] = {}
 
     def sim(x: float):
         if x not in pts:
-            t, acts, _ = simulate_op(stack, op, x, share)
-            pts[x] = (t, acts)
-        return pts[x][0]
+            t, acts, det = simulate_op(stack, op, x, share)
+            pts[x] = (t, acts, det.get("refreshes", 0.0))
+        return pts[x]
 
     for x in sizes0:
         sim(float(x))
-    # check the segments whose slope differs from a neighbour's: an affine stretch (steady streaming)
-    # continues its neighbours' line and needs no midpoint
-    ts = np.array([pts[float(x)][0] for x in sizes0])
-    slope = np.diff(ts) / np.diff(sizes0)
-    bends = np.zeros(len(slope), bool)
-    for i in range(len(slope)):
-        for k in (i - 1, i + 1):
-            if 0 <= k < len(slope) and abs(slope[k] - slope[i]) > SLOPE_TOL * max(abs(slope[i]), 1e-12):
-                bends[i] = True
-    todo = [(float(sizes0[i]), float(sizes0[i + 1]), 0) for i in range(len(slope)) if bends[i]]
-    while todo:
-        a, b, depth = todo.pop()
-        mid = (a + b) / 2
-        if unit == "tokens":
-            mid = float(round(mid))
-        if depth >= REFINE_DEPTH or mid <= a or mid >= b:
+    for a, b in zip(sizes0[1:], sizes0[2:]):
+        a, b = float(a), float(b)
+        if pts[a][2] == pts[b][2] or pts[b][0] > STEP_MAX_NS:
             continue
-        ta, tb = pts[a][0], pts[b][0]
-        line = ta + (tb - ta) * (mid - a) / (b - a)
-        tm = sim(mid)
-        if tm and abs(line - tm) / tm > REFINE_TOL:
-            todo += [(a, mid, depth + 1), (mid, b, depth + 1)]
+        for _ in range(12):
+            if b - a <= max(STEP_WIDTH * a, 1.0 if unit == "tokens" else 32.0):
+                break
+            mid = (a + b) / 2
+            if unit == "tokens":
+                mid = float(round(mid))
+                if mid <= a or mid >= b:
+                    break
+            if sim(mid)[2] == pts[a][2]:
+                a = mid
+            else:
+                b = mid
     xs = np.array(sorted(pts), np.float64)
     return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}
 
@@ -125,7 +123,7 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
                                      (table_ns - kernel_ns) / kernel_ns if kernel_ns else 0.0))
     table.meta = {"characterize_s": time.perf_counter() - t0, "stack": stack.config.name,
                   "simulations": sum(len(x) for x in level_sizes) + len(table.validation),
-                  "starves_at_share": starves_at, "refine_tolerance": REFINE_TOL}
+                  "starves_at_share": starves_at, "refresh_step_width": STEP_WIDTH}
     return table
 
 

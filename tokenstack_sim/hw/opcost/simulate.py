@@ -124,8 +124,10 @@ def simulate_op(stack, op: OpSpec, size: float, share: float) -> tuple[float, di
     actions = {k: v * n_ch for k, v in r.actions.items() if not k.startswith("refresh")}
     if op.kind == "stream":  # the measured stream ran in the DMA-read slot; its bits are GPU reads
         actions["gpu_read_bits"] = actions.pop("dma_bits", 0.0)
+    o = stack.dram.org
+    refreshes = (r.command_counts["REFab"] + r.command_counts["REFpb"]) / o.channels  # per channel
     details = {"slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
-               "background_bytes": bg_bytes}
+               "background_bytes": bg_bytes, "refreshes": refreshes}
     return t, actions, details
 
 
