@@ -29,6 +29,7 @@ KIND_RESOLVERS = {
     "model": "tokenstack_sim.config.model:from_raw",
     "gpu": "tokenstack_sim.config.gpu:from_raw",
     "link": "tokenstack_sim.config.link:from_raw",
+    "system": "tokenstack_sim.config.system:from_raw",
 }
 KINDS = tuple(KIND_RESOLVERS)
 
