@@ -92,12 +92,23 @@ class RunResult:
             return False
         if self.energy_pj != other.energy_pj:
             return False
-        if not (np.array_equal(self.requests, other.requests, equal_nan=True)
-                and np.array_equal(self.steps, other.steps)):
+        if not (_tables_equal(self.requests, other.requests) and _tables_equal(self.steps, other.steps)):
             return False
         if self.actions.keys() != other.actions.keys():
             return False
-        return all(np.array_equal(self.actions[k], other.actions[k]) for k in self.actions)
+        return all(_tables_equal(self.actions[k], other.actions[k]) for k in self.actions)
+
+
+def _tables_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal structured arrays (same fields, dtypes and rows) where NaN equals NaN.
+
+    ``np.array_equal(..., equal_nan=True)`` cannot be used: ``isnan`` is undefined on structured dtypes.
+    """
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.names is None:
+        return np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    return all(_tables_equal(a[name], b[name]) for name in a.dtype.names)
 
 
 def _dicts_close(a: dict, b: dict) -> bool:
