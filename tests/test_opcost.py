@@ -139,3 +139,50 @@ def test_refresh_steps_are_located_not_smeared():
     for size in rng.uniform(1 << 20, 16 << 20, 6).round():
         k, _, _ = simulate_op(st, op, float(size), 0.0)
         assert float(tab.time(size)) == pytest.approx(k, rel=0.05)
+
+
+@pytest.mark.unit
+def test_ensure_in_parallel_equals_serial_characterization(cache_tmp):
+    st = stack()
+    ops = [OpSpec("stream", tier="capacity"), OpSpec("dma", src="pim", dst="capacity", fmt="int8")]
+    grid = {**SMALL, "shares": [0.0, 0.1]}
+    lines = []
+    costs = OpCosts(st, progress=lines.append)  # error mode: ensure() characterizes anyway
+    got = costs.ensure(ops, workers=2, grid=grid)
+    assert [t.op_id for t in got] == [op.op_id for op in ops]
+    assert all(costs.origin[op.op_id] == "kernel" for op in ops)
+    assert len(list(cache_tmp.glob("*.json"))) == 2 and not list(cache_tmp.glob("*.tmp*"))
+    assert any("2 worker processes" in m for m in lines)
+    assert all(any(m.startswith(op.op_id) for m in lines) for op in ops)  # workers' progress came back
+    for op, tab in zip(ops, got):
+        ref = characterize(st, op, grid)
+        assert np.array_equal(tab.shares, ref.shares)
+        for a, b, c, d in zip(tab.sizes, ref.sizes, tab.time_ns, ref.time_ns):
+            assert np.array_equal(a, b) and np.array_equal(c, d)
+        assert tab.actions.keys() == ref.actions.keys()
+        assert all(np.array_equal(tab.actions[k], ref.actions[k]) for k in ref.actions)
+        assert [tuple(v) for v in tab.validation] == [tuple(v) for v in ref.validation]
+    again = OpCosts(st)
+    assert [t.op_id for t in again.ensure(ops, grid=grid)] == [op.op_id for op in ops]
+    assert all(again.origin[op.op_id] == "cache" for op in ops)  # nothing left to characterize
+
+
+@pytest.mark.unit
+def test_ensure_with_one_worker_runs_in_process(cache_tmp, monkeypatch):
+    from tokenstack_sim.hw.opcost import parallel
+
+    def boom(*a, **k):
+        raise AssertionError("no worker processes for one worker")
+
+    monkeypatch.setattr(parallel, "characterize_parallel", boom)
+    st = stack()
+    ops = [OpSpec("stream", tier="capacity"), OpSpec("stream", tier="pim")]
+    costs = OpCosts(st)
+    costs.ensure(ops, workers=1, grid=SMALL)
+    assert costs.on_missing == "error"  # restored
+    assert [costs.origin[o.op_id] for o in ops] == ["kernel", "kernel"]
+    # one missing op (the other two cached), workers by default: in process too
+    ops3 = ops + [OpSpec("dma", src="pim", dst="capacity", fmt="int8")]
+    costs3 = OpCosts(st)
+    costs3.ensure(ops3, grid=SMALL)
+    assert [costs3.origin[o.op_id] for o in ops3] == ["cache", "cache", "kernel"]

@@ -38,7 +38,9 @@ def _stack(config, overrides):
 @click.option("--gqa", type=click.IntRange(min=1), default=8, show_default=True, help="Query heads per KV head.")
 @click.option("--head-dim", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--kv-bytes", type=click.IntRange(min=1, max=4), default=2, show_default=True)
-def characterize(config, overrides, heads, gqa, head_dim, kv_bytes):
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes, one op each [default: min(ops missing, CPUs)]; 1 runs in this process.")
+def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers):
     """Characterize CONFIG's ops on the cycle kernel and cache them (skips ops already cached)."""
     from tokenstack_sim.hw.opcost import OpCosts
     from tokenstack_sim.hw.opcost.cache import cache_dir
@@ -47,12 +49,14 @@ def characterize(config, overrides, heads, gqa, head_dim, kv_bytes):
     st = _stack(config, overrides)
     costs = OpCosts(st, on_missing="characterize", progress=stderr_progress)
     t0 = time.perf_counter()
+    ops = default_ops(st, ((heads, gqa, head_dim, kv_bytes),))
+    tables = costs.ensure(ops, workers=workers)
     rows = []
-    for op in default_ops(st, ((heads, gqa, head_dim, kv_bytes),)):
-        t1 = time.perf_counter()
-        tab = costs.table(op)
-        rows.append((op.op_id, costs.origin[op.op_id], len(tab.sizes[0]), len(tab.shares), tab.max_rel_error,
-                     time.perf_counter() - t1, tab.meta.get("starves_at_share")))
+    for op, tab in zip(ops, tables):
+        origin = costs.origin[op.op_id]
+        sec = tab.meta.get("characterize_s", 0.0) if origin == "kernel" else 0.0
+        rows.append((op.op_id, origin, len(tab.sizes[0]), len(tab.shares), tab.max_rel_error, sec,
+                     tab.meta.get("starves_at_share")))
     click.echo(f"{st.config.name}: {len(rows)} ops in {time.perf_counter() - t0:.1f} s (cache {cache_dir()})")
     click.echo(f"  {'op':<38} {'from':<6} {'sizes x loads':>13} {'held-out err':>12} {'s':>6}  note")
     for op_id, origin, ns, nsh, err, sec, starve in rows:

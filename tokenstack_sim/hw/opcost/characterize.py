@@ -14,6 +14,7 @@ never a zero.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Callable
@@ -127,6 +128,17 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
     return table
 
 
+def make_entry(stack, op: OpSpec, grid: dict, key: str, path, progress=None) -> OpTable | None:
+    """Characterize `op` into its cache entry at `path` under the entry's lock, unless another worker
+    made it meanwhile (then None). The one path by which a cache entry is written."""
+    with cache.locked(path):
+        if cache.read_entry(path) is not None:
+            return None
+        table = characterize(stack, op, grid, progress)
+        cache.write_entry(path, {"key": key, **table.to_json()})
+        return table
+
+
 class OpCosts:
     """Characterized costs of one stack config, from the cache (or the kernel, on request)."""
 
@@ -140,31 +152,73 @@ class OpCosts:
         self.sources = cache.source_hash()
         self.origin: dict[str, str] = {}  # op id -> "cache" or "kernel"
 
+    def entry(self, op: OpSpec, grid: dict | None = None):
+        """(grid, cache key, cache file) of an op."""
+        grid = grid or default_grid(op)
+        key = cache.op_key(self.stack, op, grid, sources_hash=self.sources)
+        return grid, key, cache.entry_path(self.stack, op, key)
+
     def table(self, op: OpSpec, grid: dict | None = None) -> OpTable:
         if op.op_id in self._tables:
             return self._tables[op.op_id]
-        grid = grid or default_grid(op)
-        key = cache.op_key(self.stack, op, grid, sources_hash=self.sources)
-        path = cache.entry_path(self.stack, op, key)
+        grid, key, path = self.entry(op, grid)
         data = cache.read_entry(path)
         if data is None:
             if self.on_missing == "error":
                 raise InputError(f"no characterized cost for {op.op_id} on {self.stack.config.name} (key {key[:12]}); "
                                  f"run `tokenstack characterize {self.stack.config.name}` first")
-            with cache.locked(path):
-                data = cache.read_entry(path)  # another worker may have made it meanwhile
-                if data is None:
-                    table = characterize(self.stack, op, grid, self.progress)
-                    cache.write_entry(path, {"key": key, **table.to_json()})
-                    self.origin[op.op_id] = "kernel"
-                    self._tables[op.op_id] = table
-                    return table
+            table = make_entry(self.stack, op, grid, key, path, self.progress)
+            if table is not None:
+                self.origin[op.op_id] = "kernel"
+                self._tables[op.op_id] = table
+                return table
+            data = cache.read_entry(path)  # another worker made it meanwhile
         if data.get("key") != key:
             raise InputError(f"cache entry {path} does not match its key; delete it")
         self.origin.setdefault(op.op_id, "cache")
         table = OpTable.from_json(data)
         self._tables[op.op_id] = table
         return table
+
+    def ensure(self, ops, workers: int | None = None, grid: dict | None = None) -> list[OpTable]:
+        """The tables of `ops` (in order), characterizing every op missing from the cache first, whatever
+        `on_missing` says: in parallel worker processes (spawned, each writing its own entry through the
+        locked, atomic cache path), or in this process when one worker or one op is asked for.
+        `workers` defaults to min(missing ops, CPUs); `grid` (default: each op's own) applies to every op."""
+        from tokenstack_sim.hw.opcost.parallel import characterize_parallel
+
+        ops = list(ops)
+        missing, seen = [], set()
+        for op in ops:
+            if op.op_id in self._tables or op.op_id in seen:
+                continue
+            g, key, path = self.entry(op, grid)
+            if cache.read_entry(path) is None:
+                missing.append((op, g, key, path))
+                seen.add(op.op_id)
+        if workers is None:
+            workers = min(len(missing), _cpus())
+        if workers < 1 and missing:
+            raise InputError(f"workers must be at least 1, not {workers}")
+        if len(missing) > 1 and workers > 1:
+            made = characterize_parallel(self.stack, missing, workers, self.progress)
+            for op_id in made:
+                self.origin[op_id] = "kernel"
+        else:
+            saved, self.on_missing = self.on_missing, "characterize"
+            try:
+                for op, g, _, _ in missing:
+                    self.table(op, g)
+            finally:
+                self.on_missing = saved
+        return [self.table(op, grid) for op in ops]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on, where the OS says
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def stderr_progress(msg: str) -> None:
