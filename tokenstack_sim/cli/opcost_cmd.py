@@ -64,11 +64,70 @@ def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers):
         click.echo(f"  {op_id:<38} {origin:<6} {ns:>8} x {nsh:<2} {100 * err:>11.2f}% {sec:>6.1f}  {note}")
 
 
+def _gemm(system, m, n, k, dtype) -> dict:
+    """One GEMM C[m,n] = A[m,k] @ W[k,n] on one GPU of `system`, timed by the roofline with the memory
+    bandwidth of that GPU's stacks; energy = the GPU's compute + L2 (GpuStats.energy_pj) + the DRAM
+    energy of its bytes on the GPU stacks (reads of A and W, the write of C)."""
+    from tokenstack_sim.config.gpu import DTYPE_BYTES
+    from tokenstack_sim.hw.gpu import roofline
+    from tokenstack_sim.hw.gpu.component import Gpu
+    from tokenstack_sim.hw.stack.energy import energy_table_pj
+
+    gpu, bw = system.gpu, system.gpu_bw_GBps
+    g = Gpu(gpu, bw)
+    t_s = float(g.gemm(m, n, k, dtype))
+    flops, nbytes = roofline.gemm_counts(m, n, k, dtype)
+    eta_c = float(roofline.gemm_compute_efficiency(gpu, m, n))
+    eff = gpu.config.efficiency
+    t_compute = flops / (eta_c * gpu.peak_flops(dtype))
+    t_memory = nbytes / (eff.memory_bw * bw * 1e9)
+    b = DTYPE_BYTES[dtype]
+    read_bytes, write_bytes = (m * k + k * n) * b, m * n * b
+    assert read_bytes + write_bytes == nbytes
+    table = energy_table_pj(system.gpu_stack)
+    energy = dict(g.stats.energy_pj(gpu))
+    energy["dram_read_pj"] = read_bytes * 8 * table["gpu_read_bits"]
+    energy["dram_write_pj"] = write_bytes * 8 * table["gpu_write_bits"]
+    return {"config": system.name, "op": f"gemm-{dtype}", "m": m, "n": n, "k": k, "dtype": dtype,
+            "time_ns": t_s * 1e9, "bound": "compute" if t_compute >= t_memory else "memory",
+            "compute_time_ns": t_compute * 1e9, "memory_time_ns": t_memory * 1e9,
+            "launch_ns": gpu.launch_overhead_s * 1e9, "eta_compute": eta_c, "eta_memory_bw": eff.memory_bw,
+            "flops": flops, "bytes": nbytes, "read_bytes": read_bytes, "write_bytes": write_bytes,
+            "energy_pj": energy, "source": "roofline (closed form)",
+            "units": {"gpu": gpu.name, "sms": gpu.config.sm_count, "gpu_stacks": system.gpu_stacks_per_gpu,
+                      "gpu_stack": system.gpu_stack.config.name, "dram": system.gpu_stack.dram.config.name,
+                      "mem_bw_GBps": bw}}
+
+
+def _print_gemm(out: dict) -> None:
+    u = out["units"]
+    click.echo(f"gemm {out['m']:,} x {out['n']:,} x {out['k']:,} {out['dtype']} on one GPU of {out['config']} "
+               f"(C[m,n] = A[m,k] @ W[k,n])")
+    click.echo(f"  time       {out['time_ns']:,.1f} ns, {out['bound']}-bound (compute {out['compute_time_ns']:,.1f} ns "
+               f"at eta {out['eta_compute']:.3f}, memory {out['memory_time_ns']:,.1f} ns at eta "
+               f"{out['eta_memory_bw']:.2f}, + launch {out['launch_ns']:,.0f} ns)")
+    click.echo(f"  work       {out['flops']:,.0f} FLOPs, {out['bytes']:,.0f} bytes "
+               f"({out['read_bytes']:,.0f} read, {out['write_bytes']:,.0f} written)")
+    click.echo(f"  units      {u['gpu']} ({u['sms']} SMs), memory {u['gpu_stacks']} x {u['gpu_stack']} (DRAM {u['dram']}) = "
+               f"{u['mem_bw_GBps']:,.1f} GB/s")
+    e = out["energy_pj"]
+    click.echo(f"  energy     {sum(e.values()) / 1e6:,.3f} uJ: " + ", ".join(f"{k.removesuffix('_pj')} {v / 1e6:,.3f}" for k, v in e.items())
+               + " (static power left out)")
+    click.echo(f"  from: {out['source']}")
+
+
 @click.command()
 @click.argument("config")
-@click.option("--op", "kind", type=click.Choice(["stream", "attention", "dma"]), required=True)
+@click.option("--op", "kind", type=click.Choice(["stream", "attention", "dma", "gemm"]), required=True)
 @click.option("--bytes", "nbytes", type=float, help="stream / dma: bytes per stack.")
 @click.option("--tokens", type=click.IntRange(min=0), help="attention: tokens of KV of one request.")
+@click.option("--m", type=click.IntRange(min=1), help="gemm: rows of A and C (tokens).")
+@click.option("--n", type=click.IntRange(min=1), help="gemm: columns of W and C.")
+@click.option("--k", type=click.IntRange(min=1), help="gemm: the reduced dimension.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8"]), default="bf16", show_default=True,
+              help="gemm: data type of A, W and C.")
+@click.option("--on-stack", type=click.Choice(["gpu", "pim-device"]), default="gpu", show_default=True,
+              help="stream / attention / dma with a system CONFIG: its GPU stack or its PIM device's stack.")
 @click.option("--tier", type=click.Choice(["capacity", "pim"]), default="capacity", show_default=True)
 @click.option("--src", type=click.Choice(["capacity", "pim"]), default="pim", show_default=True)
 @click.option("--dst", type=click.Choice(["capacity", "pim"]), default="capacity", show_default=True)
@@ -83,16 +142,48 @@ def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers):
 @click.option("--cycle", "cycle_level", is_flag=True, help="Also run the op on the cycle kernel and compare.")
 @set_option
 @click.option("--json", "as_json", is_flag=True)
-def op(config, kind, nbytes, tokens, tier, src, dst, fmt, dequantize, heads, gqa, head_dim, kv_bytes, load,
-       cycle_level, overrides, as_json):
-    """Cost of one op on CONFIG: time, energy by action, the units that worked, and where it came from."""
+def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, fmt, dequantize, heads, gqa,
+       head_dim, kv_bytes, load, cycle_level, overrides, as_json):
+    """Cost of one op on CONFIG (a stack, or a system): time, energy by action, the units that worked, and
+    where it came from. gemm needs a system (its GPU, with the bandwidth of the GPU's stacks); stream,
+    attention and dma run on a stack (of a system: its GPU stack, or --on-stack pim-device)."""
+    from tokenstack_sim.config.stack import ResolvedStack
+    from tokenstack_sim.config.system import ResolvedSystem
     from tokenstack_sim.hw.opcost import OpCosts, OpSpec
     from tokenstack_sim.hw.opcost.characterize import stderr_progress
     from tokenstack_sim.hw.opcost.simulate import simulate_op
     from tokenstack_sim.hw.stack.energy import energy_pj
     from tokenstack_sim.hw.stack.pim import PimUnits
 
-    st = _stack(config, overrides)
+    cfg = load_config(config, overrides)
+    if not isinstance(cfg, ResolvedStack | ResolvedSystem):
+        raise InputError(f"{config!r} is a {type(cfg).__name__}; --op needs a stack or a system config")
+    if kind == "gemm":
+        if not isinstance(cfg, ResolvedSystem):
+            raise InputError(f"--op gemm needs a system config (a GPU and its stacks); {config!r} is a stack")
+        missing = [f"--{name}" for name, v in (("m", m), ("n", n), ("k", k)) if v is None]
+        if missing:
+            raise InputError(f"--op gemm needs {', '.join(missing)}")
+        if cycle_level:
+            raise InputError("--cycle: a GEMM is timed in closed form (roofline); it has no cycle-level model")
+        out = _gemm(cfg, m, n, k, dtype)
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+        else:
+            _print_gemm(out)
+        return
+    via = ""
+    if isinstance(cfg, ResolvedSystem):
+        if on_stack == "pim-device":
+            if cfg.pim_stack is None:
+                raise InputError(f"system {cfg.name!r} has no PIM device; use --on-stack gpu")
+            st, role, count = cfg.pim_stack, "PIM device stack", cfg.pim_stacks_per_gpu
+        else:
+            st, role, count = cfg.gpu_stack, "GPU stack", cfg.gpu_stacks_per_gpu
+        via = (f"the {role} of system {cfg.name}: {st.config.name} (DRAM {st.dram.config.name}), "
+               f"{count} per GPU")
+    else:
+        st = cfg
     if kind == "attention":
         if tokens is None:
             raise InputError("--op attention needs --tokens")
@@ -108,9 +199,11 @@ def op(config, kind, nbytes, tokens, tier, src, dst, fmt, dequantize, heads, gqa
     t_ns = float(tab.time(size, load))
     acts = {k: float(v) for k, v in tab.action_counts(size).items()}
     energy = energy_pj(st, acts, t_ns)
-    out = {"config": st.config.name, "op": spec.op_id, "size": size, "unit": spec.size_unit, "load_share": load,
-           "time_ns": t_ns, "energy_pj": energy, "actions": acts, "source": costs.origin[spec.op_id],
-           "held_out_max_error": tab.max_rel_error}
+    out = {"config": cfg.config.name, "stack": st.config.name, "op": spec.op_id, "size": size,
+           "unit": spec.size_unit, "load_share": load, "time_ns": t_ns, "energy_pj": energy, "actions": acts,
+           "source": costs.origin[spec.op_id], "held_out_max_error": tab.max_rel_error}
+    if via:
+        out["stack_of_system"] = via
     if kind == "attention":
         u = PimUnits.of(st)
         out["units"] = {"placement": u.placement, "scopes": u.n_scopes, "units_per_scope": u.units_per_scope,
@@ -125,6 +218,8 @@ def op(config, kind, nbytes, tokens, tier, src, dst, fmt, dequantize, heads, gqa
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"{spec.op_id} on {st.config.name}: {size:,.0f} {spec.size_unit}, background load {load:g}")
+    if via:
+        click.echo(f"  stack      {via}; size and time are per stack")
     click.echo(f"  time       {t_ns:,.1f} ns (from the {out['source']}; held-out error of the table "
                f"{100 * tab.max_rel_error:.2f}%)")
     if cycle_level:
