@@ -43,7 +43,7 @@ def test_energy_per_token_sums_to_summary():
     run = make_run()
     mj = plots.energy_per_token_mj(run)
     assert sum(mj.values()) == pytest.approx(run.summary["energy_per_output_token_j"] * 1e3)
-    assert mj[("gpu", "static")] == pytest.approx(2.0e11 * 1e-9 / run.summary["output_tokens_total"])
+    assert mj[("gpu", "static")] == pytest.approx(2.0e11 * 1e-9 / run.summary["output_tokens"])
 
 
 def test_energy_segments_merged(tmp_path):

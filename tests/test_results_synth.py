@@ -81,13 +81,13 @@ def make_run(system="tokenstack-hbm4", model="llama-3.1-70b", workload="azure-co
             summary[f"{name}_{stat}"] = m[name][stat]
     summary["slo_attainment"] = float(req["slo_met"].mean())
     summary["preemptions"] = m["preemptions"]
-    summary["output_tokens_total"] = int(req["output_tokens"].sum())
+    summary["output_tokens"] = int(req["output_tokens"].sum())
     by_class = {c: 0.0 for c in ("gpu", "stacks", "pim", "links")}
     for comp, acts in energy_pj.items():
         by_class[ENERGY_CLASS[comp]] += sum(acts.values()) * 1e-12
     summary["energy_j_total"] = sum(by_class.values())
     summary.update({f"energy_j_{c}": v for c, v in by_class.items()})
-    summary["energy_per_output_token_j"] = summary["energy_j_total"] / summary["output_tokens_total"]
+    summary["energy_per_output_token_j"] = summary["energy_j_total"] / summary["output_tokens"]
     summary["pim_attention_share"] = float(steps["kv_tokens_attended_pim"].sum() / steps["kv_tokens_attended"].sum())
     summary["kv_blocks_peak"] = int(steps["kv_blocks_in_use"].max())
 

@@ -10,7 +10,7 @@ call with no ok run raises ValueError.
 - `latency_cdfs`: empirical CDFs of TTFT and TPOT (ms, log x) per run over the requests the summary
   uses (warm-up and drain excluded by the run's `warmup_frac` / `drain_frac` params).
 - `energy_breakdown`: one stacked bar per run, mJ per output token by component and action (from
-  `energy_pj`, whole run, divided by `summary["output_tokens_total"]`); the smallest segments beyond
+  `energy_pj`, whole run, divided by `summary["output_tokens"]`); the smallest segments beyond
   `max_segments` are merged into "other".
 - `kv_blocks_over_time`: KV blocks in use at each step's start, per run.
 Leaves out: per-request scatter, per-step time split (see `timeline.py`), interactive output.
@@ -112,7 +112,7 @@ def latency_cdfs(runs: list[RunResult], path: str | Path) -> Path:
 
 def energy_per_token_mj(run: RunResult) -> dict[tuple[str, str], float]:
     """(component, action) -> mJ per output token over the whole run."""
-    tokens = run.summary.get("output_tokens_total")
+    tokens = run.summary.get("output_tokens")
     if tokens is None:
         tokens = int(run.requests["output_tokens"].sum())
     if not tokens:

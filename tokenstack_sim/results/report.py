@@ -1,7 +1,7 @@
 """Comparison tables of runs: one row per run (`runs_table`) or per group of seeds (`seeds_table`).
 
 Both read only `RunResult.params` (system, model, workload, qps, seed), `status`, `reason` and
-`RunResult.summary`; the engine fills `summary` with exactly the keys of `SUMMARY_KEYS`:
+`RunResult.summary`; the engine fills `summary` with (at least) the keys of `SUMMARY_KEYS`:
 
 =========================  =========  ============================================================
 key                        unit       meaning
@@ -14,22 +14,23 @@ ttft_s_mean/_p50/_p90/_p99 s          time to first token (first token - arrival
 tpot_s_mean/_p50/_p90/_p99 s          time per output token after the first (requests with >= 2)
 e2e_s_mean/_p50/_p90/_p99  s          end-to-end latency (finish - arrival)
 slo_attainment             fraction   share of those requests with slo_met (0..1)
-preemptions                count      preemptions of those requests
-output_tokens_total        tokens     every output token of the run (warm-up and drain included)
+preemptions                count      preemptions during the whole run
+output_tokens              tokens     every output token of the run (warm-up and drain included)
 energy_j_total             J          energy of the whole run, static included
 energy_j_gpu               J          of which the GPUs (compute, on-chip, static)
 energy_j_stacks            J          of which the DRAM of the stacks (capacity layers, base die, DMA)
 energy_j_pim               J          of which the PIM units (MACs and their all-bank commands)
 energy_j_links             J          of which the links (GPU-PIM device, all-reduce)
-energy_per_output_token_j  J/token    energy_j_total / output_tokens_total
+energy_per_output_token_j  J/token    energy_j_total / output_tokens
 pim_attention_share        fraction   sum kv_tokens_attended_pim / sum kv_tokens_attended (steps)
 kv_blocks_peak             blocks     max kv_blocks_in_use over the steps
 =========================  =========  ============================================================
 
 The four energy_j_<class> values sum to energy_j_total (the engine assigns each `energy_pj`
 component to one class). Energy is over the whole run, so energy per output token is too; latencies
-and throughputs use the included requests only. A "does_not_fit" run has no metrics: it is a row with
-its reason in the note column.
+and throughputs use the included requests only. The summary may hold further keys (the tables ignore
+them); an "ok" run lacking one of these is refused with the missing keys named. A "does_not_fit" run
+has no metrics: it is a row with its reason in the note column.
 
 Formats: "markdown" (aligned, units in the headers, numbers rounded for reading), "csv" and "json"
 (the same columns in display units, unrounded; a missing value is empty / null).
@@ -60,7 +61,7 @@ SUMMARY_KEYS: list[tuple[str, str]] = [
     *[(f"e2e_s_{s}", "s") for s in _STATS],
     ("slo_attainment", "fraction"),
     ("preemptions", "count"),
-    ("output_tokens_total", "tokens"),
+    ("output_tokens", "tokens"),
     ("energy_j_total", "J"),
     ("energy_j_gpu", "J"),
     ("energy_j_stacks", "J"),
@@ -106,7 +107,7 @@ def _count(key: str):
 
 def _per_token_mj(cls: str):
     def get(r: RunResult):
-        e, n = r.summary.get(f"energy_j_{cls}"), r.summary.get("output_tokens_total")
+        e, n = r.summary.get(f"energy_j_{cls}"), r.summary.get("output_tokens")
         return float(e) / float(n) * 1e3 if e is not None and n else None
     return get
 
