@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -60,9 +60,13 @@ class ServeResult:
     counters: dict = field(default_factory=dict)
 
 
+PROGRESS_EVERY_STEPS = 256
+
+
 def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
-          scheduler: str = "vllm") -> ServeResult:
-    """Run every request of ``table`` to completion; see the module docstring."""
+          scheduler: str = "vllm", progress: Callable[[int, int], None] | None = None) -> ServeResult:
+    """Run every request of ``table`` to completion; see the module docstring. ``progress(finished,
+    total)`` is called every PROGRESS_EVERY_STEPS steps and at the end."""
     validate(table)  # sorted arrivals, lengths >= 1 prompt token, hash counts: the loop relies on them
     sched = make_scheduler(scheduler, table, params)
     arrival_s = table.rows["arrival_s"]
@@ -92,8 +96,12 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
         now_s += dt_s
         done = sched.finish_step(batch, now_s)
         finished += len(done)
+        if progress is not None and len(steps) % PROGRESS_EVERY_STEPS == 0:
+            progress(finished, n)
         steps.append((start_s, now_s, batch.size, int(batch.new_tokens.sum()), int(batch.emits.sum()),
                       batch.kv_blocks_in_use, batch.num_waiting, batch.preemptions, batch.prefix_hit_tokens))
+    if progress is not None:
+        progress(finished, n)
     req = np.zeros(n, dtype=REQUEST_RESULT_DTYPE)
     req["request_id"] = np.arange(n)
     req["arrival_s"] = arrival_s

@@ -1,0 +1,307 @@
+"""A serving run: a workload served by the vLLM-like scheduler on a modeled system, as a `RunResult`.
+
+`prepare(system, model, ...)` builds what one (system, model) pair needs once — whether the weights
+fit, the KV blocks per tier, the step model with its characterized costs — and `run_prepared` serves one
+request table on it. `run` does both.
+
+KV capacity per tier (serving.md §2.1, hw/system.py): memory_utilization × capacity − the weight shard −
+the activation peak, per GPU, divided into blocks of `block_size` tokens × all layers of one shard. The
+activation peak is that of vLLM's profiling pass, one step of `max_num_batched_tokens` prompt tokens:
+the largest input+output activation of any op of that step (ops run one at a time) plus the LM head's
+logits for `max_num_seqs` rows in FP32 (sampling). A `kv_blocks` override replaces the total (to match a
+measured deployment's `num_gpu_blocks`), split over the tiers in proportion to their capacity.
+
+Energy = counted actions × the energy tables of each component + static power × the run's span
+(first arrival to last step end): the stacks' background and refresh power; the GPU's idle power is left
+out (no cited figure).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tokenstack_sim.config.loader import load_config
+from tokenstack_sim.config.schema import to_dict
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.hw.link import link_energy_pj
+from tokenstack_sim.hw.opcost import OpCosts
+from tokenstack_sim.hw.stack.energy import energy_table_pj, refresh_power_mw, static_power_mw
+from tokenstack_sim.hw.system import kv_capacity_bytes, weights_fit
+from tokenstack_sim.model.shapes import weight_bytes_total
+from tokenstack_sim.results.result import REQUEST_DTYPE, STEP_DTYPE, STEP_PARTS, RunResult
+from tokenstack_sim.runtime.metrics import summarize
+from tokenstack_sim.runtime.params import SchedulerParams
+from tokenstack_sim.runtime.serve_loop import serve
+from tokenstack_sim.sim.step_cost import COMPONENTS, OFFSET, EngineOptions, KvTier, StepModel
+from tokenstack_sim.workload.source import load_workload
+
+LOGIT_BYTES = 4  # FP32 logits for sampling (vLLM upcasts before sampling)
+
+
+@dataclass
+class RunSpec:
+    """The inputs of one run besides the system and the model."""
+    workload: str
+    qps: float | None = None
+    duration_s: float | None = None
+    max_requests: int | None = None
+    seed: int = 0
+    warmup_frac: float = 0.1
+    drain_frac: float = 0.1
+    slo_ttft_s: float = 2.0  # [E] issue 7's example SLO (2 s TTFT, 100 ms TPOT)
+    slo_tpot_s: float = 0.1
+    scheduler: dict = field(default_factory=dict)  # SchedulerParams fields other than num_kv_blocks
+    kv_blocks: int | None = None
+
+
+@dataclass
+class Prepared:
+    """One (system, model) pair, ready to serve."""
+    system: object
+    model: object
+    options: EngineOptions
+    scheduler: dict
+    fits: bool
+    reason: str = ""
+    tiers: list = field(default_factory=list)
+    step_model: StepModel | None = None
+    cost_origin: dict = field(default_factory=dict)
+
+
+def activation_peak_bytes(im, max_num_batched_tokens: int, max_num_seqs: int) -> float:
+    """Per GPU: vLLM's profiling pass (module docstring)."""
+    t = max_num_batched_tokens
+    ops = im.ops(np.array([t]), np.array([0]), emits=1)
+    layer_peak = float(ops.layer["act_bytes"].max())
+    logits = min(max_num_seqs, t) * im.vocab * LOGIT_BYTES
+    return layer_peak + logits
+
+
+def kv_tiers(system, model_cfg, im, params: SchedulerParams, kv_blocks: int | None) -> tuple[list[KvTier], str]:
+    """The KV tiers of a system with their blocks per GPU shard, or ([], why) when the weights do not fit."""
+    w = float(weight_bytes_total(model_cfg))
+    act = activation_peak_bytes(im, params.max_num_batched_tokens, params.max_num_seqs)
+    if not weights_fit(system, w, act):
+        usable = system.config.memory_utilization * (system.capacity_per_gpu_bytes("gpu_capacity")
+                                                     + system.capacity_per_gpu_bytes("gpu_pim"))
+        return [], (f"weights {w / system.tp / 1e9:.1f} GB per GPU (tp {system.tp}) + activations {act / 1e9:.2f} GB "
+                    f"exceed the {usable / 1e9:.1f} GB the GPU side of {system.name} may use")
+    cap = kv_capacity_bytes(system, w, act, per_gpu=True)
+    block_bytes = params.block_size * model_cfg.num_layers * im.kv_tok_layer_bytes
+    if system.pim_stack is not None:  # AttAcc: KV lives on the PIM device only
+        names = [("pim_device", True)]
+    elif system.gpu_stack.has_pim:  # PIM SID first (TokenStack), or the all-PIM dies (uniform PIM)
+        names = [("gpu_pim", True), ("gpu_capacity", False)]
+    else:
+        names = [("gpu_capacity", False)]
+    tiers = [KvTier(n, int(cap[n] // block_bytes), pim) for n, pim in names if cap[n] >= block_bytes]
+    if kv_blocks is not None:
+        total = sum(t.blocks for t in tiers) or 1
+        scaled = [int(t.blocks * kv_blocks // total) for t in tiers]
+        scaled[0] += kv_blocks - sum(scaled)
+        tiers = [KvTier(t.name, b, t.pim) for t, b in zip(tiers, scaled)]
+    tiers = [t for t in tiers if t.blocks > 0]
+    if not tiers:
+        return [], f"no room for a single KV block ({block_bytes / 2**20:.1f} MiB) after weights and activations"
+    return tiers, ""
+
+
+def prepare(system, model, *, options: EngineOptions = EngineOptions(), scheduler: dict | None = None,
+            kv_blocks: int | None = None, on_missing: str = "characterize",
+            progress: Callable[[str], None] | None = None) -> Prepared:
+    """Resolve names, check the fit, build the step model and bind its characterized costs."""
+    if isinstance(system, str):
+        system = load_config(system, kind="system")
+    if isinstance(model, str):
+        model = load_config(model, kind="model")
+    model_cfg = model.config
+    scheduler = dict(scheduler or {})
+    if "num_kv_blocks" in scheduler:
+        raise InputError("set the KV pool with kv_blocks (--kv-blocks), not num_kv_blocks", where="scheduler")
+    from tokenstack_sim.model.ops import IterationModel
+
+    im = IterationModel(model_cfg, system.tp)
+    probe = SchedulerParams(num_kv_blocks=1, **scheduler)
+    tiers, reason = kv_tiers(system, model_cfg, im, probe, kv_blocks)
+    prep = Prepared(system, model, options, scheduler, fits=bool(tiers), reason=reason, tiers=tiers)
+    if not tiers:
+        return prep
+    sm = StepModel(system, model_cfg, tiers, block_size=probe.block_size, options=options)
+    tables = {}
+    costs: dict[int, OpCosts] = {}
+    for stack, op in sm.required_ops():
+        oc = costs.setdefault(id(stack), OpCosts(stack, on_missing=on_missing, progress=progress))
+        tables[sm.key(stack, op)] = oc.table(op)
+        prep.cost_origin[f"{stack.config.name}:{op.op_id}"] = oc.origin.get(op.op_id, "cache")
+    sm.bind(tables)
+    prep.step_model = sm
+    return prep
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict:
+    from tokenstack_sim import __version__
+
+    return {"package_version": __version__, "git_revision": _git_revision(), "host": platform.node(),
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_name(system: str, model: str, workload: str, qps, seed: int) -> str:
+    q = "native" if qps is None else f"q{qps:g}"
+    return f"{system}/{model}/{Path(workload).stem}/{q}/s{seed}"
+
+
+def _configs(prep: Prepared, table_meta: dict) -> dict:
+    return {"system": json.dumps(prep.system.as_dict(), sort_keys=True, default=str),
+            "model": json.dumps(prep.model.as_dict(), sort_keys=True, default=str),
+            "workload": json.dumps(table_meta, sort_keys=True, default=str)}
+
+
+def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int], None] | None = None,
+                 table=None) -> RunResult:
+    """Serve `spec`'s workload on a prepared pair; a pair that does not fit gives a 'does_not_fit' result."""
+    name = run_name(prep.system.name, prep.model.config.name, spec.workload, spec.qps, spec.seed)
+    params = {"system": prep.system.name, "model": prep.model.config.name, "workload": spec.workload,
+              "qps": spec.qps, "duration_s": spec.duration_s, "max_requests": spec.max_requests,
+              "seed": spec.seed, "warmup_frac": spec.warmup_frac, "drain_frac": spec.drain_frac,
+              "slo_ttft_s": spec.slo_ttft_s, "slo_tpot_s": spec.slo_tpot_s, "scheduler": prep.scheduler,
+              "kv_blocks": spec.kv_blocks, "memory_timing": prep.options.memory_timing,
+              "step_overhead_s": prep.options.step_overhead_s}
+    if not prep.fits:
+        return RunResult(name, "does_not_fit", params, provenance=provenance(), reason=prep.reason,
+                         summary={"requests": 0})
+    if table is None:
+        table = load_workload(spec.workload, seed=spec.seed, qps=spec.qps, duration_s=spec.duration_s,
+                              max_requests=spec.max_requests)
+    sm = prep.step_model
+    sm.records = []
+    total_blocks = sm.total_blocks
+    sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
+    t0 = time.perf_counter()
+    res = serve(table, sp, sm, progress=progress)
+    wall_s = time.perf_counter() - t0
+
+    req = np.zeros(len(res.requests), REQUEST_DTYPE)
+    for f in res.requests.dtype.names:
+        req[f] = res.requests[f]
+    req["slo_met"] = slo_met(req, spec.slo_ttft_s, spec.slo_tpot_s)
+
+    steps = np.zeros(len(res.steps), STEP_DTYPE)
+    for f in res.steps.dtype.names:
+        steps[f] = res.steps[f]
+    recs = sm.records
+    if recs:
+        parts = np.array([r[0] for r in recs])
+        for i, p in enumerate(STEP_PARTS):
+            steps[p] = parts[:, i]
+        steps["kv_tokens_attended"] = [r[2] for r in recs]
+        steps["kv_tokens_attended_pim"] = [r[3] for r in recs]
+        steps["decode_seqs"] = [r[4] for r in recs]
+        vecs = np.array([r[1] for r in recs])
+    else:
+        vecs = np.zeros((0, sum(len(a) for a in COMPONENTS.values())))
+    actions = {}
+    for comp, names in COMPONENTS.items():
+        arr = np.zeros(len(recs), np.dtype([(a, np.float64) for a in names]))
+        for i, a in enumerate(names):
+            arr[a] = vecs[:, OFFSET[comp] + i]
+        actions[comp] = arr
+    span_s = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
+    energy = energy_pj(prep.system, actions, span_s)
+    summary = _summary(req, steps, energy, res.counters, spec, total_blocks)
+    summary["wall_s"] = wall_s  # provenance-like: excluded from determinism checks by its name
+    return RunResult(name, "ok", params, configs=_configs(prep, table.meta), provenance=provenance() | {"wall_s": wall_s},
+                     requests=req, steps=steps, actions=actions, energy_pj=energy,
+                     summary={k: v for k, v in summary.items() if k != "wall_s"})
+
+
+def run(system, model, spec: RunSpec, *, options: EngineOptions = EngineOptions(), on_missing: str = "characterize",
+        progress=None) -> RunResult:
+    prep = prepare(system, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks,
+                   on_missing=on_missing)
+    return run_prepared(prep, spec, progress=progress)
+
+
+def slo_met(req: np.ndarray, slo_ttft_s: float, slo_tpot_s: float) -> np.ndarray:
+    """TTFT within its SLO and, for requests with >= 2 output tokens, TPOT within its SLO."""
+    ttft = req["first_token_s"] - req["arrival_s"]
+    out = req["output_tokens"]
+    multi = out >= 2
+    tpot = np.where(multi, (req["finish_s"] - req["first_token_s"]) / np.maximum(out - 1, 1), 0.0)
+    return np.isfinite(ttft) & (ttft <= slo_ttft_s) & (~multi | (tpot <= slo_tpot_s))
+
+
+def energy_pj(system, actions: dict, span_s: float) -> dict:
+    """Component -> action -> pJ over the run: counts x tables, plus static power x span."""
+    out: dict[str, dict[str, float]] = {}
+    gpu = system.gpu
+    ga = actions["gpu"]
+    out["gpu"] = {a: float(ga[a].sum()) * gpu.pj_per_flop(a.removeprefix("flops_"))
+                  for a in ga.dtype.names if a.startswith("flops_") and ga[a].sum() > 0}
+    out["gpu"]["l2_bytes"] = float(ga["l2_bytes"].sum()) * gpu.config.energy.l2_pj_per_byte
+    span_ns = span_s * 1e9
+    for comp, stack, count in (("gpu_stacks", system.gpu_stack, system.gpu_stacks_per_gpu),
+                               ("pim", system.pim_stack or system.gpu_stack,
+                                system.pim_stacks_per_gpu if system.pim_stack is not None else 0)):
+        table = energy_table_pj(stack)
+        arr = actions[comp]
+        e = {a: float(arr[a].sum()) * table[a] for a in arr.dtype.names if arr[a].sum() > 0}
+        if count:
+            e["static"] = (static_power_mw(stack) + refresh_power_mw(stack)) * count * system.gpus * span_ns
+        out[comp] = e
+    out["gpu_link"] = {"link_bytes": float(link_energy_pj(system.gpu_link, actions["gpu_link"]["link_bytes"].sum()))}
+    if system.pim_link is not None:
+        out["pim_link"] = {"link_bytes": float(link_energy_pj(system.pim_link,
+                                                              actions["pim_link"]["link_bytes"].sum()))}
+    return out
+
+
+def _summary(req, steps, energy, counters, spec: RunSpec, total_blocks: int) -> dict:
+    m = summarize(req, warmup_frac=spec.warmup_frac, drain_frac=spec.drain_frac)
+    out = {"requests": m.requests, "duration_s": m.duration_s,
+           "output_tokens_per_s": m.output_tokens_per_s, "total_tokens_per_s": m.total_tokens_per_s}
+    for name in ("ttft_s", "tpot_s", "e2e_s"):
+        st = getattr(m, name)
+        for k in ("mean", "p50", "p90", "p99"):
+            out[f"{name}_{k}"] = getattr(st, k)
+    from tokenstack_sim.runtime.metrics import included
+
+    inc = included(req, spec.warmup_frac, spec.drain_frac)
+    out["slo_attainment"] = float(inc["slo_met"].mean()) if len(inc) else float("nan")
+    j = {c: sum(v.values()) * 1e-12 for c, v in energy.items()}
+    out["energy_j_gpu"] = j.get("gpu", 0.0)
+    out["energy_j_stacks"] = j.get("gpu_stacks", 0.0)
+    out["energy_j_pim"] = j.get("pim", 0.0)
+    out["energy_j_links"] = j.get("gpu_link", 0.0) + j.get("pim_link", 0.0)
+    out["energy_j_total"] = sum(j.values())
+    gen = int(req["output_tokens"].sum())
+    out["output_tokens"] = gen
+    out["energy_per_output_token_j"] = out["energy_j_total"] / gen if gen else float("nan")
+    att = float(steps["kv_tokens_attended"].sum())
+    out["pim_attention_share"] = float(steps["kv_tokens_attended_pim"].sum()) / att if att else 0.0
+    out["preemptions"] = int(counters.get("preemptions", 0))
+    out["kv_blocks_total"] = int(total_blocks)
+    out["kv_blocks_peak"] = int(counters.get("max_kv_blocks_in_use", 0))
+    out["steps"] = int(counters.get("steps", 0))
+    q = counters.get("pool_query_tokens", 0)
+    out["prefix_hit_rate"] = counters.get("pool_hit_tokens", 0) / q if q else 0.0
+    out["makespan_s"] = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
+    return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in out.items()}

@@ -1,0 +1,380 @@
+"""Time and counted actions of one engine step (one forward pass of a batch) on a modeled system.
+
+The step is the per-layer dependency chain of `model/ops.py`, timed op by op and summed (within one batch
+the ops do not overlap; DESIGN.md), times the number of identical layers, plus the once-per-step
+embedding and LM head:
+
+    qkv → attention (GPU part, then PIM part, then the PIM link) → out_proj → all-reduce → [router →]
+    ffn_up → ffn_down → all-reduce
+
+Every tensor-parallel shard runs the same chain at the same time, so one shard is timed and counts are
+multiplied by the GPUs.
+
+- **GEMMs** (and the LM head) run on the GPU: launch + max(compute, memory). Compute = FLOPs ÷
+  (η_c(m, n) · peak[weight dtype]) with the GPU's tile-quantized efficiency (hw/gpu/roofline.py). Memory
+  = the time the GPU's stacks take to stream the op's bytes: with `memory_timing = "characterized"` (the
+  default) the characterized `stream-<tier>` cost of the weight tier (hw/opcost: the cycle kernel on one
+  channel, scaled by channel symmetry) at bytes ÷ stacks per stack; with `"roofline"` bytes ÷ (η_bw ·
+  peak bandwidth), the analytical baseline.
+- **Attention follows the KV** (issue 7; a default placement until the KV-management issue replaces it).
+  KV tiers, in the order blocks fill them: TokenStack the PIM SID, then the capacity SIDs; uniform PIM
+  the PIM dies; AttAcc its PIM device only; GPU-only the capacity dies. Every request's context is spread
+  over the tiers in proportion to their share of the blocks in use (head-sharded across the stacks, and
+  token-sharded where a shard has fewer KV heads than stacks). Decode tokens whose KV is in a PIM tier are
+  attended by the PIM units: per sequence, the characterized `attention` op of the PIM stack over its
+  share of the context, sequences one after the other on the same units. Everything else — prefill and
+  recompute chunks (compute-bound, AttAcc and NeuPIMs run them on the GPU too) and decode over KV in a
+  capacity tier — is one batched GPU attention kernel per layer, its KV streamed from the tiers that hold
+  it (AttAcc: fetched from the PIM device over its link). New K/V are written to where their sequence's
+  KV lives; the PIM path also moves q and the attention output (over the PIM link for AttAcc, through the
+  stack's channels otherwise).
+- **All-reduce** after out_proj and ffn_down: the ring all-reduce of hw/link.py over the GPU link; the
+  LM head's logits gather and the embedding's all-reduce likewise.
+
+Characterized costs are looked up, never extrapolated: an op larger than the characterized grid is timed
+as back-to-back ops of the largest characterized size plus the remainder (a stream or a row-by-row PIM
+sweep is additive; the fixed cost is paid per piece, which overstates by at most one fixed cost per
+piece of the grid's top size).
+
+Left out (each one a named option for later, applied to every system alike): overlap of GPU and PIM
+attention in one layer, sub-batch interleaving (NeuPIMs) and AttAcc-style pipelining, the softmax merge
+of partial attention from several tiers, the GPU's static power, CPU-side scheduling overhead
+(`step_overhead_s`, 0 by default), and background load on the channels while an op runs (ops of one
+step run one after another, so their characterized cost at load share 0 applies).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.hw.gpu.roofline import gemm_compute_efficiency
+from tokenstack_sim.hw.link import allreduce_link_bytes, allreduce_time_s, transfer_time_s
+from tokenstack_sim.hw.opcost.simulate import OpSpec
+from tokenstack_sim.hw.stack.energy import ACTIONS as STACK_ACTIONS
+from tokenstack_sim.model.ops import IterationModel
+from tokenstack_sim.results.result import STEP_PARTS
+
+MEMORY_TIMINGS = ("characterized", "roofline")
+GPU_ACTIONS = ("flops_bf16", "flops_fp16", "flops_fp8", "flops_fp32", "l2_bytes")
+LINK_ACTIONS = ("link_bytes",)
+# Counted actions per component, whole system. 'pim' holds the PIM units' work and the traffic to the
+# PIM device (AttAcc); the PIM SID's plain reads and writes by the GPU count under 'gpu_stacks'.
+COMPONENTS = {"gpu": GPU_ACTIONS, "gpu_stacks": STACK_ACTIONS, "pim": STACK_ACTIONS,
+              "gpu_link": LINK_ACTIONS, "pim_link": LINK_ACTIONS}
+OFFSET = {}
+_n = 0
+for _c, _a in COMPONENTS.items():
+    OFFSET[_c] = _n
+    _n += len(_a)
+N_ACTIONS = _n  # length of the flat action vector of one step
+_SA = {a: i for i, a in enumerate(STACK_ACTIONS)}
+_READ, _WRITE = _SA["gpu_read_bits"], _SA["gpu_write_bits"]
+
+
+def action_slot(component: str, action: str) -> int:
+    return OFFSET[component] + COMPONENTS[component].index(action)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Options of the step model that every system gets alike."""
+    memory_timing: str = "characterized"
+    step_overhead_s: float = 0.0  # CPU scheduling + sampling per step; 0 = left out [E]
+
+    def __post_init__(self) -> None:
+        if self.memory_timing not in MEMORY_TIMINGS:
+            raise InputError(f"expected one of {', '.join(MEMORY_TIMINGS)}, got {self.memory_timing!r}",
+                             where="memory_timing")
+        if not (math.isfinite(self.step_overhead_s) and self.step_overhead_s >= 0):
+            raise InputError(f"expected a time >= 0 s, got {self.step_overhead_s!r}", where="step_overhead_s")
+
+
+@dataclass(frozen=True)
+class KvTier:
+    """One tier that holds KV: where it is, how many blocks (per GPU shard), and whether decode attention
+    over it runs on PIM units."""
+    name: str  # 'gpu_capacity' | 'gpu_pim' | 'pim_device'
+    blocks: int
+    pim: bool
+
+
+def stack_tier(stack, prefer: str) -> str:
+    """`prefer` where the stack has it, else its other tier (a uniform-PIM stack has only 'pim')."""
+    return prefer if stack.tier_units(prefer) else ("pim" if prefer == "capacity" else "capacity")
+
+
+class Lookup:
+    """A characterized op at load share 0, looked up fast: time and action counts by size (linear between
+    the characterized sizes, as `OpTable` does). Sizes beyond the grid are back-to-back pieces of the
+    grid's top size plus the remainder (module docstring)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.xs, self.ts = table.sizes[0], table.time_ns[0]
+        self.top = float(table.max_size)
+        self.ax = table.action_sizes
+        self.A = np.array([table.actions.get(a, np.zeros_like(self.ax)) for a in STACK_ACTIONS])  # (actions, pts)
+        self.t_top = float(np.interp(self.top, self.xs, self.ts))
+        self.a_top = np.array([np.interp(self.top, self.ax, row) for row in self.A])
+
+    def _split(self, size: np.ndarray):
+        if size.size and size.max() > self.top:
+            pieces = np.floor(size / self.top)
+            return pieces, size - pieces * self.top
+        return None, size
+
+    def time_ns(self, size: np.ndarray) -> np.ndarray:
+        pieces, rem = self._split(size)
+        t = np.interp(rem, self.xs, self.ts)
+        return t if pieces is None else t + pieces * self.t_top
+
+    def actions(self, size: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Counts in STACK_ACTIONS order, summed over the sizes (each weighted)."""
+        pieces, rem = self._split(size)
+        j = np.clip(np.searchsorted(self.ax, rem, side="right"), 1, len(self.ax) - 1)
+        x0, x1 = self.ax[j - 1], self.ax[j]
+        f = np.clip((rem - x0) / (x1 - x0), 0.0, 1.0)
+        w = np.ones_like(rem) if weights is None else weights
+        out = self.A[:, j - 1] @ (w * (1 - f)) + self.A[:, j] @ (w * f)
+        if pieces is not None:
+            out = out + self.a_top * float((pieces * w).sum())
+        return out
+
+
+class StepModel:
+    """The step-cost model of one (system, model) pair. Build, `required_ops()`, `bind(tables)`, then
+    time batches: `step_time_s(batch)` satisfies the serve loop's StepCost protocol and records each
+    step's parts and action vector in `records`."""
+
+    def __init__(self, system, model_cfg, kv_tiers: list[KvTier], *, block_size: int,
+                 options: EngineOptions = EngineOptions()):
+        self.system, self.cfg, self.options = system, model_cfg, options
+        self.im = IterationModel(model_cfg, system.tp)
+        self.gpu = system.gpu
+        self.n_stacks = system.gpu_stacks_per_gpu
+        self.stack = system.gpu_stack
+        self.weight_tier = stack_tier(self.stack, "capacity")
+        self.kv_tiers = [t for t in kv_tiers if t.blocks > 0]
+        if not self.kv_tiers:
+            raise InputError(f"system {system.name!r} has no KV blocks left for model {model_cfg.name!r}",
+                             where="kv_blocks")
+        self.total_blocks = sum(t.blocks for t in self.kv_tiers)
+        self.block_size = block_size
+        self.attacc = system.pim_stack is not None
+        self.pim_stack = system.pim_stack if self.attacc else (self.stack if self.stack.has_pim else None)
+        self.n_pim_stacks = system.pim_stacks_per_gpu if self.attacc else self.n_stacks
+        self.pim_tier = next((t for t in self.kv_tiers if t.pim), None)
+        d = model_cfg.dtype
+        self.w_dtype, self.a_dtype = d.weight, d.activation
+        self.ab, self.kvb = d.activation_bytes, d.kv_bytes
+        self.hq, self.hkv, self.dh = self.im.hq, self.im.hkv, model_cfg.head_dim
+        self.kv_tok_bytes = self.im.kv_tok_layer_bytes  # per layer, per shard
+        self.qo_tok_bytes = 2 * self.hq * self.dh * self.ab  # q in + attention output out, per token
+        self.attn_coef = 4.0 * self.hq * self.dh  # FLOPs per attended (query, key) pair
+        n = self.n_pim_stacks
+        # PIM attention: KV heads per PIM stack, and the share of a head's tokens one stack holds
+        self.pim_heads = max(1, math.ceil(self.hkv / n)) if self.pim_stack is not None else 0
+        self.pim_token_frac = self.hkv / (n * self.pim_heads) if self.pim_stack is not None else 0.0
+        self._launch_s = self.gpu.launch_overhead_s
+        self._peak_w = self.gpu.peak_flops(self.w_dtype)
+        self._peak_a = self.gpu.peak_flops(self.a_dtype)
+        eff = self.gpu.config.efficiency
+        self._eta_attn, self._eta_bw = eff.attention_compute, eff.memory_bw
+        names = self.im.layer_names
+        self._gemm_rows = [i for i, x in enumerate(names) if x in ("qkv", "out_proj", "router", "ffn_up", "ffn_down")]
+        self._allreduce_rows = [i for i, x in enumerate(names) if x.startswith("allreduce")]
+        self._lookups: dict[str, Lookup] = {}
+        self._fixed: dict[tuple[int, int], tuple] = {}  # (tokens, emitting) -> the step's non-attention part
+        self.records: list[tuple] = []
+
+    # --- characterized costs -------------------------------------------------------------------------
+    def attention_op(self) -> OpSpec:
+        return OpSpec("attention", heads=self.pim_heads, gqa=max(1, self.hq // self.hkv), head_dim=self.dh,
+                      kv_bytes=self.kvb)
+
+    def required_ops(self) -> list[tuple[object, OpSpec]]:
+        """(stack, op) pairs whose characterized costs this model looks up."""
+        ops = []
+        if self.options.memory_timing == "characterized":
+            ops.append((self.stack, OpSpec("stream", tier=self.weight_tier)))
+            if any(t.name == "gpu_pim" for t in self.kv_tiers) and self.weight_tier != "pim":
+                ops.append((self.stack, OpSpec("stream", tier="pim")))
+        if self.pim_tier is not None:
+            ops.append((self.pim_stack, self.attention_op()))
+        return ops
+
+    def key(self, stack, op: OpSpec) -> str:
+        """The name a bound table goes by: the op id, prefixed 'pim:' for a separate PIM device's op."""
+        return ("pim:" if self.attacc and stack is self.pim_stack else "") + op.op_id
+
+    def bind(self, tables: dict) -> None:
+        """`tables`: key(stack, op) -> OpTable, for every op of `required_ops()`."""
+        for stack, op in self.required_ops():
+            k = self.key(stack, op)
+            if k not in tables:
+                raise InputError(f"no characterized cost {k!r} for {stack.config.name}; run "
+                                 f"`tokenstack characterize {stack.config.name}`")
+            self._lookups[k] = Lookup(tables[k])
+        self._fixed.clear()
+
+    # --- pieces ---------------------------------------------------------------------------------------
+    def _stream(self, nbytes: np.ndarray, tier: str, vec: np.ndarray, scale: float,
+                reps: np.ndarray | None = None, write: bool = False) -> np.ndarray:
+        """Seconds for one GPU's stacks to move each element of `nbytes` (spread evenly over its stacks)
+        from or to `tier`; adds the stack actions of the whole system (x `reps` per element, x `scale`)
+        to `vec`. A write is timed as the stream and its bits counted as written [E]."""
+        o = OFFSET["gpu_stacks"]
+        g = self.system.gpus
+        if self.options.memory_timing == "roofline":
+            bits = float(nbytes @ reps if reps is not None else nbytes.sum()) * 8
+            vec[o + (_WRITE if write else _READ)] += bits * scale * g
+            return nbytes / (self.system.gpu_bw_GBps * 1e9 * self._eta_bw)
+        lk = self._lookups[f"stream-{tier}"]
+        per = nbytes / self.n_stacks
+        a = lk.actions(per, reps) * (self.n_stacks * scale * g)
+        if write:
+            a[_WRITE] += a[_READ]
+            a[_READ] = 0.0
+        vec[o:o + len(STACK_ACTIONS)] += a
+        return lk.time_ns(per) * 1e-9
+
+    def _fixed_part(self, tokens: int, emitting: int) -> tuple:
+        """The part of a step that depends only on its token and emitting-sequence counts: the GEMMs, the
+        collectives and the embedding, with their actions (memoized)."""
+        new = np.zeros(max(1, emitting))
+        new[0] = tokens  # only the totals matter for these ops
+        ops = self.im.ops(new, np.zeros_like(new), emitting)
+        L = self.cfg.num_layers
+        vec = np.zeros(N_ACTIONS)
+        lay = ops.layer[self._gemm_rows]
+        lay = lay[lay["gemm_m"] > 0]
+        lm = ops.step[1:2]
+        lm = lm[lm["gemm_m"] > 0]
+        g = np.concatenate([lay, lm])
+        gemm_s = 0.0
+        if len(g):
+            reps = np.concatenate([np.full(len(lay), float(L)), np.ones(len(lm))])
+            eta = gemm_compute_efficiency(self.gpu, g["gemm_m"], g["gemm_n"])
+            t_c = g["flops"] / (eta * self._peak_w)
+            nbytes = g["weight_bytes"] + g["act_bytes"]
+            t_m = self._stream(nbytes, self.weight_tier, vec, 1.0, reps)
+            gemm_s = float(((self._launch_s + np.maximum(t_c, t_m)) * reps).sum())
+            n = self.system.gpus
+            vec[action_slot("gpu", f"flops_{self.w_dtype}")] += float(g["flops"] @ reps) * n
+            vec[action_slot("gpu", "l2_bytes")] += float(nbytes @ reps) * n
+        # collectives: two all-reduces per layer, the embedding's all-reduce, the logits' all-gather
+        tp, lk = self.system.tp, self.system.gpu_link
+        ar = ops.layer["comm_bytes"][self._allreduce_rows]
+        emb, lmh = ops.step[0], ops.step[1]
+        allreduce_s = float(np.sum(allreduce_time_s(lk, ar, tp))) * L + float(allreduce_time_s(lk, emb["comm_bytes"], tp))
+        link_bytes = float(np.sum(allreduce_link_bytes(ar, tp))) * L + float(allreduce_link_bytes(emb["comm_bytes"], tp))
+        if tp > 1 and lmh["comm_bytes"] > 0:  # ring all-gather: each GPU receives p-1 chunks
+            allreduce_s += (tp - 1) * (float(lmh["comm_bytes"]) / lk.effective_bw_Bps + lk.latency_s)
+            link_bytes += (tp - 1) * float(lmh["comm_bytes"]) * tp
+        vec[action_slot("gpu_link", "link_bytes")] += link_bytes  # already summed over the GPUs
+        # embedding lookup: its rows read from the weight tier
+        other_s = 0.0
+        if emb["weight_bytes"] > 0:
+            other_s = float(self._stream(np.array([emb["weight_bytes"]]), self.weight_tier, vec, 1.0)[0])
+        return gemm_s, allreduce_s, other_s, vec
+
+    # --- one step -------------------------------------------------------------------------------------
+    def step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
+        """(seconds, parts tuple in STEP_PARTS order, action vector of the whole system, KV tokens attended,
+        of which by PIM units). Attended counts are per shard, summed over layers."""
+        new = np.asarray(new_tokens, np.float64)
+        ctx = np.asarray(context_tokens, np.float64)
+        n_emit = int(np.count_nonzero(emits)) if np.ndim(emits) else int(emits)
+        key = (int(new.sum()), n_emit)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            fixed = self._fixed[key] = self._fixed_part(*key)
+        gemm_s, allreduce_s, other_s, fvec = fixed
+        vec = fvec.copy()
+        L = self.cfg.num_layers
+        g = self.system.gpus
+        pim_o = OFFSET["pim"]
+
+        # --- attention follows the KV (module docstring)
+        pim_share = min(1.0, self.pim_tier.blocks / max(kv_blocks_in_use, 1)) if self.pim_tier is not None else 0.0
+        on_pim = (new == 1) if pim_share > 0 else np.zeros(new.shape, bool)
+        attn_pim_s = link_s = attn_gpu_s = 0.0
+        attended = float((ctx + new).sum()) * L
+        attended_pim = 0.0
+        if on_pim.any():
+            keys = (ctx[on_pim] + 1.0) * pim_share  # the new K/V is written first, then attended
+            lk = self._lookups[self.key(self.pim_stack, self.attention_op())]
+            per = keys * self.pim_token_frac
+            attn_pim_s = float(lk.time_ns(per).sum()) * 1e-9 * L
+            vec[pim_o:pim_o + len(STACK_ACTIONS)] += lk.actions(per) * (self.n_pim_stacks * L * g)
+            attended_pim = float(keys.sum()) * L
+            n_dec = float(np.count_nonzero(on_pim))
+            qo, kv_new = n_dec * self.qo_tok_bytes, n_dec * self.kv_tok_bytes
+            if self.attacc:  # q and the new K/V to the device, the outputs back
+                plk = self.system.pim_link
+                link_s = (float(transfer_time_s(plk, qo / 2 + kv_new)) + float(transfer_time_s(plk, qo / 2))) * L
+                vec[action_slot("pim_link", "link_bytes")] += (qo + kv_new) * L * g
+                vec[pim_o + _WRITE] += kv_new * 8 * L * g
+            else:  # through the stack's channels into / out of the PIM SID
+                attn_pim_s += float(self._stream(np.array([qo + kv_new]), "pim", vec, L, write=True)[0]) * L
+
+        # GPU part: prefill / recompute chunks, and decode over KV outside the PIM tier; one kernel per layer
+        gpu_seq = ~on_pim
+        partial = pim_share < 1.0 and on_pim.any()
+        if gpu_seq.any() or partial:
+            nq, cq = new[gpu_seq], ctx[gpu_seq]
+            flops = float(self.attn_coef * (nq * (cq + (nq + 1.0) * 0.5)).sum())
+            gpu_keys = float(cq.sum())
+            if partial:
+                rest = float(ctx[on_pim].sum()) * (1.0 - pim_share)
+                flops += self.attn_coef * rest
+                gpu_keys += rest
+            kv_read = gpu_keys * self.kv_tok_bytes
+            kv_new = float(nq.sum()) * self.kv_tok_bytes
+            qo = (float(nq.sum()) + (float(np.count_nonzero(on_pim)) if partial else 0.0)) * self.qo_tok_bytes
+            t_m = 0.0
+            for tier, share in self._gpu_kv_sources(pim_share):
+                b = kv_read * share
+                if b <= 0:
+                    continue
+                if tier == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
+                    t_m += float(transfer_time_s(self.system.pim_link, b))
+                    vec[action_slot("pim_link", "link_bytes")] += b * L * g
+                    vec[pim_o + _READ] += b * 8 * L * g
+                else:
+                    t_m += float(self._stream(np.array([b]), tier, vec, L)[0])
+            if kv_new > 0:  # the chunk's K/V, written where its sequence's KV lives (the first tier)
+                first = self.kv_tiers[0].name
+                if first == "pim_device":
+                    t_m += float(transfer_time_s(self.system.pim_link, kv_new))
+                    vec[action_slot("pim_link", "link_bytes")] += kv_new * L * g
+                    vec[pim_o + _WRITE] += kv_new * 8 * L * g
+                else:
+                    tier = "pim" if first == "gpu_pim" else self.weight_tier
+                    t_m += float(self._stream(np.array([kv_new]), tier, vec, L, write=True)[0])
+            t_m += float(self._stream(np.array([qo]), self.weight_tier, vec, L)[0])
+            t_c = flops / (self._eta_attn * self._peak_a)
+            attn_gpu_s = (self._launch_s + max(t_c, t_m)) * L
+            vec[action_slot("gpu", f"flops_{self.a_dtype}")] += flops * L * g
+            vec[action_slot("gpu", "l2_bytes")] += (kv_read + kv_new + qo) * L * g
+
+        parts = (gemm_s, attn_gpu_s, attn_pim_s, link_s, allreduce_s, other_s + self.options.step_overhead_s)
+        return float(sum(parts)), parts, vec, attended, attended_pim
+
+    def _gpu_kv_sources(self, pim_share: float) -> list[tuple[str, float]]:
+        """Where the GPU streams its share of the KV from: (stack tier or 'pim_device', share of the bytes)."""
+        if len(self.kv_tiers) == 1:
+            n = self.kv_tiers[0].name
+            return [(n if n == "pim_device" else ("pim" if n == "gpu_pim" else self.weight_tier), 1.0)]
+        # TokenStack: the PIM SID and the capacity SIDs, in proportion to the blocks each holds
+        return [("pim", pim_share), (self.weight_tier, 1.0 - pim_share)]
+
+    def step_time_s(self, batch) -> float:
+        t, parts, vec, att, att_pim = self.step(batch.new_tokens, batch.context_tokens, batch.emits,
+                                                batch.kv_blocks_in_use)
+        self.records.append((parts, vec, att, att_pim, int(np.count_nonzero(batch.new_tokens == 1))))
+        return t
