@@ -93,6 +93,18 @@ def test_partial_prefill_limit_with_a_threshold():
         assert res.requests["output_tokens"].tolist() == [1, 1]
 
 
+def test_a_prefill_one_token_short_of_done_counts_as_partial():
+    # R0 (33 tokens) gets 16 of its prompt per step (threshold 16); after step 2 it is one token short of
+    # done: its prefill is still unfinished, so with max_num_partial_prefills = 1 R1 (whose first chunk
+    # would be partial too) must wait until step 3, when R0's last prompt token is computed.
+    t = table([33, 64], [2, 1])
+    cost = Affine()
+    p = SchedulerParams(num_kv_blocks=100, long_prefill_token_threshold=16, max_num_partial_prefills=1)
+    serve(t, p, cost)
+    assert [b.request_ids.tolist() for b in cost.batches[:3]] == [[0], [0], [0, 1]]
+    assert [b.new_tokens.tolist() for b in cost.batches[:3]] == [[16], [16], [1, 16]]
+
+
 def _random_table(n, seed, max_in=300, max_out=60):
     rng = np.random.default_rng(seed)
     arrivals = np.sort(rng.uniform(0, 0.5, n))
@@ -268,6 +280,7 @@ class _Ref:
         self.inp = t.rows["input_tokens"].tolist()
         self.out = t.rows["output_tokens"].tolist()
         self.gen, self.comp, self.nh = [0] * n, [0] * n, [0] * n
+        self.gen_at_admission = [0] * n  # a request is in prefill until it samples a token after admission
         self.blocks = [[] for _ in range(n)]
         self.running, self.waiting = [], deque()
 
@@ -318,7 +331,8 @@ class _Ref:
             break
         if not preempted:
             scheduled = {r: n for r, n, _ in out}
-            partial = sum(self.comp[r] + scheduled.get(r, 0) + 1 < self.ntok(r) for r in self.running)
+            partial = sum(self.gen[r] == self.gen_at_admission[r] and self.comp[r] + scheduled.get(r, 0) < self.ntok(r)
+                          for r in self.running)
             while self.waiting and budget > 0 and len(self.running) < p.max_num_seqs:
                 r = self.waiting[0]
                 hit = []
@@ -332,6 +346,7 @@ class _Ref:
                     break
                 self.waiting.popleft()
                 self.running.append(r)
+                self.gen_at_admission[r] = self.gen[r]
                 out.append((r, new, self.comp[r]))
                 budget -= new
                 partial += is_partial

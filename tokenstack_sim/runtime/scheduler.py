@@ -103,6 +103,9 @@ class VllmScheduler:
         self.generated = np.zeros(n, dtype=np.int64)
         self.num_tokens = self.input_tokens.copy()  # prompt + sampled tokens known so far
         self.computed = np.zeros(n, dtype=np.int64)  # num_computed_tokens
+        # Prefill (or a resumed request's recompute) not yet finished: set on admission, cleared when the
+        # request samples a token or finishes (max_num_partial_prefills counts these).
+        self.in_prefill = np.zeros(n, dtype=bool)
         self.num_blocks = np.zeros(n, dtype=np.int64)  # length of the block table
         self.num_hashed = np.zeros(n, dtype=np.int64)  # leading blocks of the table already cached
         self.status = np.zeros(n, dtype=np.int8)
@@ -180,6 +183,7 @@ class VllmScheduler:
         self.computed[ids] += batch.new_tokens
         e = ids[batch.emits]
         self.generated[e] += 1
+        self.in_prefill[e] = False
         self.num_tokens[e] += 1
         first = e[np.isnan(self.first_token_s[e])]
         self.first_token_s[first] = end_time_s
@@ -192,6 +196,7 @@ class VllmScheduler:
                 self.pool.free(np.asarray(self.block_tables[r], dtype=np.int32))
                 self.block_tables[r] = None
             self.status[done] = FINISHED
+            self.in_prefill[done] = False
             self.finish_s[done] = end_time_s
             self.num_blocks[done] = 0
             self.total_finished += len(done)
@@ -279,10 +284,13 @@ class VllmScheduler:
         waiting = self.waiting
         if not waiting or budget <= 0 or len(self.running) >= p.max_num_seqs:
             return _EMPTY_I, _EMPTY_I, _EMPTY_I, 0
-        # Running requests whose prefill stays unfinished after this step (for max_num_partial_prefills).
-        after = self.computed[self.running].copy()
+        # Running requests whose prefill stays unfinished after this step (for max_num_partial_prefills):
+        # in prefill and this step's chunk (if any) does not reach all of their known tokens. A decode
+        # request is one token short of its known tokens too, hence the flag rather than a token count.
+        run = self.running
+        after = self.computed[run].copy()
         after[: len(run_take)] += run_take  # scheduled running requests are a prefix of running
-        partial = int(np.count_nonzero(after + 1 < self.num_tokens[self.running]))
+        partial = int(np.count_nonzero(self.in_prefill[run] & (after < self.num_tokens[run])))
         n_running = len(self.running)
         ids, takes, ctxs = [], [], []
         hit_total = 0
@@ -315,6 +323,7 @@ class VllmScheduler:
             self.computed[r] = hit_tokens
             self.prefix_hit_tokens[r] += hit_tokens
             self.status[r] = RUNNING
+            self.in_prefill[r] = True
             waiting.popleft()
             ids.append(r)
             takes.append(t)
