@@ -81,5 +81,5 @@ def test_vectorized_equals_scalar():
     vec = allreduce_time_s(link, b, p)
     assert np.array_equal(vec, [allreduce_time_s(link, float(x), int(y)) for x, y in zip(b, p)])
     assert np.array_equal(transfer_time_s(link, b), [transfer_time_s(link, float(x)) for x in b])
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         allreduce_time_s(link, 1.0, 0)

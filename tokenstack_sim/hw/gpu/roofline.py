@@ -62,8 +62,9 @@ def roofline_time_s(flops, nbytes, *, peak_flops: float, eta_c, eta_bw: float, m
 def gemm_counts(m, n, k, dtype: str, *, weight_bytes: float | None = None, act_bytes: float | None = None):
     """(FLOPs, DRAM bytes) of C[m,n] = A[m,k] @ W[k,n]: A and C in activations, W streamed once."""
     m, n, k = _f(m), _f(n), _f(k)
-    if np.any(m < 1) or np.any(n < 1) or np.any(k < 1):
-        raise ValueError("GEMM dimensions must be >= 1")
+    for name, x in (("m", m), ("n", n), ("k", k)):
+        if not np.all(x >= 1):  # also refuses NaN
+            raise InputError(f"GEMM dimensions must be >= 1, got {name} = {x[~(x >= 1)].flat[0]:g}", where=name)
     wb, ab = _bytes_per(dtype, weight_bytes), _bytes_per(dtype, act_bytes)
     return 2.0 * m * n * k, (m * k + m * n) * ab + k * n * wb
 
@@ -117,8 +118,11 @@ def attention_pairs(q_tokens, context_tokens, *, causal: bool = True) -> np.ndar
     Causal: query j (0-based) of the chunk sees context - q + 1 + j keys, so pairs =
     q*(context - q) + q*(q+1)/2; a decode step (q = 1) sees all `context_tokens`."""
     q, c = _f(q_tokens), _f(context_tokens)
-    if np.any(q < 1) or np.any(c < q):
-        raise ValueError("attention needs q_tokens >= 1 and context_tokens >= q_tokens")
+    if not np.all(q >= 1):
+        raise InputError(f"attention needs q_tokens >= 1, got {q[~(q >= 1)].flat[0]:g}", where="q_tokens")
+    if not np.all(c >= q):
+        raise InputError("attention needs context_tokens >= q_tokens (the chunk's own tokens are in its context)",
+                         where="context_tokens")
     return q * (c - q) + q * (q + 1) / 2 if causal else q * c
 
 
@@ -159,7 +163,7 @@ def attention_time_s(gpu: ResolvedGpu, q_tokens, context_tokens, *, n_heads_q: i
         q = np.bincount(idx, weights=q, minlength=n_k)
         scalar_inputs = (np.zeros(1),)
         if np.any(q <= 0):
-            raise ValueError("a batched attention kernel has no sequence assigned to it")
+            raise InputError("a batched attention kernel has no sequence assigned to it", where="kernel_of")
 
     e = gpu.config.efficiency
     flops, nbytes, q, pairs, bw = np.broadcast_arrays(flops, nbytes, q, pairs, _f(mem_bw_GBps))
