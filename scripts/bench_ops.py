@@ -1,10 +1,16 @@
 """Benchmark of characterized op costs: look-ups per second and the time to characterize a config.
 
     python scripts/bench_ops.py [--config hbm4-12h-tokenstack] [--lookups 1000000] [--skip-characterize]
+                                [--scan N] [--workers W]
 
-Characterizes into a fresh temporary cache (one core, from nothing) unless --skip-characterize, then
-times vectorized look-ups of every op at random sizes and load shares. Prints figures; asserts nothing.
-Targets (issue 6): >= 1M look-ups/s vectorized; <= 60 s to characterize one config.
+Characterizes into a fresh temporary cache (one core, from nothing, unless --workers) unless
+--skip-characterize, then times vectorized look-ups of every op at random sizes and load shares.
+With --scan N, also checks every table against the kernel at N held-out sizes per load level
+(log-uniform inside the grid, seed 2024, not the characterization's own held-out points) and at the
+same sizes under loads half-way between levels (looked up at the level above, as `OpTable.time` does),
+and prints max / p95 / mean |error| and how many points miss by more than 5%. Prints figures; asserts
+nothing. Targets (issue 6): >= 1M look-ups/s vectorized; <= 60 s to characterize one config; costs
+within 5% of the kernel at held-out sizes and loads.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ def main() -> None:
     ap.add_argument("--config", default="hbm4-12h-tokenstack")
     ap.add_argument("--lookups", type=int, default=1_000_000)
     ap.add_argument("--skip-characterize", action="store_true", help="use the cache in $TOKENSTACK_CACHE")
+    ap.add_argument("--scan", type=int, default=0, metavar="N", help="held-out sizes per load level to check")
+    ap.add_argument("--workers", type=int, default=1, help="characterize in this many processes (OpCosts.ensure)")
     args = ap.parse_args()
     if not args.skip_characterize:
         os.environ["TOKENSTACK_CACHE"] = tempfile.mkdtemp(prefix="tokenstack-bench-")
@@ -34,15 +42,17 @@ def main() -> None:
     st = load_config(args.config, kind="stack")
     costs = OpCosts(st, on_missing="characterize")
     t0 = time.perf_counter()
-    tables = {}
-    for op in default_ops(st):
-        t1 = time.perf_counter()
-        tables[op.op_id] = costs.table(op)
+    ops = default_ops(st)
+    tables = {op.op_id: tab for op, tab in zip(ops, costs.ensure(ops, workers=args.workers))}
+    wall = time.perf_counter() - t0
+    for op in ops:
         tab = tables[op.op_id]
+        sims = tab.meta.get("simulations", 0)
         print(f"{op.op_id:<38} {costs.origin[op.op_id]:<6} {len(tab.sizes[0])} sizes (0 .. {tab.max_size:,.0f} "
-              f"{tab.size_unit}) x {len(tab.shares)} loads {tab.shares.tolist()}: {time.perf_counter() - t1:6.1f} s, "
-              f"held-out max error {100 * tab.max_rel_error:.1f}%")
-    print(f"characterize {args.config}: {time.perf_counter() - t0:.1f} s (target <= 60 s on one core)")
+              f"{tab.size_unit}) x {len(tab.shares)} loads {tab.shares.tolist()}, {sims} simulations: "
+              f"{tab.meta.get('characterize_s', 0.0):6.1f} s, held-out max error {100 * tab.max_rel_error:.1f}% "
+              f"({len(tab.validation)} points)")
+    print(f"characterize {args.config}: {wall:.1f} s on {args.workers} process(es) (target <= 60 s on one core)")
     rng = np.random.default_rng(0)
     for op_id, tab in tables.items():
         size = rng.uniform(0, tab.max_size, args.lookups)
@@ -52,6 +62,42 @@ def main() -> None:
         tab.time(size, share)
         dt = time.perf_counter() - t1
         print(f"look-ups {op_id:<38} {args.lookups / dt / 1e6:6.1f} M/s (vectorized batch of {args.lookups:,})")
+    if args.scan:
+        for op in ops:
+            scan(st, op, tables[op.op_id], args.scan)
+
+
+def scan(st, op, tab, n: int) -> None:
+    """The table against the kernel at n held-out sizes per level, at the level and half-way below it."""
+    from tokenstack_sim.hw.opcost.simulate import simulate_op
+
+    rng = np.random.default_rng(2024)
+    t0 = time.perf_counter()
+    rows = {"at levels": [], "between levels": []}
+    for j, share in enumerate(tab.shares):
+        sizes = tab.sizes[j]
+        xs = np.exp(rng.uniform(np.log(max(sizes[1], 1.0)), np.log(sizes[-1]), n))
+        if op.size_unit == "tokens":
+            xs = np.round(xs)
+        xs = xs[~np.isin(xs, sizes)]
+        between = (share + tab.shares[j - 1]) / 2 if j > 0 else None
+        for x in xs:
+            k, _, _ = simulate_op(st, op, float(x), float(share))
+            rows["at levels"].append((x, share, k, float(tab.time(x, share))))
+            if between is not None:
+                k, _, _ = simulate_op(st, op, float(x), float(between))
+                rows["between levels"].append((x, between, k, float(tab.time(x, between))))
+    for what, r in rows.items():
+        if not r:
+            continue
+        a = np.array(r)
+        err = np.abs(a[:, 3] - a[:, 2]) / np.maximum(a[:, 2], 1e-9)
+        worst = a[np.argmax(err)]
+        print(f"scan {op.op_id:<38} {what:<15} {len(a):4d} points: |error| max {100 * err.max():5.1f}% "
+              f"p95 {100 * np.quantile(err, 0.95):5.1f}% mean {100 * err.mean():4.1f}%, > 5%: {int((err > 0.05).sum()):3d}"
+              f"; worst at {worst[0]:,.0f} {tab.size_unit}, load {worst[1]:g} (kernel {worst[2]:,.1f} ns, "
+              f"table {worst[3]:,.1f} ns)")
+    print(f"scan {op.op_id}: {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":
