@@ -143,16 +143,27 @@ _RUN_COLS = [
 ]
 
 
-def runs_table(runs: list[RunResult], fmt: str = "markdown") -> str:
-    """One row per run, in the given order (see the module docstring for columns and formats)."""
+# The columns of a compact comparison (the demo's): who, how fast, how well, at what energy.
+COMPACT_COLUMNS = ("system", "requests", "output_tok_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50",
+                   "tpot_ms_p99", "slo_pct", "energy_mj_per_tok", "pim_attention_pct", "preemptions", "note")
+
+
+def runs_table(runs: list[RunResult], fmt: str = "markdown", columns: tuple[str, ...] | None = None) -> str:
+    """One row per run, in the given order (see the module docstring for columns and formats);
+    `columns` picks and orders columns by id (e.g. COMPACT_COLUMNS)."""
     for r in runs:
         missing = missing_summary_keys(r)
         if missing:
             raise ValueError(f"run {r.name!r}: summary lacks {missing} (see report.SUMMARY_KEYS)")
-    rows = [[c.get(r) if (r.status == "ok" or c not in _METRIC_COLS) else None for c in _RUN_COLS]
-            for r in runs]
-    return _render([c.id for c in _RUN_COLS], [c.header for c in _RUN_COLS],
-                   [c.numeric for c in _RUN_COLS], rows, fmt)
+    cols = _RUN_COLS
+    if columns is not None:
+        by_id = {c.id: c for c in _RUN_COLS}
+        unknown = [c for c in columns if c not in by_id]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; known: {', '.join(by_id)}")
+        cols = [by_id[c] for c in columns]
+    rows = [[c.get(r) if (r.status == "ok" or c not in _METRIC_COLS) else None for c in cols] for r in runs]
+    return _render([c.id for c in cols], [c.header for c in cols], [c.numeric for c in cols], rows, fmt)
 
 
 # -- seeds ---------------------------------------------------------------------------------------

@@ -116,9 +116,51 @@ def kv_tiers(system, model_cfg, im, params: SchedulerParams, kv_blocks: int | No
     return tiers, ""
 
 
+def ensure_tables(pairs, *, workers: int | None = None, progress: Callable[[str], None] | None = None) -> None:
+    """Characterize, into the cache, every (stack, op) of `pairs` that is missing, across stacks at once
+    on `workers` spawned processes (default: one per CPU, at most one per op); in this process for one."""
+    from tokenstack_sim.hw.opcost import cache
+    from tokenstack_sim.hw.opcost.characterize import _cpus
+
+    missing, seen = [], set()
+    for stack, op in pairs:
+        grid, key, path = OpCosts(stack).entry(op)
+        if key not in seen and cache.read_entry(path) is None:
+            missing.append((stack, op, grid, key, path))
+            seen.add(key)
+    if not missing:
+        return
+    workers = min(len(missing), workers or _cpus())
+    if workers <= 1:
+        for stack, op, grid, _, _ in missing:
+            OpCosts(stack, on_missing="characterize", progress=progress).table(op, grid)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tokenstack_sim.hw.opcost.parallel import _work, dumps_stack
+
+    if progress:
+        progress(f"{len(missing)} ops to characterize on {workers} processes (cached afterwards)")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = [pool.submit(_work, dumps_stack(stack), op, grid, key, str(path))
+                for stack, op, grid, key, path in missing]
+        for fut in cf.as_completed(futs):
+            op_id, _ = fut.result()
+            if progress:
+                progress(f"{op_id} done")
+
+
+def required_pairs(system, model, *, options: EngineOptions = EngineOptions(), scheduler: dict | None = None,
+                   kv_blocks: int | None = None) -> list:
+    """The (stack, op) pairs a (system, model) pair's step model looks up ([] when it does not fit)."""
+    prep = prepare(system, model, options=options, scheduler=scheduler, kv_blocks=kv_blocks, bind=False)
+    return prep.step_model.required_ops() if prep.step_model is not None else []
+
+
 def prepare(system, model, *, options: EngineOptions = EngineOptions(), scheduler: dict | None = None,
             kv_blocks: int | None = None, on_missing: str = "characterize",
-            progress: Callable[[str], None] | None = None) -> Prepared:
+            progress: Callable[[str], None] | None = None, bind: bool = True) -> Prepared:
     """Resolve names, check the fit, build the step model and bind its characterized costs."""
     if isinstance(system, str):
         system = load_config(system, kind="system")
@@ -137,6 +179,9 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
     if not tiers:
         return prep
     sm = StepModel(system, model_cfg, tiers, block_size=probe.block_size, options=options)
+    prep.step_model = sm
+    if not bind:
+        return prep
     tables = {}
     costs: dict[int, OpCosts] = {}
     for stack, op in sm.required_ops():
@@ -144,7 +189,6 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
         tables[sm.key(stack, op)] = oc.table(op)
         prep.cost_origin[f"{stack.config.name}:{op.op_id}"] = oc.origin.get(op.op_id, "cache")
     sm.bind(tables)
-    prep.step_model = sm
     return prep
 
 
@@ -305,3 +349,35 @@ def _summary(req, steps, energy, counters, spec: RunSpec, total_blocks: int) -> 
     out["prefix_hit_rate"] = counters.get("pool_hit_tokens", 0) / q if q else 0.0
     out["makespan_s"] = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
     return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in out.items()}
+
+
+def _run_job(job) -> RunResult:
+    system, model, spec, options = job
+    return run(system, model, spec, options=options, on_missing="error")
+
+
+def run_many(jobs, *, workers: int | None = None, progress: Callable[[str], None] | None = None) -> list[RunResult]:
+    """Run (system name, model name, RunSpec, EngineOptions) jobs, in spawned processes when `workers` > 1
+    (characterize first with `ensure_tables`: a worker never characterizes). Results in job order."""
+    from tokenstack_sim.hw.opcost.characterize import _cpus
+
+    jobs = list(jobs)
+    workers = min(len(jobs), workers or _cpus())
+    if workers <= 1:
+        out = []
+        for j in jobs:
+            out.append(_run_job(j))
+            if progress:
+                progress(f"{out[-1].name}: done")
+        return out
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(_run_job, j): i for i, j in enumerate(jobs)}
+        out = [None] * len(jobs)
+        for fut in cf.as_completed(futs):
+            out[futs[fut]] = fut.result()
+            if progress:
+                progress(f"{out[futs[fut]].name}: done")
+    return out

@@ -59,6 +59,7 @@ from tokenstack_sim.model.ops import IterationModel
 from tokenstack_sim.results.result import STEP_PARTS
 
 MEMORY_TIMINGS = ("characterized", "roofline")
+PIM_BATCHING = ("packed", "serial")
 GPU_ACTIONS = ("flops_bf16", "flops_fp16", "flops_fp8", "flops_fp32", "l2_bytes")
 LINK_ACTIONS = ("link_bytes",)
 # Counted actions per component, whole system. 'pim' holds the PIM units' work and the traffic to the
@@ -84,11 +85,18 @@ class EngineOptions:
     """Options of the step model that every system gets alike."""
     memory_timing: str = "characterized"
     step_overhead_s: float = 0.0  # CPU scheduling + sampling per step; 0 = left out [E]
+    # How a batch's decode attention shares the PIM units (module docstring): "packed" spreads the
+    # sequences over the scopes (AttAcc's head-level parallelism), "serial" runs each over all scopes
+    # one after another.
+    pim_batching: str = "packed"
 
     def __post_init__(self) -> None:
         if self.memory_timing not in MEMORY_TIMINGS:
             raise InputError(f"expected one of {', '.join(MEMORY_TIMINGS)}, got {self.memory_timing!r}",
                              where="memory_timing")
+        if self.pim_batching not in PIM_BATCHING:
+            raise InputError(f"expected one of {', '.join(PIM_BATCHING)}, got {self.pim_batching!r}",
+                             where="pim_batching")
         if not (math.isfinite(self.step_overhead_s) and self.step_overhead_s >= 0):
             raise InputError(f"expected a time >= 0 s, got {self.step_overhead_s!r}", where="step_overhead_s")
 
@@ -120,6 +128,8 @@ class Lookup:
         self.A = np.array([table.actions.get(a, np.zeros_like(self.ax)) for a in STACK_ACTIONS])  # (actions, pts)
         self.t_top = float(np.interp(self.top, self.xs, self.ts))
         self.a_top = np.array([np.interp(self.top, self.ax, row) for row in self.A])
+        # the fixed cost of one op: its time at the smallest characterized non-zero size
+        self.fixed_ns = float(self.ts[1]) if len(self.ts) > 1 else 0.0
 
     def _split(self, size: np.ndarray):
         if size.size and size.max() > self.top:
@@ -179,6 +189,10 @@ class StepModel:
         # PIM attention: KV heads per PIM stack, and the share of a head's tokens one stack holds
         self.pim_heads = max(1, math.ceil(self.hkv / n)) if self.pim_stack is not None else 0
         self.pim_token_frac = self.hkv / (n * self.pim_heads) if self.pim_stack is not None else 0.0
+        if self.pim_stack is not None:
+            from tokenstack_sim.hw.stack.pim import PimUnits
+
+            self.pim_scopes = PimUnits.of(self.pim_stack).n_scopes
         self._launch_s = self.gpu.launch_overhead_s
         self._peak_w = self.gpu.peak_flops(self.w_dtype)
         self._peak_a = self.gpu.peak_flops(self.a_dtype)
@@ -309,7 +323,7 @@ class StepModel:
             keys = (ctx[on_pim] + 1.0) * pim_share  # the new K/V is written first, then attended
             lk = self._lookups[self.key(self.pim_stack, self.attention_op())]
             per = keys * self.pim_token_frac
-            attn_pim_s = float(lk.time_ns(per).sum()) * 1e-9 * L
+            attn_pim_s = self._pim_time_ns(lk, per) * 1e-9 * L
             vec[pim_o:pim_o + len(STACK_ACTIONS)] += lk.actions(per) * (self.n_pim_stacks * L * g)
             attended_pim = float(keys.sum()) * L
             n_dec = float(np.count_nonzero(on_pim))
@@ -364,6 +378,20 @@ class StepModel:
 
         parts = (gemm_s, attn_gpu_s, attn_pim_s, link_s, allreduce_s, other_s + self.options.step_overhead_s)
         return float(sum(parts)), parts, vec, attended, attended_pim
+
+    def _pim_time_ns(self, lk: "Lookup", per: np.ndarray) -> float:
+        """One layer's decode attention of a batch on one PIM stack, `per` tokens per sequence.
+
+        serial: sum of the characterized op per sequence (every sequence spread over all scopes).
+        packed: the sequences spread over the scopes, so the sweep is the characterized op over all
+        their tokens together, plus one more fixed cost (the op at its smallest characterized size:
+        broadcast of q, activations, softmax, gather) for each further sequence a scope takes in
+        turn, ceil(B / scopes) - 1 of them."""
+        if self.options.pim_batching == "serial" or len(per) == 1:
+            return float(lk.time_ns(per).sum())
+        total = float(lk.time_ns(np.array([per.sum()]))[0])
+        rounds = math.ceil(len(per) / self.pim_scopes)
+        return total + (rounds - 1) * lk.fixed_ns
 
     def _gpu_kv_sources(self, pim_share: float) -> list[tuple[str, float]]:
         """Where the GPU streams its share of the KV from: (stack tier or 'pim_device', share of the bytes)."""

@@ -1,0 +1,240 @@
+"""`tokenstack run | capacity | report | timeline`: serve workloads on modeled systems and read the results.
+
+A thin layer over `sim/engine.py` (runs), `sim/capacity.py` (SLO capacity search) and `results/`
+(HDF5, tables, plots, traces). Long work shows a progress bar on stderr; tables go to stdout.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from tokenstack_sim.errors import InputError
+
+_TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|ms|us)?\s*$")
+_TIME_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, None: 1.0}
+
+
+def parse_time_s(text: str, where: str) -> float:
+    """'2s', '100ms', '250us' or a bare number of seconds."""
+    m = _TIME.match(str(text))
+    if not m:
+        raise InputError(f"expected a time such as 2s, 100ms or 0.5, got {text!r}", where=where)
+    return float(m.group(1)) * _TIME_SCALE[m.group(2)]
+
+
+def _scheduler_overrides(items) -> dict:
+    from tokenstack_sim.config.loader import parse_override
+    from tokenstack_sim.runtime.params import SchedulerParams
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(SchedulerParams)} - {"num_kv_blocks"}
+    out = {}
+    for item in items:
+        path, value = parse_override(item)
+        key = ".".join(path)
+        if key not in known:
+            raise InputError(f"unknown scheduler parameter {key!r}; known: {', '.join(sorted(known))}",
+                             where="--sched")
+        out[key] = value
+    return out
+
+
+def _common(command):
+    options = [
+        click.option("--model", "-m", "model", default="llama-3.1-70b", show_default=True, help="Model preset or TOML."),
+        click.option("--workload", "-w", default="azure-conv-like", show_default=True,
+                     help="Built-in workload spec name, a spec TOML, or a trace file."),
+        click.option("--duration", "duration", default=None, help="Simulated seconds of arrivals (e.g. 300, 5min not accepted: seconds)."),
+        click.option("--requests", "max_requests", type=int, default=None, help="Keep at most this many requests."),
+        click.option("--seed", type=int, default=0, show_default=True, help="First seed."),
+        click.option("--sched", multiple=True, metavar="KEY=VALUE",
+                     help="Scheduler parameter (max_num_batched_tokens, max_num_seqs, block_size, ...)."),
+        click.option("--kv-blocks", type=int, default=None, help="Override the KV pool (vLLM's num_gpu_blocks)."),
+        click.option("--memory-timing", type=click.Choice(["characterized", "roofline"]), default="characterized",
+                     show_default=True, help="Stack streams from characterized costs or the analytical roofline."),
+        click.option("--slo-ttft", default="2s", show_default=True, help="TTFT SLO (e.g. 2s, 500ms)."),
+        click.option("--slo-tpot", default="100ms", show_default=True, help="TPOT SLO (e.g. 100ms)."),
+        click.option("--warmup", "warmup_frac", type=float, default=0.1, show_default=True,
+                     help="Share of requests (first by arrival) left out of the statistics."),
+        click.option("--drain", "drain_frac", type=float, default=0.1, show_default=True,
+                     help="Share of requests (last by arrival) left out of the statistics."),
+        click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the runs to an HDF5 file."),
+        click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
+                     show_default=True),
+        click.option("--workers", type=int, default=None, help="Processes for characterizing missing op costs."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac, drain_frac):
+    from tokenstack_sim.sim.engine import RunSpec
+
+    return RunSpec(workload=workload, qps=qps, duration_s=None if duration is None else parse_time_s(duration, "--duration"),
+                   max_requests=max_requests, seed=seed, warmup_frac=warmup_frac, drain_frac=drain_frac,
+                   slo_ttft_s=parse_time_s(slo_ttft, "--slo-ttft"), slo_tpot_s=parse_time_s(slo_tpot, "--slo-tpot"),
+                   scheduler=_scheduler_overrides(sched), kv_blocks=kv_blocks)
+
+
+def _progress_bar(label: str):
+    """A progress callback (finished, total) drawing a click bar on stderr."""
+    state = {"bar": None, "done": 0}
+
+    def update(finished: int, total: int) -> None:
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            state["bar"].__enter__()
+        state["bar"].update(finished - state["done"])
+        state["done"] = finished
+        if finished >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+def _note(msg: str) -> None:
+    click.echo(f"  {msg}", err=True)
+
+
+def _prepare_all(configs, model, spec, options, workers):
+    """Prepare every system (characterizing missing costs across them in parallel first)."""
+    from tokenstack_sim.sim.engine import ensure_tables, prepare, required_pairs
+
+    pairs = []
+    for c in configs:
+        pairs += required_pairs(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks)
+    ensure_tables(pairs, workers=workers, progress=_note)
+    return [prepare(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks, on_missing="error")
+            for c in configs]
+
+
+def _print_tables(runs, fmt: str) -> None:
+    from tokenstack_sim.results.report import runs_table, seed_groups, seeds_table
+
+    click.echo(runs_table(runs, fmt))
+    if any(len(g) > 1 for g in seed_groups(runs)):
+        click.echo("")
+        click.echo(seeds_table(runs, fmt))
+
+
+@click.command()
+@click.argument("configs", nargs=-1, required=True)
+@_common
+@click.option("--qps", type=float, default=None, help="Mean request rate (default: the workload's own).")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Runs with seeds seed .. seed+N-1.")
+def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, slo_ttft,
+        slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds) -> None:
+    """Serve a workload on one or more system CONFIGS and print the comparison.
+
+    \b
+    tokenstack run tokenstack-hbm4 attacc-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
+        --qps 4 --duration 300 --seeds 3 --out runs.h5
+    """
+    import dataclasses
+
+    from tokenstack_sim.results.h5 import write_runs
+    from tokenstack_sim.sim.engine import run_prepared
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    if seeds < 1:
+        raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
+    spec = _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
+                 drain_frac)
+    options = EngineOptions(memory_timing=memory_timing)
+    preps = _prepare_all(configs, model, spec, options, workers)
+    runs = []
+    for prep in preps:
+        for s in range(seed, seed + seeds):
+            sp = dataclasses.replace(spec, seed=s)
+            label = f"{prep.system.name} seed {s}"
+            runs.append(run_prepared(prep, sp, progress=_progress_bar(label) if prep.fits else None))
+    if out:
+        write_runs(out, runs)
+        click.echo(f"wrote {len(runs)} run(s) to {out}", err=True)
+    _print_tables(runs, fmt)
+
+
+@click.command()
+@click.argument("configs", nargs=-1, required=True)
+@_common
+@click.option("--qps-start", type=float, default=1.0, show_default=True, help="First rate tried.")
+@click.option("--tolerance", type=float, default=0.05, show_default=True, help="Relative width of the final bracket.")
+@click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
+def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, slo_ttft,
+             slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start, tolerance, target) -> None:
+    """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
+
+    \b
+    tokenstack capacity tokenstack-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
+        --duration 300 --slo-ttft 2s --slo-tpot 100ms --out capacity.h5
+    """
+    from tokenstack_sim.results.h5 import write_runs
+    from tokenstack_sim.sim.capacity import capacity_search, capacity_table
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    spec = _spec(workload, None, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
+                 drain_frac)
+    if spec.duration_s is None and spec.max_requests is None:
+        raise InputError("a capacity search needs --duration (or --requests) so every rate serves a like window",
+                         where="--duration")
+    preps = _prepare_all(configs, model, spec, EngineOptions(memory_timing=memory_timing), workers)
+    results, runs = [], []
+    for prep in preps:
+        res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, progress=_note)
+        results.append(res)
+        runs += res.runs
+    if out:
+        write_runs(out, runs)
+        click.echo(f"wrote {len(runs)} run(s) to {out}", err=True)
+    click.echo(capacity_table(results, fmt))
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write PNG plots (throughput vs QPS, latency CDFs, energy breakdown, KV use) here.")
+def report(files, fmt, plot_dir) -> None:
+    """Tables (and plots) of the runs in one or more result FILES."""
+    from tokenstack_sim.results import plots
+    from tokenstack_sim.results.h5 import read_runs
+
+    runs = [r for f in files for r in read_runs(f)]
+    _print_tables(runs, fmt)
+    if plot_dir:
+        d = Path(plot_dir)
+        made = [plots.throughput_vs_qps(runs, d / "throughput_vs_qps.png"),
+                plots.latency_cdfs(runs, d / "latency_cdfs.png"),
+                plots.energy_breakdown(runs, d / "energy_breakdown.png"),
+                plots.kv_blocks_over_time(runs, d / "kv_blocks.png")]
+        for p in made:
+            click.echo(f"wrote {p}", err=True)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Chrome/Perfetto trace JSON.")
+@click.option("--run", "run_name", default=None, help="Run name in the file (default: the first).")
+@click.option("--max-steps", type=int, default=None, help="Draw only the first N steps.")
+def timeline(file, out, run_name, max_steps) -> None:
+    """A Perfetto / chrome://tracing view of one run's steps and the parts of each."""
+    from tokenstack_sim.results.h5 import read_runs
+    from tokenstack_sim.results.timeline import write_chrome_trace
+
+    runs = read_runs(file)
+    if run_name is None:
+        chosen = runs[0]
+    else:
+        by_name = {r.name: r for r in runs}
+        if run_name not in by_name:
+            raise InputError(f"no run {run_name!r}; the file has: {', '.join(by_name)}", source=file, where="--run")
+        chosen = by_name[run_name]
+    if chosen.status != "ok":
+        raise InputError(f"run {chosen.name!r} is {chosen.status}: {chosen.reason}", source=file)
+    write_chrome_trace(chosen, out, max_steps=max_steps)
+    click.echo(f"wrote {out} ({chosen.name}); open it in ui.perfetto.dev", err=True)
