@@ -164,19 +164,20 @@ def test_counted_component_energy(h100):
 
 # ------------------------------------------------------------------------------------ calibration
 
+HEADER = "op,dtype,m,n,k,n_heads_kv,mem_bw_GBps,time_us,gpu\n"
 CSV = """# measured on h100-sxm (made-up numbers for the test)
-op,dtype,m,n,k,time_us,gpu
-gemm,bf16,1,1024,1024,10,h100-sxm
-gemm,bf16,16,1024,1024,20,h100-sxm
-gemm,bf16,1,4096,1024,40,h100-sxm
-gemm,bf16,16,4096,1024,90,h100-sxm
+op,dtype,m,n,k,n_heads_kv,mem_bw_GBps,time_us,gpu
+gemm,bf16,1,1024,1024,,3352,10,h100-sxm
+gemm,bf16,16,1024,1024,,3352,20,h100-sxm
+gemm,bf16,1,4096,1024,,3352,40,h100-sxm
+gemm,bf16,16,4096,1024,,3352,90,h100-sxm
 """
 
 
-def _table(tmp_path, text=CSV):
+def _table(tmp_path, text=CSV, **kw):
     path = tmp_path / "kernels.csv"
     path.write_text(text)
-    return load_kernel_table(path), path
+    return load_kernel_table(path, **kw), path
 
 
 def test_calibration_exact_at_grid_points_and_log_interpolated(tmp_path, h100):
@@ -199,7 +200,7 @@ def test_calibration_refuses_outside_the_grid(tmp_path, h100):
         with pytest.raises(InputError, match="outside the measured grid") as exc:
             gemm_time_s(h100, m, n, k, "bf16", 3352, calibration=table)
         assert str(path) in str(exc.value)
-    with pytest.raises(InputError, match="no measured attention"):
+    with pytest.raises(InputError, match="no measured kernels for attention/h100-sxm/bf16/kv8"):
         attention_time_s(h100, 1, 100, n_heads_q=8, n_heads_kv=8, head_dim=128, dtype="bf16", mem_bw_GBps=3352,
                          calibration=table)
     # an explicit opt-in times the outside points with the roofline, the inside ones from the table
@@ -209,14 +210,22 @@ def test_calibration_refuses_outside_the_grid(tmp_path, h100):
 
 
 @pytest.mark.parametrize("text, where, message", [
-    ("op,dtype,m,n,k,time_us,gpu\ngemm,bf16,1,2,3,4,h\ngemm,bf16,x,2,3,4,h\n", "line 3, column m", "number"),
-    ("op,dtype,m,n,k,time_us,gpu\ngemm,bf16,1,2,3,-4,h\n", "line 2, column time_us", "positive"),
-    ("# c\nop,dtype,m,n,k,time_us,gpu\n\nconv,bf16,1,2,3,4,h\n", "line 4, column op", "gemm"),
-    ("op,dtype,m,n,k,time_us,gpu\ngemm,int4,1,2,3,4,h\n", "line 2, column dtype", "bf16"),
-    ("op,dtype,m,n,k,time_us,gpu\ngemm,bf16,1,2,3,4\n", "line 2", "fields"),
-    ("op,dtype,m,n,k,time_us,gpu,extra\n", "line 1, column 8", "unknown column"),
-    ("op,dtype,m,n,time_us,gpu\n", "line 1", "missing columns: k"),
-    ("op,dtype,m,n,k,time_us,gpu\ngemm,bf16,1,2,3,4,h\ngemm,bf16,1,2,3,5,h\n", "line 3", "duplicate"),
+    (HEADER + "gemm,bf16,1,2,3,,9,4,h\ngemm,bf16,x,2,3,,9,4,h\n", "line 3, column m", "number"),
+    (HEADER + "gemm,bf16,1,2,3,,9,-4,h\n", "line 2, column time_us", "positive"),
+    ("# c\n" + HEADER + "\nconv,bf16,1,2,3,,9,4,h\n", "line 4, column op", "gemm"),
+    (HEADER + "gemm,int4,1,2,3,,9,4,h\n", "line 2, column dtype", "bf16"),
+    (HEADER + "gemm,bf16,1,2,3,,9,4\n", "line 2", "fields"),
+    (HEADER.strip() + ",extra\n", "line 1, column 10", "unknown column"),
+    ("op,dtype,m,n,k,n_heads_kv,mem_bw_GBps,time_us,gpu".replace(",k,", ",") + "\n", "line 1", "missing columns: k"),
+    (HEADER + "gemm,bf16,1,2,3,,9,4,h\ngemm,bf16,1,2,3,,9,5,h\n", "line 3", "duplicate"),
+    # the memory bandwidth and, for attention, the KV heads are part of every row
+    ("op,dtype,m,n,k,time_us,gpu\ngemm,bf16,1,2,3,4,h\n", "line 1", "missing columns: n_heads_kv, mem_bw_GBps"),
+    (HEADER + "gemm,bf16,1,2,3,,0,4,h\n", "line 2, column mem_bw_GBps", "positive"),
+    (HEADER + "gemm,bf16,1,2,3,,nan,4,h\n", "line 2, column mem_bw_GBps", "positive"),
+    (HEADER + "gemm,bf16,1,2,3,8,9,4,h\n", "line 2, column n_heads_kv", "gemm row has no KV heads"),
+    (HEADER + "attention,bf16,1,2,3,,9,4,h\n", "line 2, column n_heads_kv", "KV heads"),
+    (HEADER + "attention,bf16,1,2,3,2.5,9,4,h\n", "line 2, column n_heads_kv", "positive integer"),
+    (HEADER + "gemm,bf16,1,2,3,,3352,4,h\ngemm,bf16,1,2,3,,3352.0000001,4,h\n", "mem_bw_GBps", "differ by less"),
 ])
 def test_calibration_bad_rows_name_the_line(tmp_path, text, where, message):
     path = tmp_path / "bad.csv"
@@ -227,16 +236,57 @@ def test_calibration_bad_rows_name_the_line(tmp_path, text, where, message):
 
 
 def test_calibration_needs_a_full_grid(tmp_path):
-    text = CSV.replace("gemm,bf16,16,4096,1024,90,h100-sxm\n", "")
+    text = CSV.replace("gemm,bf16,16,4096,1024,,3352,90,h100-sxm\n", "")
     with pytest.raises(InputError, match="missing m=16, n=4096, k=1024"):
         _table(tmp_path, text)
 
 
+def test_calibration_refuses_another_memory_bandwidth(tmp_path, h100):
+    table, path = _table(tmp_path)
+    for fallback in ("error", "roofline"):  # a table measured on another memory system is never used
+        with pytest.raises(InputError, match=r"gemm/h100-sxm/bf16 @ 4800 GB/s.*mem_bw_GBps 3352 only") as exc:
+            gemm_time_s(h100, 1, 1024, 1024, "bf16", 4800, calibration=table, fallback=fallback)
+        assert exc.value.where == "mem_bw_GBps" and exc.value.source == str(path)
+        with pytest.raises(InputError, match="3352 only"):  # one element of a vector at another bandwidth
+            gemm_time_s(h100, 1, 1024, 1024, "bf16", np.array([3352.0, 3000.0]), calibration=table,
+                        fallback=fallback)
+    # equal within a relative 1e-6 (a bandwidth summed over stacks may differ in the last digits)
+    assert gemm_time_s(h100, 1, 1024, 1024, "bf16", 3352 * (1 + 1e-9), calibration=table) == pytest.approx(10e-6)
+    # a Gpu component looks the table up at its own bandwidth
+    with pytest.raises(InputError, match="mem_bw_GBps"):
+        Gpu(h100, 4800, calibration=table).gemm(1, 1024, 1024, "bf16")
+
+
+def test_calibration_keeps_tables_of_several_bandwidths_apart(tmp_path, h100):
+    rows = CSV + "".join(f"gemm,bf16,{m},{n},1024,,4800,{t},h100-sxm\n"
+                         for m, n, t in ((1, 1024, 7), (16, 1024, 14), (1, 4096, 28), (16, 4096, 60)))
+    table, _ = _table(tmp_path, rows)
+    t = gemm_time_s(h100, np.array([1, 1, 16]), 1024, 1024, "bf16", np.array([3352.0, 4800.0, 4800.0]),
+                    calibration=table)
+    assert np.allclose(t, [10e-6, 7e-6, 14e-6], rtol=1e-12, atol=0)
+
+
+def test_calibration_refuses_rows_and_lookups_for_another_gpu(tmp_path, h100):
+    h200 = load_config("h200")
+    table, path = _table(tmp_path)
+    for fallback in ("error", "roofline"):
+        with pytest.raises(InputError, match="measurements for gpu 'h100-sxm', not 'h200'") as exc:
+            gemm_time_s(h200, 1, 1024, 1024, "bf16", 3352, calibration=table, fallback=fallback)
+        assert exc.value.where == "gpu"
+    mixed = CSV + "gemm,bf16,1,1024,1024,,4800,8,h200\n"
+    table, path = _table(tmp_path, mixed)  # a table may hold several GPUs' measurements ...
+    assert gemm_time_s(h200, 1, 1024, 1024, "bf16", 4800, calibration=table) == pytest.approx(8e-6)
+    with pytest.raises(InputError, match="loaded for 'h100-sxm'") as exc:  # ... unless loaded for one GPU
+        _table(tmp_path, mixed, gpu="h100-sxm")
+    assert exc.value.where == "line 7, column gpu"
+
+
 def test_attention_calibration_coordinates(tmp_path, h100):
-    # attention rows: m = query tokens of the kernel, n = mean attended keys per query, k = heads_q * head_dim
-    rows = "".join(f"attention,bf16,{m},{n},4096,{t},h100-sxm\n"
+    # attention rows: m = query tokens of the kernel, n = mean attended keys per query, k = heads_q * head_dim,
+    # keyed by the kernel's KV heads
+    rows = "".join(f"attention,bf16,{m},{n},4096,8,3352,{t},h100-sxm\n"
                    for m, n, t in ((1, 1024, 8), (1, 8192, 30), (64, 1024, 40), (64, 8192, 200)))
-    table, _ = _table(tmp_path, "op,dtype,m,n,k,time_us,gpu\n" + rows)
+    table, _ = _table(tmp_path, HEADER + rows)
     kw = dict(n_heads_q=32, n_heads_kv=8, head_dim=128, dtype="bf16", mem_bw_GBps=3352, calibration=table)
     assert attention_time_s(h100, 1, 8192, **kw) == pytest.approx(30e-6, rel=1e-12)
     # 64 decode sequences of 1,024 keys batched into one kernel: m = 64, n = 1024
@@ -244,3 +294,8 @@ def test_attention_calibration_coordinates(tmp_path, h100):
     assert t[0] == pytest.approx(40e-6, rel=1e-12)
     with pytest.raises(InputError, match="outside"):
         attention_time_s(h100, 1, 8192, **{**kw, "n_heads_q": 64})  # k = 8192 was not measured
+    # another GQA ratio (same heads_q * head_dim, 4 KV heads) reads twice the KV: not in the table
+    with pytest.raises(InputError, match="no measured kernels for attention/h100-sxm/bf16/kv4"):
+        attention_time_s(h100, 1, 8192, **{**kw, "n_heads_kv": 4})
+    roof = attention_time_s(h100, 1, 8192, **{**kw, "n_heads_kv": 4, "calibration": None})
+    assert attention_time_s(h100, 1, 8192, **{**kw, "n_heads_kv": 4}, fallback="roofline") == roof

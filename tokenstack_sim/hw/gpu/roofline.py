@@ -95,8 +95,9 @@ def gemm_time_s(gpu: ResolvedGpu, m, n, k, dtype: str, mem_bw_GBps, *, weight_by
                 act_bytes: float | None = None, calibration=None, fallback: str = "error"):
     """Time of GEMM kernels C[m,n] = A[m,k] @ W[k,n] (arrays broadcast; one kernel per element).
 
-    With `calibration` (a `KernelTable`), times come from measured kernels interpolated in log space;
-    a shape outside the measured grid raises InputError unless `fallback="roofline"`."""
+    With `calibration` (a `KernelTable`), times come from measured kernels interpolated in log space, from
+    the table measured on this GPU at this `mem_bw_GBps` (another GPU or bandwidth is refused); a shape
+    outside the measured grid raises InputError unless `fallback="roofline"`."""
     if calibration is None:
         return gemm_roofline_time_s(gpu, m, n, k, dtype, mem_bw_GBps, weight_bytes=weight_bytes,
                                     act_bytes=act_bytes)
@@ -106,7 +107,7 @@ def gemm_time_s(gpu: ResolvedGpu, m, n, k, dtype: str, mem_bw_GBps, *, weight_by
         return gemm_roofline_time_s(gpu, M[mask], N[mask], K[mask], dtype, BW[mask], weight_bytes=weight_bytes,
                                     act_bytes=act_bytes)
 
-    t = calibration.lookup("gemm", gpu.name, dtype, M, N, K, fallback=fallback, roofline=roof)
+    t = calibration.lookup("gemm", gpu.name, dtype, M, N, K, mem_bw_GBps=BW, fallback=fallback, roofline=roof)
     return _out(t, m, n, k, mem_bw_GBps)
 
 
@@ -148,7 +149,7 @@ def attention_time_s(gpu: ResolvedGpu, q_tokens, context_tokens, *, n_heads_q: i
     (an int array, one entry per sequence), sequences are summed into `n_kernels` batched kernels (e.g.
     one per layer of a step), whose FLOPs and bytes are the sums; the result has one time per kernel.
     A calibrated table is looked up at m = query tokens, n = mean attended keys per query,
-    k = n_heads_q * head_dim of each kernel."""
+    k = n_heads_q * head_dim of each kernel, in the grid of this GPU, `n_heads_kv` and `mem_bw_GBps`."""
     flops, nbytes, pairs = attention_counts(q_tokens, context_tokens, n_heads_q=n_heads_q, n_heads_kv=n_heads_kv,
                                             head_dim=head_dim, dtype=dtype, kv_bytes=kv_bytes,
                                             act_bytes=act_bytes, causal=causal)
@@ -177,5 +178,6 @@ def attention_time_s(gpu: ResolvedGpu, q_tokens, context_tokens, *, n_heads_q: i
         t = roof(np.ones(flops.shape, bool)).reshape(flops.shape)
     else:
         k = np.full(q.shape, float(n_heads_q * head_dim))
-        t = calibration.lookup("attention", gpu.name, dtype, q, pairs / q, k, fallback=fallback, roofline=roof)
+        t = calibration.lookup("attention", gpu.name, dtype, q, pairs / q, k, mem_bw_GBps=bw, n_heads_kv=n_heads_kv,
+                               fallback=fallback, roofline=roof)
     return _out(t, *scalar_inputs)
