@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from tokenstack_sim.results.result import RunResult
+from tokenstack_sim.runtime.metrics import t_quantile
 
 _STATS = ("mean", "p50", "p90", "p99")
 SUMMARY_KEYS: list[tuple[str, str]] = [
@@ -227,68 +228,8 @@ def mean_ci(values, level: float = 0.95) -> tuple[float | None, float | None]:
     if len(x) < 2:
         return mean, None
     sem = float(x.std(ddof=1)) / math.sqrt(len(x))
-    return mean, student_t_ppf(0.5 + level / 2, len(x) - 1) * sem
+    return mean, t_quantile(0.5 + level / 2, len(x) - 1) * sem
 
-
-# -- Student t quantile (no scipy): regularized incomplete beta by Lentz's continued fraction -------
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
-                     + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def student_t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom (bisection on the CDF, ~1e-12 relative)."""
-    if not (0.0 < p < 1.0) or df <= 0:
-        raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -student_t_ppf(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
-# -- rendering -----------------------------------------------------------------------------------
 
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and not math.isfinite(v))

@@ -45,6 +45,7 @@ step run one after another, so their characterized cost at load share 0 applies)
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -118,13 +119,16 @@ def stack_tier(stack, prefer: str) -> str:
 class Lookup:
     """A characterized op at load share 0, looked up fast: time and action counts by size (linear between
     the characterized sizes, as `OpTable` does). Sizes beyond the grid are back-to-back pieces of the
-    grid's top size plus the remainder (module docstring)."""
+    grid's top size plus the remainder (module docstring). Scalar calls avoid numpy's per-call overhead:
+    the step model makes several per step."""
 
     def __init__(self, table):
         self.table = table
         self.xs, self.ts = table.sizes[0], table.time_ns[0]
+        self._xs, self._ts = self.xs.tolist(), self.ts.tolist()
         self.top = float(table.max_size)
         self.ax = table.action_sizes
+        self._ax = self.ax.tolist()
         self.A = np.array([table.actions.get(a, np.zeros_like(self.ax)) for a in STACK_ACTIONS])  # (actions, pts)
         self.t_top = float(np.interp(self.top, self.xs, self.ts))
         self.a_top = np.array([np.interp(self.top, self.ax, row) for row in self.A])
@@ -145,14 +149,34 @@ class Lookup:
     def actions(self, size: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Counts in STACK_ACTIONS order, summed over the sizes (each weighted)."""
         pieces, rem = self._split(size)
-        j = np.clip(np.searchsorted(self.ax, rem, side="right"), 1, len(self.ax) - 1)
+        j = np.searchsorted(self.ax, rem, side="right")
+        np.minimum(np.maximum(j, 1), len(self.ax) - 1, out=j)
         x0, x1 = self.ax[j - 1], self.ax[j]
-        f = np.clip((rem - x0) / (x1 - x0), 0.0, 1.0)
-        w = np.ones_like(rem) if weights is None else weights
-        out = self.A[:, j - 1] @ (w * (1 - f)) + self.A[:, j] @ (w * f)
+        f = np.minimum(np.maximum((rem - x0) / (x1 - x0), 0.0), 1.0)
+        w = 1.0 if weights is None else weights
+        out = self.A[:, j - 1] @ (w * (1 - f) * np.ones_like(f)) + self.A[:, j] @ (w * f)
         if pieces is not None:
             out = out + self.a_top * float((pieces * w).sum())
         return out
+
+    def scalar(self, size: float) -> tuple[float, np.ndarray]:
+        """(time ns, action counts) of one op of `size`."""
+        pieces = 0.0
+        if size > self.top:
+            pieces = math.floor(size / self.top)
+            size -= pieces * self.top
+        xs, ax = self._xs, self._ax
+        i = min(max(bisect.bisect_right(xs, size), 1), len(xs) - 1)
+        x0, x1 = xs[i - 1], xs[i]
+        f = min(max((size - x0) / (x1 - x0), 0.0), 1.0)
+        t = self._ts[i - 1] + f * (self._ts[i] - self._ts[i - 1])
+        j = min(max(bisect.bisect_right(ax, size), 1), len(ax) - 1)
+        g = min(max((size - ax[j - 1]) / (ax[j] - ax[j - 1]), 0.0), 1.0)
+        a = self.A[:, j - 1] * (1.0 - g) + self.A[:, j] * g
+        if pieces:
+            t += pieces * self.t_top
+            a = a + pieces * self.a_top
+        return t, a
 
 
 class StepModel:
@@ -256,6 +280,22 @@ class StepModel:
         vec[o:o + len(STACK_ACTIONS)] += a
         return lk.time_ns(per) * 1e-9
 
+    def _stream1(self, nbytes: float, tier: str, vec: np.ndarray, scale: float, write: bool = False) -> float:
+        """`_stream` for one transfer (the common case inside a step), without numpy arrays."""
+        o = OFFSET["gpu_stacks"]
+        g = self.system.gpus
+        if self.options.memory_timing == "roofline":
+            vec[o + (_WRITE if write else _READ)] += nbytes * 8 * scale * g
+            return nbytes / (self.system.gpu_bw_GBps * 1e9 * self._eta_bw)
+        t_ns, a = self._lookups[f"stream-{tier}"].scalar(nbytes / self.n_stacks)
+        k = self.n_stacks * scale * g
+        vec[o:o + len(STACK_ACTIONS)] += a * k
+        if write:  # the stream's read bits were written
+            r = a[_READ] * k
+            vec[o + _READ] -= r
+            vec[o + _WRITE] += r
+        return t_ns * 1e-9
+
     def _fixed_part(self, tokens: int, emitting: int) -> tuple:
         """The part of a step that depends only on its token and emitting-sequence counts: the GEMMs, the
         collectives and the embedding, with their actions (memoized)."""
@@ -334,7 +374,7 @@ class StepModel:
                 vec[action_slot("pim_link", "link_bytes")] += (qo + kv_new) * L * g
                 vec[pim_o + _WRITE] += kv_new * 8 * L * g
             else:  # through the stack's channels into / out of the PIM SID
-                attn_pim_s += float(self._stream(np.array([qo + kv_new]), "pim", vec, L, write=True)[0]) * L
+                attn_pim_s += self._stream1(qo + kv_new, "pim", vec, L, write=True) * L
 
         # GPU part: prefill / recompute chunks, and decode over KV outside the PIM tier; one kernel per layer
         gpu_seq = ~on_pim
@@ -360,7 +400,7 @@ class StepModel:
                     vec[action_slot("pim_link", "link_bytes")] += b * L * g
                     vec[pim_o + _READ] += b * 8 * L * g
                 else:
-                    t_m += float(self._stream(np.array([b]), tier, vec, L)[0])
+                    t_m += self._stream1(b, tier, vec, L)
             if kv_new > 0:  # the chunk's K/V, written where its sequence's KV lives (the first tier)
                 first = self.kv_tiers[0].name
                 if first == "pim_device":
@@ -369,8 +409,8 @@ class StepModel:
                     vec[pim_o + _WRITE] += kv_new * 8 * L * g
                 else:
                     tier = "pim" if first == "gpu_pim" else self.weight_tier
-                    t_m += float(self._stream(np.array([kv_new]), tier, vec, L, write=True)[0])
-            t_m += float(self._stream(np.array([qo]), self.weight_tier, vec, L)[0])
+                    t_m += self._stream1(kv_new, tier, vec, L, write=True)
+            t_m += self._stream1(qo, self.weight_tier, vec, L)
             t_c = flops / (self._eta_attn * self._peak_a)
             attn_gpu_s = (self._launch_s + max(t_c, t_m)) * L
             vec[action_slot("gpu", f"flops_{self.a_dtype}")] += flops * L * g
