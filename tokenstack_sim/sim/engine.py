@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import platform
 import subprocess
 import time
@@ -31,7 +30,6 @@ from typing import Callable
 import numpy as np
 
 from tokenstack_sim.config.loader import load_config
-from tokenstack_sim.config.schema import to_dict
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.link import link_energy_pj
 from tokenstack_sim.hw.opcost import OpCosts

@@ -57,7 +57,6 @@ from tokenstack_sim.hw.link import allreduce_link_bytes, allreduce_time_s, trans
 from tokenstack_sim.hw.opcost.simulate import OpSpec
 from tokenstack_sim.hw.stack.energy import ACTIONS as STACK_ACTIONS
 from tokenstack_sim.model.ops import IterationModel
-from tokenstack_sim.results.result import STEP_PARTS
 
 MEMORY_TIMINGS = ("characterized", "roofline")
 PIM_BATCHING = ("packed", "serial")
