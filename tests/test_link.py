@@ -83,3 +83,25 @@ def test_vectorized_equals_scalar():
     assert np.array_equal(transfer_time_s(link, b), [transfer_time_s(link, float(x)) for x in b])
     with pytest.raises(InputError):
         allreduce_time_s(link, 1.0, 0)
+
+
+def test_allreduce_algorithms_by_hand_and_auto_picks_the_fastest():
+    from tokenstack_sim.config.loader import load_config
+    from tokenstack_sim.hw.link import allreduce_link_bytes, allreduce_time_s
+
+    lk = load_config("nvlink5", kind="link")
+    bw, lat = lk.effective_bw_Bps, lk.latency_s
+    small, big, p = 160e3, 512e6, 8
+    assert allreduce_time_s(lk, small, p, "one_shot") == pytest.approx(7 * small / bw + 2 * lat)
+    assert allreduce_time_s(lk, small, p, "two_shot") == pytest.approx(2 * 7 / 8 * small / bw + 4 * lat)
+    assert allreduce_time_s(lk, small, p, "ring") == pytest.approx(2 * 7 / 8 * small / bw + 14 * lat)
+    # small messages: one-shot wins; large: the bandwidth-optimal ones (two-shot, fewer latencies than ring)
+    assert allreduce_time_s(lk, small, p, "auto") == allreduce_time_s(lk, small, p, "one_shot")
+    assert allreduce_time_s(lk, big, p, "auto") == allreduce_time_s(lk, big, p, "two_shot")
+    assert allreduce_link_bytes(small, p, "auto", lk) == pytest.approx(p * (p - 1) * small)
+    assert allreduce_link_bytes(big, p, "auto", lk) == pytest.approx(2 * (p - 1) * big)
+    assert allreduce_time_s(lk, small, 1, "auto") == 0.0
+    with pytest.raises(InputError):
+        allreduce_time_s(lk, small, p, "tree")
+    with pytest.raises(InputError):
+        allreduce_link_bytes(small, p, "auto")

@@ -28,8 +28,9 @@ multiplied by the GPUs.
   it (AttAcc: fetched from the PIM device over its link). New K/V are written to where their sequence's
   KV lives; the PIM path also moves q and the attention output (over the PIM link for AttAcc, through the
   stack's channels otherwise).
-- **All-reduce** after out_proj and ffn_down: the ring all-reduce of hw/link.py over the GPU link; the
-  LM head's logits gather and the embedding's all-reduce likewise.
+- **All-reduce** after out_proj and ffn_down over the GPU link (hw/link.py; `allreduce = "auto"`: the
+  fastest of ring, one-shot and two-shot per message, as vLLM's custom all-reduce and NCCL pick); the
+  embedding's all-reduce likewise; the LM head's logits gathered by a ring all-gather.
 
 Characterized costs are looked up, never extrapolated: an op larger than the characterized grid is timed
 as back-to-back ops of the largest characterized size plus the remainder (a stream or a row-by-row PIM
@@ -53,7 +54,7 @@ import numpy as np
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.gpu.roofline import gemm_compute_efficiency
-from tokenstack_sim.hw.link import allreduce_link_bytes, allreduce_time_s, transfer_time_s
+from tokenstack_sim.hw.link import ALLREDUCE_ALGORITHMS, allreduce_link_bytes, allreduce_time_s, transfer_time_s
 from tokenstack_sim.hw.opcost.simulate import OpSpec
 from tokenstack_sim.hw.stack.energy import ACTIONS as STACK_ACTIONS
 from tokenstack_sim.model.ops import IterationModel
@@ -89,11 +90,17 @@ class EngineOptions:
     # sequences over the scopes (AttAcc's head-level parallelism), "serial" runs each over all scopes
     # one after another.
     pim_batching: str = "packed"
+    # Tensor-parallel all-reduce algorithm (hw/link.py): "auto" picks the fastest per message, as vLLM's
+    # custom all-reduce (small messages, full NVLink) and NCCL (large) do together.
+    allreduce: str = "auto"
 
     def __post_init__(self) -> None:
         if self.memory_timing not in MEMORY_TIMINGS:
             raise InputError(f"expected one of {', '.join(MEMORY_TIMINGS)}, got {self.memory_timing!r}",
                              where="memory_timing")
+        if self.allreduce not in ALLREDUCE_ALGORITHMS:
+            raise InputError(f"expected one of {', '.join(ALLREDUCE_ALGORITHMS)}, got {self.allreduce!r}",
+                             where="allreduce")
         if self.pim_batching not in PIM_BATCHING:
             raise InputError(f"expected one of {', '.join(PIM_BATCHING)}, got {self.pim_batching!r}",
                              where="pim_batching")
@@ -323,8 +330,11 @@ class StepModel:
         tp, lk = self.system.tp, self.system.gpu_link
         ar = ops.layer["comm_bytes"][self._allreduce_rows]
         emb, lmh = ops.step[0], ops.step[1]
-        allreduce_s = float(np.sum(allreduce_time_s(lk, ar, tp))) * L + float(allreduce_time_s(lk, emb["comm_bytes"], tp))
-        link_bytes = float(np.sum(allreduce_link_bytes(ar, tp))) * L + float(allreduce_link_bytes(emb["comm_bytes"], tp))
+        alg = self.options.allreduce
+        allreduce_s = (float(np.sum(allreduce_time_s(lk, ar, tp, alg))) * L
+                       + float(allreduce_time_s(lk, emb["comm_bytes"], tp, alg)))
+        link_bytes = (float(np.sum(allreduce_link_bytes(ar, tp, alg, lk))) * L
+                      + float(allreduce_link_bytes(emb["comm_bytes"], tp, alg, lk)))
         if tp > 1 and lmh["comm_bytes"] > 0:  # ring all-gather: each GPU receives p-1 chunks
             allreduce_s += (tp - 1) * (float(lmh["comm_bytes"]) / lk.effective_bw_Bps + lk.latency_s)
             link_bytes += (tp - 1) * float(lmh["comm_bytes"]) * tp
