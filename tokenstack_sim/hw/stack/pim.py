@@ -22,12 +22,19 @@ with their running max and sum (PRD). Partitions on different scopes are merged 
 end (a few cycles, not simulated). KV heads are sharded over the scopes and a head's tokens striped
 over its scopes; base-die placement needs no broadcast or score gather (the data comes to it).
 
+A batch of decode sequences (`batch_attention_programs`) packs its (sequence, head) items over the
+scopes (`batch_work`): whole items longest-first to the least-loaded scope when there are at least as
+many items as scopes, else each item striped over a minimax number of scopes; a scope runs its slices
+one after the other, each the full flow above. scripts/pim_batch_check.py compares this with the
+serving engine's compositions from the single-sequence op (results/pim_batch.md).
+
 Left out: the units' register-file capacity (scores of one row at a time are assumed to fit), a barrier
 between the scopes of one head (flash-decoding needs none), and PIM-side softmax.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -153,15 +160,8 @@ def attention_programs(stack, *, tokens: int, kv_heads: int, gqa: int, head_dim:
     """Programs for one layer's decode attention of one request: `tokens` of KV for `kv_heads` heads
     with `gqa` query heads each, spread over every PIM scope of the stack. `channels` keeps only the
     programs of those channels (a representative slice: the work is still divided over all scopes)."""
-    if not stack.has_pim:
-        from tokenstack_sim.errors import InputError
-
-        raise InputError(f"stack {stack.config.name} has no PIM dies")
+    _require_pim(stack)
     u = PimUnits.of(stack)
-    cfg = stack.config
-    e = cfg.pim_energy
-    d = stack.dram
-    acc = d.access_bytes
     progs = programs or Programs()
     scopes = _scopes(stack, u)
     n_sc = len(scopes)
@@ -177,6 +177,28 @@ def attention_programs(stack, *, tokens: int, kv_heads: int, gqa: int, head_dim:
         work = {i: [] for i in range(n_sc)}
         for h in range(kv_heads):
             work[h % n_sc].append((h, tokens))
+    _emit_scopes(stack, u, scopes, work, gqa=gqa, head_dim=head_dim, kv_bytes=kv_bytes, progs=progs,
+                 release_cycle=release_cycle, label=label, translation=translation, first_row=first_row,
+                 channels=channels)
+    return progs
+
+
+def _require_pim(stack) -> None:
+    if not stack.has_pim:
+        from tokenstack_sim.errors import InputError
+
+        raise InputError(f"stack {stack.config.name} has no PIM dies")
+
+
+def _emit_scopes(stack, u: PimUnits, scopes, work: dict, *, gqa: int, head_dim: int, kv_bytes: int,
+                 progs: Programs, release_cycle: int, label: int, translation, first_row: int,
+                 channels: tuple[int, ...] | None) -> None:
+    """One program per scope with work: the AttAcc flow for each of its (key, tokens) slices in turn.
+    `work[i]` lists scope i's slices; a slice's key names its KV pages for the translation cache."""
+    cfg = stack.config
+    e = cfg.pim_energy
+    d = stack.dram
+    acc = d.access_bytes
     base_die = u.placement == "base_die"
     read_pj_bit = {"bank": e.bank_read_pj_per_bit, "bank_pair": e.bank_read_pj_per_bit,
                    "bank_group": e.bank_group_read_pj_per_bit, "base_die": e.base_die_read_pj_per_bit}[u.placement]
@@ -236,4 +258,63 @@ def attention_programs(stack, *, tokens: int, kv_heads: int, gqa: int, head_dim:
         progs.add(sc, ins, release_cycle, label)
     if translation is not None:
         tot["tlb_hits"], tot["tlb_misses"] = translation.hits, translation.misses
+
+
+def batch_work(n_scopes: int, tokens_per_seq, kv_heads: int) -> dict[int, list]:
+    """How a batch's (sequence, head) work items are packed over `n_scopes` scopes: scope -> a list of
+    ((sequence, head), tokens) slices, run in that order.
+
+    Items >= scopes: whole items, longest first, each to the scope with the fewest tokens so far (LPT;
+    ties to the lower scope). Fewer items than scopes: every scope is used, an item striped over k_i
+    scopes, the k_i chosen greedily to minimize the largest tokens-per-scope max(t_i / k_i) (a scope at a
+    time to the item with the most tokens per scope; ties to the earlier item), an item's scopes
+    contiguous. Sequences with no tokens are left out. One sequence of H heads gets the scopes
+    `attention_programs` gives it when H divides the scope count."""
+    items = [((s, h), int(t)) for s, t in enumerate(tokens_per_seq) for h in range(kv_heads) if int(t) > 0]
+    work: dict[int, list] = {i: [] for i in range(n_scopes)}
+    if not items:
+        return work
+    if len(items) >= n_scopes:
+        load = [(0, i) for i in range(n_scopes)]
+        heapq.heapify(load)
+        for n in sorted(range(len(items)), key=lambda n: -items[n][1]):
+            tok, i = heapq.heappop(load)
+            work[i].append(items[n])
+            heapq.heappush(load, (tok + items[n][1], i))
+        return work
+    k = [1] * len(items)
+    heap = [(-t, n) for n, (_, t) in enumerate(items)]
+    heapq.heapify(heap)
+    for _ in range(n_scopes - len(items)):
+        _, n = heapq.heappop(heap)
+        k[n] += 1
+        heapq.heappush(heap, (-items[n][1] / k[n], n))
+    i = 0
+    for n, (key, t) in enumerate(items):
+        base, extra = divmod(t, k[n])
+        for j in range(k[n]):
+            work[i].append((key, base + (1 if j < extra else 0)))
+            i += 1
+    return work
+
+
+def batch_attention_programs(stack, tokens_per_seq, *, kv_heads: int, gqa: int, head_dim: int, kv_bytes: int = 2,
+                             programs: Programs | None = None, release_cycle: int = 0, label: int = 0,
+                             translation=None, first_row: int = 0,
+                             channels: tuple[int, ...] | None = None) -> Programs:
+    """Programs for one layer's decode attention of a batch: sequence s holds `tokens_per_seq[s]` tokens
+    of KV for each of `kv_heads` heads, and its (sequence, head) items are packed over the PIM scopes
+    (`batch_work`; AttAcc-style head/request-level parallelism). A scope runs its slices one after the
+    other, each the full flow of `attention_programs` (q broadcast, K rows, score gather, softmax,
+    probability broadcast, V rows, output gather); every slice starts a new row. The op time is the
+    slowest scope's. `channels` keeps only those channels' programs, but the packing is not symmetric
+    over channels, so a slice of channels need not hold the slowest scope."""
+    _require_pim(stack)
+    u = PimUnits.of(stack)
+    progs = programs or Programs()
+    scopes = _scopes(stack, u)
+    work = batch_work(len(scopes), list(tokens_per_seq), kv_heads)
+    _emit_scopes(stack, u, scopes, work, gqa=gqa, head_dim=head_dim, kv_bytes=kv_bytes, progs=progs,
+                 release_cycle=release_cycle, label=label, translation=translation, first_row=first_row,
+                 channels=channels)
     return progs
