@@ -77,8 +77,22 @@ def _background_tier(stack) -> str:
     return "capacity" if stack.tier_units("capacity") else "pim"
 
 
-def simulate_op(stack, op: OpSpec, size: float, share: float) -> tuple[float, dict, dict]:
-    """(stack time in ns, stack action counts, details) of one op of `size` under load `share`."""
+def size_quantum(stack, op: OpSpec) -> float:
+    """The smallest change of size the slice can see: one access on each channel (bytes), or one token."""
+    if op.kind == "attention":
+        return 1.0
+    tiers = (op.src, op.dst) if op.kind == "dma" else (op.tier,)
+    return float(stack.dram.access_bytes * _slice_channel(stack, tiers)[1])
+
+
+def simulate_op(stack, op: OpSpec, size: float, share: float,
+                expect_ns: float | None = None) -> tuple[float, dict, dict]:
+    """(stack time in ns, stack action counts, details) of one op of `size` under load `share`.
+
+    The background must outlast the op; its length is sized from a first guess of the op's time under
+    load: `expect_ns` when the caller has one (e.g. from a neighbouring size), else a run without
+    background. A guess too short costs a rerun with a longer background, never a different answer: an
+    open-loop background's arrivals after the op's end do not change the op."""
     if size <= 0:
         return 0.0, {}, {}
     if op.kind == "attention":
@@ -89,7 +103,9 @@ def simulate_op(stack, op: OpSpec, size: float, share: float) -> tuple[float, di
         c0, n_ch = _slice_channel(stack, (op.tier,))
     ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
     bg_bytes = 0
-    guess_ns = None
+    guess_ns = float(expect_ns) if share > 0 and expect_ns and expect_ns > 0 else None
+    if guess_ns is not None and int(share * ch_peak * guess_ns * 1.5) + 4096 > MAX_BACKGROUND_BYTES:
+        guess_ns = None  # too long a guess to trust: measure the op alone first
     for _attempt in range(6):
         kwargs = {}
         if share > 0 and guess_ns is not None:
@@ -124,11 +140,23 @@ def simulate_op(stack, op: OpSpec, size: float, share: float) -> tuple[float, di
     actions = {k: v * n_ch for k, v in r.actions.items() if not k.startswith("refresh")}
     if op.kind == "stream":  # the measured stream ran in the DMA-read slot; its bits are GPU reads
         actions["gpu_read_bits"] = actions.pop("dma_bits", 0.0)
-    o = stack.dram.org
-    refreshes = (r.command_counts["REFab"] + r.command_counts["REFpb"]) / o.channels  # per channel
+    refreshes = refresh_dues(stack, t)
     details = {"slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
                "background_bytes": bg_bytes, "refreshes": refreshes}
     return t, actions, details
+
+
+def refresh_dues(stack, t_ns: float) -> int:
+    """Refreshes that fall due on a scope before an op of `t_ns` that starts at cycle 0 ends (first due
+    one interval in). An op's time steps up where this count does. It is a function of the op's time
+    alone; the refresh commands a run issued would also count those during the background that outlasts
+    the op under load, so they would depend on how long that background was made."""
+    d = stack.dram
+    mode = d.config.refresh.mode
+    if mode == "none" or t_ns <= 0:
+        return 0
+    interval = d.n["nREFI"] if mode == "all_bank" else d.n["nREFIpb"]
+    return int((t_ns / d.tck_ns) // interval)
 
 
 def _background_covers(r, op_ns: float) -> bool:
