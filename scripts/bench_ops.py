@@ -41,10 +41,10 @@ def main() -> None:
     warmup()
     st = load_config(args.config, kind="stack")
     costs = OpCosts(st, on_missing="characterize")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ops = default_ops(st)
     tables = {op.op_id: tab for op, tab in zip(ops, costs.ensure(ops, workers=args.workers))}
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     for op in ops:
         tab = tables[op.op_id]
         sims = tab.meta.get("simulations", 0)
@@ -52,7 +52,8 @@ def main() -> None:
               f"{tab.size_unit}) x {len(tab.shares)} loads {tab.shares.tolist()}, {sims} simulations: "
               f"{tab.meta.get('characterize_s', 0.0):6.1f} s, held-out max error {100 * tab.max_rel_error:.1f}% "
               f"({len(tab.validation)} points)")
-    print(f"characterize {args.config}: {wall:.1f} s on {args.workers} process(es) (target <= 60 s on one core)")
+    print(f"characterize {args.config}: {wall:.1f} s on {args.workers} process(es), {cpu:.1f} s CPU in this process "
+          "(target <= 60 s on one core)")
     rng = np.random.default_rng(0)
     for op_id, tab in tables.items():
         size = rng.uniform(0, tab.max_size, args.lookups)

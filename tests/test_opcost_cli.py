@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -124,8 +125,12 @@ def test_attention_on_attacc_runs_on_its_pim_device(small_grids):
 
 
 def test_characterize_with_workers(small_grids):
+    def origins(out: str) -> list[str]:
+        return [m.group(1) for m in re.finditer(r"^  (?:stream|dma|attention)\S* +(kernel|cache) ", out, re.M)]
+
     r = run("characterize", "hbm4-12h-tokenstack", "--workers", "2")
     assert r.exit_code == 0, r.output
-    assert r.output.count(" kernel ") == 5
-    r = run("characterize", "hbm4-12h-tokenstack", "--workers", "2")
-    assert r.exit_code == 0 and r.output.count(" cache ") == 5
+    assert origins(r.stdout) == ["kernel"] * 5
+    r = run("characterize", "hbm4-12h-tokenstack", "--workers", "2", "--validation")
+    assert r.exit_code == 0 and origins(r.stdout) == ["cache"] * 5
+    assert "(between levels)" in r.stdout and "size, load, kernel ns, table ns, error" in r.stdout

@@ -40,7 +40,9 @@ def _stack(config, overrides):
 @click.option("--kv-bytes", type=click.IntRange(min=1, max=4), default=2, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes, one op each [default: min(ops missing, CPUs)]; 1 runs in this process.")
-def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers):
+@click.option("--validation", "show_validation", is_flag=True,
+              help="Print every held-out check: size, load, kernel ns, table ns, relative error.")
+def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers, show_validation):
     """Characterize CONFIG's ops on the cycle kernel and cache them (skips ops already cached)."""
     from tokenstack_sim.hw.opcost import OpCosts
     from tokenstack_sim.hw.opcost.cache import cache_dir
@@ -55,13 +57,25 @@ def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers):
     for op, tab in zip(ops, tables):
         origin = costs.origin[op.op_id]
         sec = tab.meta.get("characterize_s", 0.0) if origin == "kernel" else 0.0
-        rows.append((op.op_id, origin, len(tab.sizes[0]), len(tab.shares), tab.max_rel_error, sec,
-                     tab.meta.get("starves_at_share")))
+        rows.append((op.op_id, origin, len(tab.sizes[0]), len(tab.shares), tab.max_rel_error,
+                     tab.max_rel_error_between_levels, sec, tab.meta.get("starves_at_share")))
     click.echo(f"{st.config.name}: {len(rows)} ops in {time.perf_counter() - t0:.1f} s (cache {cache_dir()})")
-    click.echo(f"  {'op':<38} {'from':<6} {'sizes x loads':>13} {'held-out err':>12} {'s':>6}  note")
-    for op_id, origin, ns, nsh, err, sec, starve in rows:
+    click.echo(f"  {'op':<38} {'from':<6} {'sizes x loads':>13} {'held-out err':>12} {'between loads':>13} "
+               f"{'s':>6}  note")
+    for op_id, origin, ns, nsh, err, err_b, sec, starve in rows:
         note = f"starves under load share {starve:g}" if starve is not None else ""
-        click.echo(f"  {op_id:<38} {origin:<6} {ns:>8} x {nsh:<2} {100 * err:>11.2f}% {sec:>6.1f}  {note}")
+        click.echo(f"  {op_id:<38} {origin:<6} {ns:>8} x {nsh:<2} {100 * err:>11.2f}% {100 * err_b:>12.2f}% "
+                   f"{sec:>6.1f}  {note}")
+    click.echo("  (held-out err: largest |table - kernel| / kernel at held-out sizes on the load levels; between "
+               "loads: at loads half-way between levels, which a look-up rounds up)")
+    if show_validation:
+        for op, tab in zip(ops, tables):
+            click.echo(f"{op.op_id}: size, load, kernel ns, table ns, error")
+            checks = [(v, "") for v in tab.validation]
+            checks += [(v, "  (between levels)") for v in tab.meta.get("validation_between_levels", ())]
+            for (size, share, k_ns, t_ns, err), what in checks:
+                flag = "  > 5%" if abs(err) > 0.05 else ""
+                click.echo(f"  {size:>14,.0f} {share:>5.3g} {k_ns:>12,.1f} {t_ns:>12,.1f} {100 * err:>+7.2f}%{what}{flag}")
 
 
 def _gemm(system, m, n, k, dtype) -> dict:

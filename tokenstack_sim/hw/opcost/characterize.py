@@ -1,10 +1,20 @@
 """Characterize ops on the cycle kernel and serve their costs from the on-disk cache.
 
-Accuracy (measured, `tokenstack characterize hbm4-12h-tokenstack`): most held-out sizes within 2-4% of
-the kernel, but up to ~10% (streams, attention) and ~25% (a DMA at the top load level) where the curve
-is a staircase: an all-bank refresh (tRFC ~0.45 us every tREFI 3.9 us) lands inside or outside the op
-depending on its length, and tier maps wrap to a new row every few MiB. Refining the grid where the
-curve bends (REFINE_DEPTH > 0) did not remove the steps; averaging over refresh phase is the open fix.
+Method per (op, load level): a geometric size grid; refresh steps located by bisection; then adaptive
+refinement: every segment is checked at its midpoint and split where the line misses the kernel by
+more than REFINE_TOL, cheapest segments first, down to one access per channel, within a deterministic
+budget (see `_fit_level`). Each table is then checked at held-out sizes on its levels
+(`OpTable.validation`) and at loads half-way between levels (`meta["validation_between_levels"]`).
+
+Accuracy (measured, `python scripts/bench_ops.py --scan 24` on hbm4-12h-tokenstack, 96 held-out sizes
+per op across the levels): streams and PIM attention within 5% at all but 3 of 278 points (max 4.9%
+stream-capacity, 3.6% attention; stream-pim 3 points up to 12%). The misses are structure finer than
+any table: under load, a stream's time dips ~10% for 1-2 KB-wide windows of size where its last
+requests fall into step with the background; a DMA's time jumps by ~170 ns between sizes one write
+apart (its last writes drain at the watermark or wait for the write-age timer), up to ~50% below
+~200 KB (DMAs: 14 and 5 of 96 points over 5%). Between load levels the look-up (the level above) misses
+by far more where time is not monotonic in load: stream-capacity is 2.6x slower under 0.2 than under
+0.15 (up to 163% at held-out points); see OpTable.
 
 `OpCosts(stack)` is what the serving engine holds: `costs.table(op)` returns the op's `OpTable`,
 read from the cache, or characterized now when `on_missing="characterize"`; with
@@ -14,6 +24,7 @@ never a zero.
 
 from __future__ import annotations
 
+import heapq
 import os
 import sys
 import time
@@ -23,7 +34,7 @@ import numpy as np
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.opcost import cache
-from tokenstack_sim.hw.opcost.simulate import OpSpec, simulate_op
+from tokenstack_sim.hw.opcost.simulate import OpSpec, simulate_op, size_quantum
 from tokenstack_sim.hw.opcost.table import ATTENTION_TOKENS, DMA_SIZES, LOAD_SHARES, STREAM_SIZES, OpTable
 
 
@@ -34,21 +45,44 @@ def default_grid(op: OpSpec) -> dict:
 
 STEP_MAX_NS = 20_000.0  # refresh steps are located for ops shorter than this (later steps are < 3% each)
 STEP_WIDTH = 0.02  # ... to within this relative width in size
+REFINE_TOL = 0.02  # a segment whose line misses the kernel at its midpoint by more than this is split
+REFINE_BUDGET_MS = 1500.0  # per load level: estimated kernel milliseconds for refinement (sim_cost_ms)
 
 
-def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str):
-    """Sizes, times (and actions) for one load level.
+def sim_cost_ms(time_ns: float, share: float) -> float:
+    """Estimated wall-clock cost of one simulation of an op lasting `time_ns` under load `share`
+    (measured on the kernel: ~0.5 ms fixed, ~0.9 ms per simulated us alone, ~3 ms per us under a
+    background of 0.2). A deterministic stand-in for time, so that a refinement budget gives the same
+    table on every machine and in every worker."""
+    return 0.5 + time_ns / 1000.0 * (0.9 + 10.0 * share)
 
-    An all-bank refresh (tRFC ~0.45 us every tREFI ~3.9 us) lands inside an op once the op runs past
-    the next refresh, so time is a staircase in size. Where two grid points differ in the refreshes
-    they saw and the op is short enough for a step to matter, the step is located by bisection, so the
-    table holds a steep segment of width STEP_WIDTH there instead of smearing it over the interval."""
+
+def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=None):
+    """Sizes, times (and actions) for one load level, plus refinement figures.
+
+    1. The geometric grid `sizes0`.
+    2. Refresh steps. An all-bank refresh (tRFC ~0.45 us every tREFI ~3.9 us) lands inside an op once
+       the op runs past the next refresh, so time is a staircase in size. Where two grid points differ in
+       the refreshes due before their end and the op is short enough for a step to matter, the step is
+       located by bisection, so the table holds a steep segment of width STEP_WIDTH there instead of
+       smearing it over the interval.
+    3. Adaptive refinement. Each segment is checked at its midpoint; where the line misses the kernel
+       by more than REFINE_TOL the midpoint becomes a grid point and both halves are checked in turn,
+       down to one access per channel (or one token). A checked midpoint that passes is kept too (it
+       was simulated). Segments are taken cheapest first (small sizes, where a step of a few ns is a
+       large share of the op), until none is left or REFINE_BUDGET_MS (estimated by sim_cost_ms) is
+       spent. (Shallowest-first spent the budget on midpoints of the largest, affine segments.)
+
+    `expect(x)` (optional) guesses the op's time at size x under this load, to size the background."""
     pts: dict[float, tuple[float, dict, float]] = {}
+    quantum = size_quantum(stack, op)
 
     def sim(x: float):
         if x not in pts:
-            t, acts, det = simulate_op(stack, op, x, share)
+            t, acts, det = simulate_op(stack, op, x, share, expect_ns=expect(x) if expect else None)
             pts[x] = (t, acts, det.get("refreshes", 0.0))
+            if expect:
+                expect.observe(x, t)
         return pts[x]
 
     for x in sizes0:
@@ -58,19 +92,63 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str):
         if pts[a][2] == pts[b][2] or pts[b][0] > STEP_MAX_NS:
             continue
         for _ in range(12):
-            if b - a <= max(STEP_WIDTH * a, 1.0 if unit == "tokens" else 32.0):
+            if b - a <= max(STEP_WIDTH * a, quantum):
                 break
-            mid = (a + b) / 2
-            if unit == "tokens":
-                mid = float(round(mid))
-                if mid <= a or mid >= b:
-                    break
+            mid = float(round((a + b) / 2 / quantum) * quantum)  # sizes between quanta are the same op
+            if mid <= a or mid >= b:
+                break
             if sim(mid)[2] == pts[a][2]:
                 a = mid
             else:
                 b = mid
+    # 3. refinement
+    xs = sorted(pts)
+    heap = []
+
+    def push(a: float, b: float, depth: int) -> None:
+        m = round((a + b) / 2 / quantum) * quantum
+        if m <= a or m >= b or m in pts:
+            return
+        guess = (pts[a][0] + pts[b][0]) / 2
+        heapq.heappush(heap, (sim_cost_ms(guess, share), depth, a, b, m))
+
+    for a, b in zip(xs[1:], xs[2:]):
+        push(a, b, 0)
+    spent = checked = split = 0
+    while heap and spent < REFINE_BUDGET_MS:
+        cost, depth, a, b, m = heapq.heappop(heap)
+        ta, tb = pts[a][0], pts[b][0]
+        t = sim(m)[0]
+        spent += sim_cost_ms(t, share)
+        checked += 1
+        line = ta + (tb - ta) * (m - a) / (b - a)
+        if t > 0 and abs(line - t) / t > REFINE_TOL:
+            split += 1
+            push(a, m, depth + 1)
+            push(m, b, depth + 1)
     xs = np.array(sorted(pts), np.float64)
-    return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}
+    info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent}
+    return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}, info
+
+
+class _Expect:
+    """A guess of an op's time under a load from the level below (only sizes the background; see
+    simulate_op): that level's time at the size, times the slow-down over it at the last size asked."""
+
+    def __init__(self, xs: np.ndarray, ts: np.ndarray):
+        self.xs, self.ts = xs, ts
+        self.ratio = 1.0
+
+    def below(self, x: float) -> float:
+        return float(np.interp(x, self.xs, self.ts))
+
+    def __call__(self, x: float) -> float:
+        return self.below(x) * max(self.ratio, 1.0)
+
+    def observe(self, x: float, t: float) -> None:
+        b = self.below(x)
+        if b > 0 and t > 0:
+            self.ratio = t / b
 
 
 def held_out_sizes(sizes: np.ndarray, unit: str, rng: np.random.Generator, n: int = 4) -> np.ndarray:
@@ -93,9 +171,13 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
     level_sizes, level_times = [], []
     action_sizes, actions = np.zeros(1), {}
     starves_at = None
+    refine = []
     for j, share in enumerate(shares):
+        expect = None
+        if j > 0:
+            expect = _Expect(level_sizes[-1], level_times[-1])
         try:
-            xs, ts, acts = _fit_level(stack, op, sizes0, float(share), op.size_unit)
+            xs, ts, acts, info = _fit_level(stack, op, sizes0, float(share), op.size_unit, expect)
         except InputError:
             if j == 0:
                 raise
@@ -108,23 +190,34 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
             break
         level_sizes.append(xs)
         level_times.append(ts)
+        refine.append(info)
         if j == 0:
             action_sizes = xs
             names = sorted({a for d in acts.values() for a in d})
             actions = {a: np.array([acts[x].get(a, 0.0) for x in xs]) for a in names}
         if progress:
-            progress(f"{op.op_id}: load {share:g}: {len(xs)} sizes ({time.perf_counter() - t0:.1f} s)")
+            progress(f"{op.op_id}: load {share:g}: {len(xs)} sizes, {info['checked']} midpoints checked, "
+                     f"{info['split']} split, {info['left']} left unchecked ({time.perf_counter() - t0:.1f} s)")
     table = OpTable(op.op_id, op.size_unit, shares, level_sizes, level_times, action_sizes, actions)
     rng = np.random.default_rng(12345)
+    between = []
     for j, share in enumerate(shares):
         for size in held_out_sizes(level_sizes[j], op.size_unit, rng):
-            kernel_ns, _, _ = simulate_op(stack, op, float(size), float(share))
             table_ns = float(table.time(size, share))
+            kernel_ns, _, _ = simulate_op(stack, op, float(size), float(share), expect_ns=table_ns)
             table.validation.append((float(size), float(share), kernel_ns, table_ns,
                                      (table_ns - kernel_ns) / kernel_ns if kernel_ns else 0.0))
+            if j > 0:
+                # the same size at a load half-way to the level below, which a look-up rounds up to this level
+                mid = float(shares[j - 1] + share) / 2
+                kernel_ns, _, _ = simulate_op(stack, op, float(size), mid, expect_ns=table_ns)
+                between.append((float(size), mid, kernel_ns, table_ns,
+                                (table_ns - kernel_ns) / kernel_ns if kernel_ns else 0.0))
     table.meta = {"characterize_s": time.perf_counter() - t0, "stack": stack.config.name,
-                  "simulations": sum(len(x) for x in level_sizes) + len(table.validation),
-                  "starves_at_share": starves_at, "refresh_step_width": STEP_WIDTH}
+                  "simulations": sum(len(x) for x in level_sizes) + len(table.validation) + len(between),
+                  "starves_at_share": starves_at, "refresh_step_width": STEP_WIDTH,
+                  "refine_tol": REFINE_TOL, "refine_budget_ms": REFINE_BUDGET_MS, "refine": refine,
+                  "validation_between_levels": between}
     return table
 
 

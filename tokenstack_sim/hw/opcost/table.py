@@ -4,10 +4,13 @@ extrapolated.
 
 Each segment between two sizes is affine (a fixed cost plus a rate: what a stream, a DMA or a
 row-by-row PIM sweep is). The size grid starts geometric and is refined where the kernel's curve bends
-(a tier map wrapping to the next row, queues filling): a segment whose midpoint the line misses by more
-than the tolerance is split, so each level has its own sizes. A load is looked up at the level at or
-above it (a cost never understated by rounding the load down). A size above the grid, or a load above
-the top level, is refused.
+(a refresh landing inside the op, a tier map wrapping to the next row, queues filling): a segment whose
+midpoint the line misses by more than the tolerance is split, so each level has its own sizes
+(characterize.py). A load is looked up at the level at or above it. Time is not monotonic in load
+(a stream of the capacity tier is 2.6x slower under 0.2 than under 0.15 and faster again under 0.3:
+two sequential sweeps of one channel fall into step), so that look-up neither bounds nor closely
+approximates the time at a load between levels; `max_rel_error_between_levels` says by how much it
+misses at the held-out points. A size above the grid, or a load above the top level, is refused.
 """
 
 from __future__ import annotations
@@ -56,7 +59,13 @@ class OpTable:
 
     @property
     def max_rel_error(self) -> float:
+        """Largest |table - kernel| / kernel at the held-out sizes, at the load levels themselves."""
         return max((abs(v[4]) for v in self.validation), default=0.0)
+
+    @property
+    def max_rel_error_between_levels(self) -> float:
+        """The same at loads half-way between levels (which a look-up rounds up to the level above)."""
+        return max((abs(v[4]) for v in self.meta.get("validation_between_levels", ())), default=0.0)
 
     def _check(self, size: np.ndarray, share: np.ndarray) -> None:
         top = self.max_size
