@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from tokenstack_sim.cli import cli
 from tokenstack_sim.config.loader import load_config
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.hw.opcost.table import _geometric
 from tokenstack_sim.hw.stack.energy import energy_table_pj
 
 pytestmark = pytest.mark.unit

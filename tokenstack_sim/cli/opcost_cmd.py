@@ -75,7 +75,8 @@ def characterize(config, overrides, heads, gqa, head_dim, kv_bytes, workers, sho
             checks += [(v, "  (between levels)") for v in tab.meta.get("validation_between_levels", ())]
             for (size, share, k_ns, t_ns, err), what in checks:
                 flag = "  > 5%" if abs(err) > 0.05 else ""
-                click.echo(f"  {size:>14,.0f} {share:>5.3g} {k_ns:>12,.1f} {t_ns:>12,.1f} {100 * err:>+7.2f}%{what}{flag}")
+                click.echo(f"  {size:>14,.0f} {share:>5.3g} {k_ns:>12,.1f} {t_ns:>12,.1f} {100 * err:>+7.2f}%"
+                           f"{what}{flag}")
 
 
 def _gemm(system, m, n, k, dtype) -> dict:
@@ -122,11 +123,11 @@ def _print_gemm(out: dict) -> None:
                f"{out['eta_memory_bw']:.2f}, + launch {out['launch_ns']:,.0f} ns)")
     click.echo(f"  work       {out['flops']:,.0f} FLOPs, {out['bytes']:,.0f} bytes "
                f"({out['read_bytes']:,.0f} read, {out['write_bytes']:,.0f} written)")
-    click.echo(f"  units      {u['gpu']} ({u['sms']} SMs), memory {u['gpu_stacks']} x {u['gpu_stack']} (DRAM {u['dram']}) = "
-               f"{u['mem_bw_GBps']:,.1f} GB/s")
+    click.echo(f"  units      {u['gpu']} ({u['sms']} SMs), memory {u['gpu_stacks']} x {u['gpu_stack']} "
+               f"(DRAM {u['dram']}) = {u['mem_bw_GBps']:,.1f} GB/s")
     e = out["energy_pj"]
-    click.echo(f"  energy     {sum(e.values()) / 1e6:,.3f} uJ: " + ", ".join(f"{k.removesuffix('_pj')} {v / 1e6:,.3f}" for k, v in e.items())
-               + " (static power left out)")
+    parts = ", ".join(f"{k.removesuffix('_pj')} {v / 1e6:,.3f}" for k, v in e.items())
+    click.echo(f"  energy     {sum(e.values()) / 1e6:,.3f} uJ: {parts} (static power left out)")
     click.echo(f"  from: {out['source']}")
 
 
