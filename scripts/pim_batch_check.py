@@ -104,37 +104,15 @@ class Device:
                    for w in work.values() if w)
 
     def closed(self, toks):
-        t = np.asarray(toks, np.int64)
-        if len(t) >= self.n:
-            rounds = math.ceil(len(t) / self.n)
-            return self.T(self.n * snake_share(t, self.n)) + (rounds - 1) * self.T(FIXED_TOKENS)
-        return self.T(self.n * striped_share(t, self.n))
+        """The serving engine's composition (sim/step_cost.py pim_packed_load), integer tokens."""
+        from tokenstack_sim.sim.step_cost import pim_packed_load
+
+        load, rounds = pim_packed_load(np.asarray(toks, np.float64), self.n)
+        return self.T(self.n * math.ceil(load - 1e-6)) + (rounds - 1) * self.T(FIXED_TOKENS)
 
     def all(self, toks) -> dict[str, float]:
         return {"serial": self.serial(toks), "packed": self.packed(toks), "scope-max": self.scope_max(toks),
                 "closed": self.closed(toks)}
-
-
-def striped_share(t: np.ndarray, n: int) -> int:
-    """Fewer sequences than scopes: the least L with sum ceil(t_i / L) <= n, by bisection (vectorized)."""
-    lo, hi = max(1, -(-int(t.sum()) // n)), int(t.max())
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if int(np.sum(-(-t // mid))) <= n:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def snake_share(t: np.ndarray, n: int) -> int:
-    """B >= n: the largest scope of a snake deal of the tokens sorted longest first."""
-    s = np.sort(t)[::-1]
-    deal = np.zeros(math.ceil(len(s) / n) * n, np.int64)
-    deal[:len(s)] = s
-    deal = deal.reshape(-1, n)
-    deal[1::2] = deal[1::2, ::-1]
-    return int(deal.sum(axis=0).max())
 
 
 def rows(seeds: int):

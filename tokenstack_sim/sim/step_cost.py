@@ -86,9 +86,9 @@ class EngineOptions:
     """Options of the step model that every system gets alike."""
     memory_timing: str = "characterized"
     step_overhead_s: float = 0.0  # CPU scheduling + sampling per step; 0 = left out [E]
-    # How a batch's decode attention shares the PIM units (module docstring): "packed" spreads the
-    # sequences over the scopes (AttAcc's head-level parallelism), "serial" runs each over all scopes
-    # one after another.
+    # How a batch's decode attention shares the PIM units (StepModel._pim_time_ns): "packed" spreads
+    # the (sequence, head) items over the scopes (AttAcc's head-level parallelism), "serial" runs each
+    # sequence over all scopes one after another.
     pim_batching: str = "packed"
     # Tensor-parallel all-reduce algorithm (hw/link.py): "auto" picks the fastest per message, as vLLM's
     # custom all-reduce (small messages, full NVLink) and NCCL (large) do together.
@@ -183,6 +183,31 @@ class Lookup:
             t += pieces * self.t_top
             a = a + pieces * self.a_top
         return t, a
+
+
+def pim_packed_load(items: np.ndarray, n_scopes: int) -> tuple[float, int]:
+    """(tokens on the most loaded scope, items a scope takes in turn) when `items` (tokens each) are
+    packed over `n_scopes` PIM scopes: fewer items than scopes are split, the least L with
+    Σ ceil(t_i / L) ≤ n (bisection); more are dealt whole, longest first, in snake order."""
+    items = np.asarray(items, np.float64)
+    m, n = len(items), n_scopes
+    if m == 0:
+        return 0.0, 0
+    if m < n:
+        lo, hi = float(items.sum()) / n, float(items.max())  # hi always fits: m slices <= n
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if np.ceil(items / mid).sum() <= n:
+                hi = mid
+            else:
+                lo = mid
+        return hi, 1
+    rows = math.ceil(m / n)
+    grid = np.zeros(rows * n)
+    grid[:m] = np.sort(items)[::-1]
+    grid = grid.reshape(rows, n)
+    grid[1::2] = grid[1::2, ::-1]  # snake: each row deals from the other end
+    return float(grid.sum(axis=0).max()), rows
 
 
 class StepModel:
@@ -429,18 +454,24 @@ class StepModel:
         return float(sum(parts)), parts, vec, attended, attended_pim
 
     def _pim_time_ns(self, lk: "Lookup", per: np.ndarray) -> float:
-        """One layer's decode attention of a batch on one PIM stack, `per` tokens per sequence.
+        """One layer's decode attention of a batch on one PIM stack, `per` tokens per sequence (and per
+        KV head of the op's H heads on this stack).
 
-        serial: sum of the characterized op per sequence (every sequence spread over all scopes).
-        packed: the sequences spread over the scopes, so the sweep is the characterized op over all
-        their tokens together, plus one more fixed cost (the op at its smallest characterized size:
-        broadcast of q, activations, softmax, gather) for each further sequence a scope takes in
-        turn, ceil(B / scopes) - 1 of them."""
+        serial: the characterized op per sequence, one after another (each over all n scopes).
+        packed: the B·H (sequence, head) items packed over the n scopes, the batch as long as its most
+        loaded scope, expressed through the single-sequence op T (which spreads H·t tokens evenly):
+          B·H < n: items split over scopes; the smallest per-scope load L with Σ ceil(t_i / L) ≤ n,
+                   time T(n·L / H);
+          B·H ≥ n: whole items, longest first, dealt in snake order over the scopes; L = the largest
+                   scope's tokens, time T(n·L / H) + (ceil(B·H / n) − 1) · F, F = the op's fixed cost
+                   (its time at the smallest characterized size) per further item a scope takes.
+        Checked against batches packed in the cycle kernel (tests/test_pim_batch.py,
+        results/pim_batch.md): exact for B·H ≤ n, within about 10% above."""
         if self.options.pim_batching == "serial" or len(per) == 1:
             return float(lk.time_ns(per).sum())
-        total = float(lk.time_ns(np.array([per.sum()]))[0])
-        rounds = math.ceil(len(per) / self.pim_scopes)
-        return total + (rounds - 1) * lk.fixed_ns
+        n, H = self.pim_scopes, self.pim_heads
+        load, rounds = pim_packed_load(np.repeat(per, H) if H > 1 else per, n)
+        return float(lk.time_ns(np.array([n * load / H]))[0]) + (rounds - 1) * lk.fixed_ns
 
     def _gpu_kv_sources(self, pim_share: float) -> list[tuple[str, float]]:
         """Where the GPU streams its share of the KV from: (stack tier or 'pim_device', share of the bytes)."""
