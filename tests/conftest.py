@@ -22,3 +22,15 @@ def dram_warm():
     from tokenstack_sim.hw.dram.run import warmup
 
     warmup()
+
+
+@pytest.fixture(scope="session")
+def opcost_cache(tmp_path_factory) -> Path:
+    """One characterized-op-cost cache for the whole session: $TOKENSTACK_CACHE points at a pytest tmp
+    folder from first use to the end of the session, so tests that need the same (stack, op) table
+    characterize it once (5-20 s each) and never read or write ~/.cache."""
+    path = tmp_path_factory.mktemp("opcost_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TOKENSTACK_CACHE", str(path))
+    yield path
+    mp.undo()
