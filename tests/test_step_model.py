@@ -28,3 +28,16 @@ def test_engine_options_refuse_bad_values(field, value):
     with pytest.raises(InputError) as e:
         EngineOptions(**{field: value})
     assert e.value.where == field
+
+
+def test_packed_load_of_few_items_is_the_least_feasible_load():
+    """Against a plain bisection on 'sum ceil(t_i / L) <= n' (the definition)."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(2, 70))
+        items = rng.uniform(1, 3000, int(rng.integers(1, n)))
+        lo, hi = items.sum() / n, items.max()
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if np.ceil(items / mid).sum() <= n else (mid, hi)
+        assert pim_packed_load(items, n)[0] == pytest.approx(hi, rel=1e-9)

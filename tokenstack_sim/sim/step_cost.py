@@ -47,6 +47,7 @@ step run one after another, so their characterized cost at load share 0 applies)
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -194,14 +195,20 @@ def pim_packed_load(items: np.ndarray, n_scopes: int) -> tuple[float, int]:
     if m == 0:
         return 0.0, 0
     if m < n:
-        lo, hi = float(items.sum()) / n, float(items.max())  # hi always fits: m slices <= n
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if np.ceil(items / mid).sum() <= n:
-                hi = mid
-            else:
-                lo = mid
-        return hi, 1
+        # few items: give each item k_i slices so that max t_i / k_i is least with sum k_i = n: start
+        # from one slice each and hand the others, one by one, to the item with the largest t_i / k_i
+        # (a heap; greedy increments are optimal for a max of t_i / k_i). Plain floats: few items.
+        ts = items.tolist()
+        if max(ts) <= 0:
+            return 0.0, 1
+        ks = [1] * m
+        heap = [(-t, i) for i, t in enumerate(ts)]
+        heapq.heapify(heap)
+        for _ in range(n - m):
+            _, i = heapq.heappop(heap)
+            ks[i] += 1
+            heapq.heappush(heap, (-ts[i] / ks[i], i))
+        return -heap[0][0], 1
     rows = math.ceil(m / n)
     grid = np.zeros(rows * n)
     grid[:m] = np.sort(items)[::-1]
