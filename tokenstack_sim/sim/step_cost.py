@@ -195,16 +195,21 @@ def pim_packed_load(items: np.ndarray, n_scopes: int) -> tuple[float, int]:
     if m == 0:
         return 0.0, 0
     if m < n:
-        # few items: give each item k_i slices so that max t_i / k_i is least with sum k_i = n: start
-        # from one slice each and hand the others, one by one, to the item with the largest t_i / k_i
-        # (a heap; greedy increments are optimal for a max of t_i / k_i). Plain floats: few items.
+        # few items: give each item k_i slices so that max t_i / k_i is least with sum k_i = n, handing
+        # slices one by one to the item with the largest t_i / k_i (a heap; greedy increments from
+        # below the optimum are optimal for a max of t_i / k_i). Plain floats: few items.
         ts = items.tolist()
         if max(ts) <= 0:
             return 0.0, 1
-        ks = [1] * m
-        heap = [(-t, i) for i, t in enumerate(ts)]
+        # a feasible start (sum <= n), then the least counts that meet its load: below the optimum,
+        # so the greedy increments that follow still end at it, after few steps
+        total = sum(ts)
+        start = [max(1, int(t * (n - m) / total)) for t in ts]
+        upper = max(t / k for t, k in zip(ts, start))
+        ks = [max(1, math.ceil(t / upper - 1e-12)) for t in ts]
+        heap = [(-t / k, i) for i, (t, k) in enumerate(zip(ts, ks))]
         heapq.heapify(heap)
-        for _ in range(n - m):
+        for _ in range(n - sum(ks)):
             _, i = heapq.heappop(heap)
             ks[i] += 1
             heapq.heappush(heap, (-ts[i] / ks[i], i))
