@@ -56,6 +56,12 @@ def _common(command):
         click.option("--kv-blocks", type=int, default=None, help="Override the KV pool (vLLM's num_gpu_blocks)."),
         click.option("--memory-timing", type=click.Choice(["characterized", "roofline"]), default="characterized",
                      show_default=True, help="Stack streams from characterized costs or the analytical roofline."),
+        click.option("--overlap", type=click.Choice(["none", "sub_batch"]), default="none", show_default=True,
+                     help="Overlap within a step, for every system alike (sub_batch: NeuPIMs interleaving)."),
+        click.option("--pim-batching", type=click.Choice(["packed", "serial"]), default="packed", show_default=True,
+                     help="How a batch's decode attention shares the PIM units."),
+        click.option("--allreduce", type=click.Choice(["auto", "ring", "one_shot", "two_shot"]), default="auto",
+                     show_default=True, help="Tensor-parallel all-reduce algorithm."),
         click.option("--slo-ttft", default="2s", show_default=True, help="TTFT SLO (e.g. 2s, 500ms)."),
         click.option("--slo-tpot", default="100ms", show_default=True, help="TPOT SLO (e.g. 100ms)."),
         click.option("--warmup", "warmup_frac", type=float, default=0.1, show_default=True,
@@ -127,8 +133,8 @@ def _print_tables(runs, fmt: str) -> None:
 @_common
 @click.option("--qps", type=float, default=None, help="Mean request rate (default: the workload's own).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Runs with seeds seed .. seed+N-1.")
-def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, slo_ttft,
-        slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds) -> None:
+def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, overlap,
+        pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds) -> None:
     """Serve a workload on one or more system CONFIGS and print the comparison.
 
     \b
@@ -145,7 +151,8 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
         raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
                  drain_frac)
-    options = EngineOptions(memory_timing=memory_timing)
+    options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
+                            allreduce=allreduce)
     preps = _prepare_all(configs, model, spec, options, workers)
     runs = []
     for prep in preps:
@@ -165,8 +172,9 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.option("--qps-start", type=float, default=1.0, show_default=True, help="First rate tried.")
 @click.option("--tolerance", type=float, default=0.05, show_default=True, help="Relative width of the final bracket.")
 @click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
-def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, slo_ttft,
-             slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start, tolerance, target) -> None:
+def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, overlap,
+             pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
+             tolerance, target) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
 
     \b
@@ -182,7 +190,9 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     if spec.duration_s is None and spec.max_requests is None:
         raise InputError("a capacity search needs --duration (or --requests) so every rate serves a like window",
                          where="--duration")
-    preps = _prepare_all(configs, model, spec, EngineOptions(memory_timing=memory_timing), workers)
+    options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
+                            allreduce=allreduce)
+    preps = _prepare_all(configs, model, spec, options, workers)
     results, runs = [], []
     for prep in preps:
         res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, progress=_note)

@@ -18,6 +18,7 @@ out (no cited figure).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import platform
@@ -238,8 +239,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
               "qps": spec.qps, "duration_s": spec.duration_s, "max_requests": spec.max_requests,
               "seed": spec.seed, "warmup_frac": spec.warmup_frac, "drain_frac": spec.drain_frac,
               "slo_ttft_s": spec.slo_ttft_s, "slo_tpot_s": spec.slo_tpot_s, "scheduler": prep.scheduler,
-              "kv_blocks": spec.kv_blocks, "memory_timing": prep.options.memory_timing,
-              "step_overhead_s": prep.options.step_overhead_s}
+              "kv_blocks": spec.kv_blocks, "engine": dataclasses.asdict(prep.options)}
     if not prep.fits:
         return RunResult(name, "does_not_fit", params, provenance=provenance(), reason=prep.reason,
                          summary={"requests": 0})

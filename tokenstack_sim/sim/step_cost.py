@@ -37,8 +37,10 @@ as back-to-back ops of the largest characterized size plus the remainder (a stre
 sweep is additive; the fixed cost is paid per piece, which overstates by at most one fixed cost per
 piece of the grid's top size).
 
-Left out (each one a named option for later, applied to every system alike): overlap of GPU and PIM
-attention in one layer, sub-batch interleaving (NeuPIMs) and AttAcc-style pipelining, the softmax merge
+Overlap is a named option every system may use (`overlap`): "sub_batch" interleaves two halves of the
+batch on the GPU and the PIM units as NeuPIMs does, charging the second weight read (`_sub_batched`).
+Left out: AttAcc-style pipelining across steps, overlap of GPU and PIM attention over one
+sequence's KV split between tiers, the softmax merge
 of partial attention from several tiers, the GPU's static power, CPU-side scheduling overhead
 (`step_overhead_s`, 0 by default), and background load on the channels while an op runs (ops of one
 step run one after another, so their characterized cost at load share 0 applies).
@@ -62,6 +64,7 @@ from tokenstack_sim.model.ops import IterationModel
 
 MEMORY_TIMINGS = ("characterized", "roofline")
 PIM_BATCHING = ("packed", "serial")
+OVERLAPS = ("none", "sub_batch")
 GPU_ACTIONS = ("flops_bf16", "flops_fp16", "flops_fp8", "flops_fp32", "l2_bytes")
 LINK_ACTIONS = ("link_bytes",)
 # Counted actions per component, whole system. 'pim' holds the PIM units' work and the traffic to the
@@ -94,11 +97,16 @@ class EngineOptions:
     # Tensor-parallel all-reduce algorithm (hw/link.py): "auto" picks the fastest per message, as vLLM's
     # custom all-reduce (small messages, full NVLink) and NCCL (large) do together.
     allreduce: str = "auto"
+    # Overlap within a step (named, for every system alike): "none" runs the chain in order;
+    # "sub_batch" interleaves two halves of the batch on the GPU and the PIM units (NeuPIMs).
+    overlap: str = "none"
 
     def __post_init__(self) -> None:
         if self.memory_timing not in MEMORY_TIMINGS:
             raise InputError(f"expected one of {', '.join(MEMORY_TIMINGS)}, got {self.memory_timing!r}",
                              where="memory_timing")
+        if self.overlap not in OVERLAPS:
+            raise InputError(f"expected one of {', '.join(OVERLAPS)}, got {self.overlap!r}", where="overlap")
         if self.allreduce not in ALLREDUCE_ALGORITHMS:
             raise InputError(f"expected one of {', '.join(ALLREDUCE_ALGORITHMS)}, got {self.allreduce!r}",
                              where="allreduce")
@@ -386,6 +394,34 @@ class StepModel:
     def step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
         """(seconds, parts tuple in STEP_PARTS order, action vector of the whole system, KV tokens attended,
         of which by PIM units). Attended counts are per shard, summed over layers."""
+        if self.options.overlap == "sub_batch" and len(new_tokens) >= 2:
+            return self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use)
+        return self._step(new_tokens, context_tokens, emits, kv_blocks_in_use)
+
+    def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
+        """NeuPIMs-style sub-batch interleaving: the batch split in two halves (sequences alternate, so
+        the halves are alike) whose chains interleave, the GPU working on one half while the PIM
+        units (and the PIM link) work on the other. Each half is a full step of its own, so the
+        weights are read twice: charged. With G and P the GPU-side (GEMMs, GPU attention, all-reduce,
+        other) and PIM-side (PIM attention, PIM link) time of each half, the layer's period is the
+        two-chains-on-two-resources bound max(G_a + P_a, G_b + P_b, G_a + G_b, P_a + P_b), applied to
+        whole-step totals (the once-per-step LM head and embedding ride along). The parts are the two
+        halves' parts scaled to that time."""
+        new, ctx = np.asarray(new_tokens), np.asarray(context_tokens)
+        if np.ndim(emits) == 0:
+            raise ValueError("sub-batching needs the per-sequence emits array")
+        em = np.asarray(emits)
+        halves = [self._step(new[sel], ctx[sel], em[sel], kv_blocks_in_use)
+                  for sel in (slice(0, None, 2), slice(1, None, 2))]
+        (ta, pa, va, aa, apa), (tb, pb, vb, ab, apb) = halves
+        g = [x[0] + x[1] + x[4] + x[5] for x in (pa, pb)]
+        q = [x[2] + x[3] for x in (pa, pb)]
+        t = max(g[0] + q[0], g[1] + q[1], g[0] + g[1], q[0] + q[1])
+        k = t / (ta + tb) if ta + tb > 0 else 0.0
+        parts = tuple((x + y) * k for x, y in zip(pa, pb))
+        return t, parts, va + vb, aa + ab, apa + apb
+
+    def _step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
         new = np.asarray(new_tokens, np.float64)
         ctx = np.asarray(context_tokens, np.float64)
         n_emit = int(np.count_nonzero(emits)) if np.ndim(emits) else int(emits)
