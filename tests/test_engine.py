@@ -12,8 +12,9 @@
 - KV tiers and the does-not-fit result.
 
 Most runs use EngineOptions(memory_timing="roofline") and Llama-3.1-8B so that only the small PIM
-attention tables are characterized (into the session's `opcost_cache`); one case runs the characterized
-stream path (gpu-hbm4's stream-capacity table, ~20 s once per session).
+attention tables are characterized (into the session's `opcost_cache`); two cases run the characterized
+stream path (gpu-hbm4's stream-capacity table, tokenstack-hbm4's stream-capacity and stream-pim tables:
+~10 s per table, once per session).
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ CASES = [
     ("tokenstack-hbm4", "roofline", 1000, 5, 512),  # decode attention on the PIM SID
     ("attacc-hbm4", "roofline", 300, 5, None),  # decode attention on the PIM device, over its link
     ("gpu-hbm4", "characterized", 300, 4, None),  # the stacks' characterized stream costs
+    ("tokenstack-hbm4", "characterized", 300, 4, None),  # ... from both tiers, KV written into the PIM SID
 ]
 
 
