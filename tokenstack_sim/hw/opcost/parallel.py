@@ -70,6 +70,9 @@ def characterize_parallel(stack, missing: list, workers: int,
                           progress: Callable[[str], None] | None = None) -> list[str]:
     """Characterize `missing` [(op, grid, key, path)] on `workers` spawned processes; returns the op ids
     a worker characterized (the rest were made meanwhile by someone else sharing the cache)."""
+    from tokenstack_sim.hw.dram.run import warmup
+
+    warmup()  # compile (or load) the kernels once here, so that workers load numba's on-disk cache
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     blob = dumps_stack(stack)
