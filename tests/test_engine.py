@@ -395,10 +395,6 @@ def test_kv_blocks_by_hand(cfg):
     assert [t.name for t in at.tiers] == ["pim_device"] and at.tiers[0].pim
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="engine.kv_tiers accepts kv_blocks <= 0: the override scales every tier to 0 blocks and the "
-                   "pair is reported 'does_not_fit: no room for a single KV block' instead of refusing the value "
-                   "(InputError naming kv_blocks / --kv-blocks)")
 @pytest.mark.parametrize("bad", [0, -5])
 def test_kv_blocks_override_must_be_positive(bad):
     with pytest.raises(InputError, match="kv.blocks"):

@@ -78,13 +78,26 @@ def _common(command):
     return command
 
 
+# RunSpec fields -> the options that set them, so a refused value is named as the user typed it
+_OPTION_OF = {"qps": "--qps", "duration_s": "--duration", "max_requests": "--requests", "kv_blocks": "--kv-blocks",
+              "warmup_frac": "--warmup", "drain_frac": "--drain", "slo_ttft_s": "--slo-ttft",
+              "slo_tpot_s": "--slo-tpot"}
+
+
 def _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac, drain_frac):
     from tokenstack_sim.sim.engine import RunSpec
 
-    return RunSpec(workload=workload, qps=qps, duration_s=None if duration is None else parse_time_s(duration, "--duration"),
-                   max_requests=max_requests, seed=seed, warmup_frac=warmup_frac, drain_frac=drain_frac,
-                   slo_ttft_s=parse_time_s(slo_ttft, "--slo-ttft"), slo_tpot_s=parse_time_s(slo_tpot, "--slo-tpot"),
-                   scheduler=_scheduler_overrides(sched), kv_blocks=kv_blocks)
+    try:
+        return RunSpec(workload=workload, qps=qps,
+                       duration_s=None if duration is None else parse_time_s(duration, "--duration"),
+                       max_requests=max_requests, seed=seed, warmup_frac=warmup_frac, drain_frac=drain_frac,
+                       slo_ttft_s=parse_time_s(slo_ttft, "--slo-ttft"), slo_tpot_s=parse_time_s(slo_tpot, "--slo-tpot"),
+                       scheduler=_scheduler_overrides(sched), kv_blocks=kv_blocks)
+    except InputError as exc:
+        if exc.where in _OPTION_OF:
+            raise InputError(exc.message.replace(exc.where, _OPTION_OF[exc.where]),
+                             where=_OPTION_OF[exc.where]) from None
+        raise
 
 
 def _progress_bar(label: str):
@@ -229,7 +242,7 @@ def report(files, fmt, plot_dir) -> None:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Chrome/Perfetto trace JSON.")
-@click.option("--run", "run_name", default=None, help="Run name in the file (default: the first).")
+@click.option("--run", "run_name", default=None, help="Run name in the file (default: the first that ran).")
 @click.option("--max-steps", type=int, default=None, help="Draw only the first N steps.")
 def timeline(file, out, run_name, max_steps) -> None:
     """A Perfetto / chrome://tracing view of one run's steps and the parts of each."""
@@ -238,7 +251,7 @@ def timeline(file, out, run_name, max_steps) -> None:
 
     runs = read_runs(file)
     if run_name is None:
-        chosen = runs[0]
+        chosen = next((r for r in runs if r.status == "ok"), runs[0])
     else:
         by_name = {r.name: r for r in runs}
         if run_name not in by_name:

@@ -188,10 +188,21 @@ def _check_header(raw: dict, path: Path) -> str:
     return kind
 
 
+# The folder of arch_configs/ that holds the presets of each kind.
+KIND_FOLDERS = {"dram": "dram", "stack": "stacks", "model": "models", "gpu": "gpu", "link": "links",
+                "system": "systems"}
+
+
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, kind: str | None = None):
     """Read a preset or file, apply `--set` overrides, validate and resolve it.
 
-    `kind` (optional) is the kind the caller needs; another kind is refused by name."""
+    `kind` (optional) is the kind the caller needs; another kind is refused by name, and an unknown
+    name lists the presets of that kind only."""
+    if kind is not None and kind in KIND_FOLDERS and not Path(name_or_path).suffix == ".toml" \
+            and not Path(name_or_path).exists() and name_or_path not in list_presets():
+        root = arch_configs_dir() / KIND_FOLDERS[kind]
+        known = sorted(p.stem for p in root.glob("*.toml")) if root.is_dir() else []
+        raise InputError(f"unknown {kind} {name_or_path!r}; known: {', '.join(known)} (or a path to a .toml file)")
     raw, path = read_raw(name_or_path)
     raw, override_keys = apply_overrides(raw, overrides)
     try:

@@ -54,6 +54,16 @@ def _ok(runs: list[RunResult]) -> list[RunResult]:
     return ok
 
 
+def offered_qps(run: RunResult) -> float:
+    """The rate the run was asked for, or (a run at the workload's own rate) the measured one: requests
+    over the span of their arrivals."""
+    if run.params.get("qps") is not None:
+        return float(run.params["qps"])
+    a = run.requests["arrival_s"]
+    span = float(a.max() - a.min()) if len(a) > 1 else 0.0
+    return len(a) / span if span > 0 else float("nan")
+
+
 def throughput_vs_qps(runs: list[RunResult], path: str | Path, *, metric: str = "output_tokens_per_s") -> Path:
     """Throughput (``metric``: output_tokens_per_s or total_tokens_per_s) against offered QPS."""
     if metric not in ("output_tokens_per_s", "total_tokens_per_s"):
@@ -65,7 +75,7 @@ def throughput_vs_qps(runs: list[RunResult], path: str | Path, *, metric: str = 
         label = f"{r.params.get('system')} / {r.params.get('model')}"
         if several_workloads:
             label += f" / {r.params.get('workload')}"
-        lines.setdefault(label, {}).setdefault(float(r.params["qps"]), []).append(float(r.summary[metric]))
+        lines.setdefault(label, {}).setdefault(offered_qps(r), []).append(float(r.summary[metric]))
     fig, (ax,) = _figure()
     for label, points in lines.items():
         qps = sorted(points)

@@ -37,6 +37,9 @@ class SchedulerParams:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"must be an integer >= 1, got {value!r}", where=name)
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise InputError(f"must be true or false, got {self.enable_prefix_caching!r}",
+                             where="enable_prefix_caching")
         t = self.long_prefill_token_threshold
         if not isinstance(t, int) or isinstance(t, bool) or t < 0:
             raise InputError(f"must be an integer >= 0, got {t!r}", where="long_prefill_token_threshold")

@@ -73,6 +73,24 @@ class RunSpec:
     scheduler: dict = field(default_factory=dict)  # SchedulerParams fields other than num_kv_blocks
     kv_blocks: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse bad values before any simulation runs (a long run is never wasted on them)."""
+        from tokenstack_sim.runtime.metrics import included
+
+        included(np.zeros(0, REQUEST_DTYPE), self.warmup_frac, self.drain_frac)  # checks both shares
+        for name in ("qps", "duration_s"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise InputError(f"expected a number > 0, got {v}", where=name)
+        if self.max_requests is not None and self.max_requests < 1:
+            raise InputError(f"expected at least 1, got {self.max_requests}", where="max_requests")
+        if self.kv_blocks is not None and self.kv_blocks < 1:
+            raise InputError(f"expected at least 1 KV block, got {self.kv_blocks}", where="kv_blocks")
+        for name in ("slo_ttft_s", "slo_tpot_s"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise InputError(f"expected a time > 0 s, got {v}", where=name)
+
 
 @dataclass
 class Prepared:
@@ -99,6 +117,8 @@ def activation_peak_bytes(im, max_num_batched_tokens: int, max_num_seqs: int) ->
 
 def kv_tiers(system, model_cfg, im, params: SchedulerParams, kv_blocks: int | None) -> tuple[list[KvTier], str]:
     """The KV tiers of a system with their blocks per GPU shard, or ([], why) when the weights do not fit."""
+    if kv_blocks is not None and kv_blocks < 1:
+        raise InputError(f"expected at least 1 KV block, got {kv_blocks}", where="kv_blocks")
     w = float(weight_bytes_total(model_cfg))
     act = activation_peak_bytes(im, params.max_num_batched_tokens, params.max_num_seqs)
     if not weights_fit(system, w, act):
@@ -251,7 +271,13 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     total_blocks = sm.total_blocks
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
-    res = serve(table, sp, sm, progress=progress)
+    try:
+        res = serve(table, sp, sm, progress=progress)
+    except InputError as exc:
+        if exc.where != "num_kv_blocks":
+            raise
+        raise InputError(f"{exc.message} ({prep.system.name} holds {total_blocks} blocks for "
+                         f"{prep.model.config.name}; --kv-blocks overrides)", where="kv_blocks") from None
     wall_s = time.perf_counter() - t0
 
     req = np.zeros(len(res.requests), REQUEST_DTYPE)
@@ -282,6 +308,8 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     span_s = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
     energy = energy_pj(prep.system, actions, span_s)
     summary = _summary(req, steps, energy, res.counters, spec, total_blocks)
+    a = req["arrival_s"]
+    summary["offered_qps"] = len(a) / float(a.max() - a.min()) if len(a) > 1 and a.max() > a.min() else float("nan")
     summary["wall_s"] = wall_s  # provenance-like: excluded from determinism checks by its name
     return RunResult(name, "ok", params, configs=_configs(prep, table.meta), provenance=provenance() | {"wall_s": wall_s},
                      requests=req, steps=steps, actions=actions, energy_pj=energy,
