@@ -100,13 +100,32 @@ class Refresh:
 
 @dataclass(frozen=True)
 class Energy:
-    """Energy per DRAM action; defaults must be cited in each preset."""
+    """Energy per DRAM action; defaults must be cited in each preset.
+
+    A bit moved between a cell and the stack's pins crosses up to five segments (FGDRAM's breakdown via
+    AttAcc, hardware.md §2); each has its own pJ/bit so that every path (GPU, DMA, PIM placement) is the
+    sum of the segments it crosses (hw/stack/energy.py). Reads and writes cross the same segments at the
+    same cost [E]. The ACT/PRE share is not a per-bit figure here: ACTs are counted (act_pre_pj each)."""
     act_pre_pj: float = spec(min=0.0, doc="one ACT plus its PRE, pJ")
-    rd_pj_per_bit: float = spec(min=0.0, doc="read column access to the stack's pins, pJ/bit")
-    wr_pj_per_bit: float = spec(min=0.0, doc="write column access from the stack's pins, pJ/bit")
+    cell_rw_pj_per_bit: float = spec(min=0.0, doc="cell read or write into the bank's column path, pJ/bit")
+    bank_to_bankgroup_pj_per_bit: float = spec(min=0.0, doc="column decoder to the bank-group mux, pJ/bit")
+    bankgroup_to_global_pj_per_bit: float = spec(min=0.0, doc="bank-group mux to the global I/O mux, pJ/bit")
+    tsv_pj_per_bit: float = spec(min=0.0, doc="through-silicon vias between a core die and the base die, pJ/bit")
+    interposer_pj_per_bit: float = spec(min=0.0, doc="base-die PHY and silicon-interposer I/O to the GPU, pJ/bit")
     ref_ab_pj: float = spec(min=0.0, doc="one all-bank REF of the refresh scope, pJ")
     ref_pb_pj: float = spec(min=0.0, doc="one per-bank REF, pJ")
     background_mw_per_channel: float = spec(min=0.0, doc="standby power per channel, mW")
+
+    @property
+    def rd_pj_per_bit(self) -> float:
+        """A read from a cell to the stack's pins: every segment (derived, not a config key)."""
+        return (self.cell_rw_pj_per_bit + self.bank_to_bankgroup_pj_per_bit + self.bankgroup_to_global_pj_per_bit
+                + self.tsv_pj_per_bit + self.interposer_pj_per_bit)
+
+    @property
+    def wr_pj_per_bit(self) -> float:
+        """A write from the stack's pins to a cell: the same segments as a read [E]."""
+        return self.rd_pj_per_bit
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,16 @@ class Power:
 
 @dataclass(frozen=True)
 class PimEnergy:
+    """Energy of the PIM units' and the base die's logic. Bits moved through the arrays, the column path
+    and the TSVs are priced by the DRAM preset's segments ([energy], hw/stack/energy.py); the four
+    `*_pj_per_bit` keys below are read only by the power budget (hw/stack/pim.py charges each PIM
+    command's data at them), not by the energy account."""
     mac_pj: float = spec(0.32, min=0.0, doc="one FP16 MAC")
-    bank_read_pj_per_bit: float = spec(0.55, min=0.0, doc="cell to a bank-level unit")
-    bank_group_read_pj_per_bit: float = spec(1.56, min=0.0, doc="cell to a bank-group unit")
-    base_die_read_pj_per_bit: float = spec(3.29, min=0.0, doc="cell to the base die")
-    unit_transfer_pj_per_bit: float = spec(2.79, min=0.0,
-                                           doc="unit registers to the base die and back (BG mux, GIO, TSV)")
+    bank_read_pj_per_bit: float = spec(0.55, min=0.0, doc="power budget only: cell to a bank-level unit")
+    bank_group_read_pj_per_bit: float = spec(1.56, min=0.0, doc="power budget only: cell to a bank-group unit")
+    base_die_read_pj_per_bit: float = spec(3.29, min=0.0, doc="power budget only: cell to the base die")
+    unit_transfer_pj_per_bit: float = spec(2.79, min=0.0, doc="power budget only: unit registers to the "
+                                           "base die and back (BG mux, GIO, TSV)")
     quant_pj_per_element: float = spec(0.3, min=0.0, doc="quantize or dequantize one element")
     softmax_pj_per_element: float = spec(1.5, min=0.0, doc="exp, sum and scale of one score on the base die")
 
