@@ -236,9 +236,12 @@ def test_quantizing_dma_writes_less_and_charges_the_quantizer():
     q = run_stack(st, dma=[DmaJob(1 << 20, fmt="int8", group=32)])
     assert q.command_counts["WR"] == pytest.approx(plain.command_counts["WR"] * (0.5 + 1 / 32), rel=0.01)
     assert q.energy_pj["quant_elements"] > 0 and plain.energy_pj["quant_elements"] == 0
-    assert q.energy_pj["dma_bits"] < plain.energy_pj["dma_bits"]
-    # a DMA's energy is its reads plus its writes
-    assert plain.actions["dma_bits"] == (plain.command_counts["RD"] + plain.command_counts["WR"]) * 256
+    assert q.energy_pj["tsv_bits"] < plain.energy_pj["tsv_bits"]
+    # a DMA's energy is its reads plus its writes: each crosses cell..TSV, none the interposer
+    moved = (plain.command_counts["RD"] + plain.command_counts["WR"]) * 256
+    for a in ("cell_rw_bits", "bank_to_bankgroup_bits", "bankgroup_to_global_bits", "tsv_bits"):
+        assert plain.actions[a] == moved
+    assert plain.actions["gpu_read_bits"] == plain.actions["gpu_write_bits"] == 0
     # a slow quantizer becomes the bottleneck
     slow = stack("power.budget_w=0", "basedie.quant_units_per_channel=1", "basedie.quant_lanes=1",
                  "basedie.quant_clock_ghz=0.1")

@@ -20,7 +20,7 @@ from tokenstack_sim.config.dram import COMMANDS
 from tokenstack_sim.hw.dram import kernels
 from tokenstack_sim.hw.dram.run import KernelInput, run_kernel
 from tokenstack_sim.hw.stack.dma import DMA_READ, DMA_WRITE, GPU, DmaJob, GpuStream, build_streams, stream_params
-from tokenstack_sim.hw.stack.energy import energy_pj
+from tokenstack_sim.hw.stack.energy import SEGMENTS, count_path, energy_pj
 from tokenstack_sim.hw.stack.pim import Programs
 
 CMD = {c: i for i, c in enumerate(COMMANDS)}
@@ -144,41 +144,51 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     res.throttled_commands, res.throttled_cycles = int(out.power_stats[0]), int(out.power_stats[1])
     totals = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0) + out.pg_counts.sum(axis=0)
     res.command_counts = {c: int(totals[i]) for i, c in enumerate(COMMANDS)}
-    res.actions = _actions(stack, s, out, progs, order)
+    res.actions = _actions(stack, s, out, progs, order, foreground is not None)
     res.energy_pj = energy_pj(stack, res.actions, res.time_ns)
     res.pim_totals = progs.totals
     res.wall_s = time.perf_counter() - t0
     return res
 
 
-def _actions(stack, s, out, progs, order) -> dict[str, float]:
-    """The run's counted actions (see energy.py), from the kernel's command counts."""
+def _actions(stack, s, out, progs, order, foreground: bool = False) -> dict[str, float]:
+    """The run's counted actions (see energy.py), from the kernel's command counts: every bit moved is
+    counted on each segment of its path (energy.PATHS). A `foreground` stream (in the DMA-read slot) is
+    GPU traffic."""
     from tokenstack_sim.hw.stack.pim import PimUnits
 
     d, cfg = stack.dram, stack.config
     bits = d.access_bytes * 8
     counts = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0)
     pg = out.pg_counts.sum(axis=0)
-    dma_cmd_bits = bits * cfg.basedie.tsv_width_mult
-    acts = {
-        "dram_act": float(counts[CMD["ACT"]]),
-        "gpu_read_bits": float(((s.stream == GPU) & ~s.is_write).sum() * bits),
-        "gpu_write_bits": float(((s.stream == GPU) & s.is_write).sum() * bits),
-        "dma_bits": float(((s.stream == DMA_READ) | (s.stream == DMA_WRITE)).sum() * dma_cmd_bits),
-        "quant_elements": float(s.quant_elements),
-        "refresh_ab": float(counts[CMD["REFab"]]),
-        "refresh_pb": float(counts[CMD["REFpb"]]),
-    }
+    gpu = (s.stream == GPU) | ((s.stream == DMA_READ) if foreground else False)
+    dma = ~gpu & ((s.stream == DMA_READ) | (s.stream == DMA_WRITE))
+    dma_cmd_bits = bits * cfg.basedie.tsv_width_mult  # data one DMA command moves
+    acts = {"dram_act": float(counts[CMD["ACT"]])}
+    for a in SEGMENTS:
+        acts[a] = 0.0
+    count_path(acts, "gpu_read", (gpu & ~s.is_write).sum() * bits)
+    count_path(acts, "gpu_write", (gpu & s.is_write).sum() * bits)
+    count_path(acts, "dma_read", (dma & ~s.is_write).sum() * dma_cmd_bits)  # a DMA = its read + its write
+    count_path(acts, "dma_write", (dma & s.is_write).sum() * dma_cmd_bits)
+    acts.update({"quant_elements": float(s.quant_elements),
+                 "refresh_ab": float(counts[CMD["REFab"]]),
+                 "refresh_pb": float(counts[CMD["REFpb"]])})
+    if foreground:
+        # Not an action (not in energy.ACTIONS, never priced): opcost/simulate.py renames this key to
+        # gpu_read_bits for stream ops, as it did when the foreground was counted as DMA. Remove this key
+        # together with that rename.
+        acts["dma_bits"] = float(((s.stream == DMA_READ) & ~s.is_write).sum() * bits)
     if progs.totals:
         u = PimUnits.of(stack)
         base_die = u.placement == "base_die"
         mac_cmds = pg[CMD["PRD"]] if base_die else pg[CMD["MACab"]]
         transfers = 0 if base_die else pg[CMD["PRD"]] + pg[CMD["PWR"]]
+        count_path(acts, f"pim_read_{u.placement}", mac_cmds * u.bytes_per_mac_cmd * 8)
+        count_path(acts, f"unit_transfer_{u.placement}", transfers * bits)
         acts.update({
             "pim_bank_acts": float(pg[CMD["ACTab"]] * u.banks_per_scope),
-            "pim_array_bits": float(mac_cmds * u.bytes_per_mac_cmd * 8),
             "pim_macs": float(sum(t.get("macs", 0) for t in progs.totals.values())),
-            "unit_transfer_bits": float(transfers * bits),
             "softmax_elements": float(sum(t.get("softmax_elements", 0) for t in progs.totals.values())),
         })
     return acts
