@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tokenstack_sim.cli import cli
 from tokenstack_sim.config.loader import load_config
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.hw.stack.energy import energy_table_pj
+from tokenstack_sim.hw.stack.energy import path_pj_per_bit
 
 pytestmark = pytest.mark.unit
 char_mod = importlib.import_module("tokenstack_sim.hw.opcost.characterize")  # the module, not the function
@@ -48,9 +48,8 @@ def test_gemm_decode_shape_is_memory_bound_by_hand():
     assert out["bound"] == "memory"
     assert out["time_ns"] == pytest.approx((s.gpu.launch_overhead_s + t_mem) * 1e9)
     e = out["energy_pj"]
-    table = energy_table_pj(s.gpu_stack)
-    assert e["dram_read_pj"] == pytest.approx((m * k + k * n) * 2 * 8 * table["gpu_read_bits"])
-    assert e["dram_write_pj"] == pytest.approx(m * n * 2 * 8 * table["gpu_write_bits"])
+    assert e["dram_read_pj"] == pytest.approx((m * k + k * n) * 2 * 8 * path_pj_per_bit(s.gpu_stack, "gpu_read"))
+    assert e["dram_write_pj"] == pytest.approx(m * n * 2 * 8 * path_pj_per_bit(s.gpu_stack, "gpu_write"))
     assert e["compute_pj"] == pytest.approx(2 * m * n * k * s.gpu.pj_per_flop("bf16"))
     assert e["l2_pj"] == pytest.approx(nbytes * s.gpu.config.energy.l2_pj_per_byte)
     assert out["source"] == "roofline (closed form)"

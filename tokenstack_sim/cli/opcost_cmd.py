@@ -86,7 +86,7 @@ def _gemm(system, m, n, k, dtype) -> dict:
     from tokenstack_sim.config.gpu import DTYPE_BYTES
     from tokenstack_sim.hw.gpu import roofline
     from tokenstack_sim.hw.gpu.component import Gpu
-    from tokenstack_sim.hw.stack.energy import energy_table_pj
+    from tokenstack_sim.hw.stack.energy import path_pj_per_bit
 
     gpu, bw = system.gpu, system.gpu_bw_GBps
     g = Gpu(gpu, bw)
@@ -99,10 +99,9 @@ def _gemm(system, m, n, k, dtype) -> dict:
     b = DTYPE_BYTES[dtype]
     read_bytes, write_bytes = (m * k + k * n) * b, m * n * b
     assert read_bytes + write_bytes == nbytes
-    table = energy_table_pj(system.gpu_stack)
     energy = dict(g.stats.energy_pj(gpu))
-    energy["dram_read_pj"] = read_bytes * 8 * table["gpu_read_bits"]
-    energy["dram_write_pj"] = write_bytes * 8 * table["gpu_write_bits"]
+    energy["dram_read_pj"] = read_bytes * 8 * path_pj_per_bit(system.gpu_stack, "gpu_read")
+    energy["dram_write_pj"] = write_bytes * 8 * path_pj_per_bit(system.gpu_stack, "gpu_write")
     return {"config": system.name, "op": f"gemm-{dtype}", "m": m, "n": n, "k": k, "dtype": dtype,
             "time_ns": t_s * 1e9, "bound": "compute" if t_compute >= t_memory else "memory",
             "compute_time_ns": t_compute * 1e9, "memory_time_ns": t_memory * 1e9,

@@ -60,6 +60,7 @@ from tokenstack_sim.hw.gpu.roofline import gemm_compute_efficiency
 from tokenstack_sim.hw.link import ALLREDUCE_ALGORITHMS, allreduce_link_bytes, allreduce_time_s, transfer_time_s
 from tokenstack_sim.hw.opcost.simulate import OpSpec
 from tokenstack_sim.hw.stack.energy import ACTIONS as STACK_ACTIONS
+from tokenstack_sim.hw.stack.energy import path_vector
 from tokenstack_sim.model.ops import IterationModel
 
 MEMORY_TIMINGS = ("characterized", "roofline")
@@ -78,7 +79,8 @@ for _c, _a in COMPONENTS.items():
     _n += len(_a)
 N_ACTIONS = _n  # length of the flat action vector of one step
 _SA = {a: i for i, a in enumerate(STACK_ACTIONS)}
-_READ, _WRITE = _SA["gpu_read_bits"], _SA["gpu_write_bits"]
+_READ, _WRITE = _SA["gpu_read_bits"], _SA["gpu_write_bits"]  # the interposer segment of GPU traffic
+_GPU_RD, _GPU_WR = path_vector("gpu_read"), path_vector("gpu_write")  # one bit's actions on every segment
 
 
 def action_slot(component: str, action: str) -> int:
@@ -320,7 +322,7 @@ class StepModel:
         g = self.system.gpus
         if self.options.memory_timing == "roofline":
             bits = float(nbytes @ reps if reps is not None else nbytes.sum()) * 8
-            vec[o + (_WRITE if write else _READ)] += bits * scale * g
+            vec[o:o + len(STACK_ACTIONS)] += (bits * scale * g) * (_GPU_WR if write else _GPU_RD)
             return nbytes / (self.system.gpu_bw_GBps * 1e9 * self._eta_bw)
         lk = self._lookups[f"stream-{tier}"]
         per = nbytes / self.n_stacks
@@ -336,7 +338,7 @@ class StepModel:
         o = OFFSET["gpu_stacks"]
         g = self.system.gpus
         if self.options.memory_timing == "roofline":
-            vec[o + (_WRITE if write else _READ)] += nbytes * 8 * scale * g
+            vec[o:o + len(STACK_ACTIONS)] += (nbytes * 8 * scale * g) * (_GPU_WR if write else _GPU_RD)
             return nbytes / (self.system.gpu_bw_GBps * 1e9 * self._eta_bw)
         t_ns, a = self._lookups[f"stream-{tier}"].scalar(nbytes / self.n_stacks)
         k = self.n_stacks * scale * g
@@ -454,7 +456,7 @@ class StepModel:
                 plk = self.system.pim_link
                 link_s = (float(transfer_time_s(plk, qo / 2 + kv_new)) + float(transfer_time_s(plk, qo / 2))) * L
                 vec[action_slot("pim_link", "link_bytes")] += (qo + kv_new) * L * g
-                vec[pim_o + _WRITE] += kv_new * 8 * L * g
+                vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
             else:  # through the stack's channels into / out of the PIM SID
                 attn_pim_s += self._stream1(qo + kv_new, "pim", vec, L, write=True) * L
 
@@ -480,7 +482,7 @@ class StepModel:
                 if tier == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
                     t_m += float(transfer_time_s(self.system.pim_link, b))
                     vec[action_slot("pim_link", "link_bytes")] += b * L * g
-                    vec[pim_o + _READ] += b * 8 * L * g
+                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (b * 8 * L * g) * _GPU_RD
                 else:
                     t_m += self._stream1(b, tier, vec, L)
             if kv_new > 0:  # the chunk's K/V, written where its sequence's KV lives (the first tier)
@@ -488,7 +490,7 @@ class StepModel:
                 if first == "pim_device":
                     t_m += float(transfer_time_s(self.system.pim_link, kv_new))
                     vec[action_slot("pim_link", "link_bytes")] += kv_new * L * g
-                    vec[pim_o + _WRITE] += kv_new * 8 * L * g
+                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
                 else:
                     tier = "pim" if first == "gpu_pim" else self.weight_tier
                     t_m += self._stream1(kv_new, tier, vec, L, write=True)

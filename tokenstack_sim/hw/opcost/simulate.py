@@ -138,8 +138,6 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
                          "background takes the channel for as long as it lasts; characterize with lower shares")
     # the slice refreshes every channel of the stack; refresh is charged as power x time instead
     actions = {k: v * n_ch for k, v in r.actions.items() if not k.startswith("refresh")}
-    if op.kind == "stream":  # the measured stream ran in the DMA-read slot; its bits are GPU reads
-        actions["gpu_read_bits"] = actions.pop("dma_bits", 0.0)
     refreshes = refresh_dues(stack, t)
     details = {"slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
                "background_bytes": bg_bytes, "refreshes": refreshes}

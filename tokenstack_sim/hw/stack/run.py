@@ -174,11 +174,6 @@ def _actions(stack, s, out, progs, order, foreground: bool = False) -> dict[str,
     acts.update({"quant_elements": float(s.quant_elements),
                  "refresh_ab": float(counts[CMD["REFab"]]),
                  "refresh_pb": float(counts[CMD["REFpb"]])})
-    if foreground:
-        # Not an action (not in energy.ACTIONS, never priced): opcost/simulate.py renames this key to
-        # gpu_read_bits for stream ops, as it did when the foreground was counted as DMA. Remove this key
-        # together with that rename.
-        acts["dma_bits"] = float(((s.stream == DMA_READ) & ~s.is_write).sum() * bits)
     if progs.totals:
         u = PimUnits.of(stack)
         base_die = u.placement == "base_die"
