@@ -48,9 +48,10 @@ def demo(model, workload, duration_s, qps, workers, hardware, n_requests) -> Non
     ok = next((r for r in runs if r.status == "ok"), None)
     click.echo("")
     if ok is not None:
-        rate = ok.params["qps"] or "its own rate"
-        click.echo(f"{model} on {workload} ({ok.summary['requests']:,} requests in the statistics of "
-                   f"{len(ok.requests):,} served, rate {rate}); 8 GPUs each, equal stacks and dies:")
+        rate = ok.params["qps"] or ok.summary["offered_qps"]
+        click.echo(f"{model} on {workload} at {rate:.2f} req/s: {len(ok.requests):,} requests served, "
+                   f"{ok.summary['requests']:,} in the statistics (first and last 10% left out); "
+                   f"8 GPUs each, equal stacks and dies:")
     click.echo(runs_table(runs, "markdown", columns=COMPACT_COLUMNS))
     click.echo(f"\nSLO: TTFT <= {spec.slo_ttft_s:g} s, TPOT <= {1e3 * spec.slo_tpot_s:g} ms. "
                f"{time.perf_counter() - t0:.0f} s wall. More: tokenstack run --help, tokenstack capacity --help, "
