@@ -41,7 +41,7 @@ from tokenstack_sim.results.result import REQUEST_DTYPE, STEP_DTYPE, STEP_PARTS,
 from tokenstack_sim.runtime.metrics import slo_met, summarize
 from tokenstack_sim.runtime.params import SchedulerParams
 from tokenstack_sim.runtime.serve_loop import serve
-from tokenstack_sim.sim.step_cost import COMPONENTS, OFFSET, EngineOptions, KvTier, StepModel
+from tokenstack_sim.sim.step_cost import COMPONENTS, OFFSET, EngineOptions, KvTier, StepModel, StepRecords
 from tokenstack_sim.workload.source import load_workload
 
 LOGIT_BYTES = 4  # FP32 logits for sampling (vLLM upcasts before sampling)
@@ -267,7 +267,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
         table = load_workload(spec.workload, seed=spec.seed, qps=spec.qps, duration_s=spec.duration_s,
                               max_requests=spec.max_requests)
     sm = prep.step_model
-    sm.records = []
+    sm.records = StepRecords()
     total_blocks = sm.total_blocks
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
@@ -289,21 +289,16 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     for f in res.steps.dtype.names:
         steps[f] = res.steps[f]
     recs = sm.records
-    if recs:
-        parts = np.array([r[0] for r in recs])
-        for i, p in enumerate(STEP_PARTS):
-            steps[p] = parts[:, i]
-        steps["kv_tokens_attended"] = [r[2] for r in recs]
-        steps["kv_tokens_attended_pim"] = [r[3] for r in recs]
-        steps["decode_seqs"] = [r[4] for r in recs]
-        vecs = np.array([r[1] for r in recs])
-    else:
-        vecs = np.zeros((0, sum(len(a) for a in COMPONENTS.values())))
+    for i, p in enumerate(STEP_PARTS):
+        steps[p] = recs.parts[:, i]
+    steps["kv_tokens_attended"] = recs.attended
+    steps["kv_tokens_attended_pim"] = recs.attended_pim
+    steps["decode_seqs"] = recs.decode_seqs
     actions = {}
     for comp, names in COMPONENTS.items():
         arr = np.zeros(len(recs), np.dtype([(a, np.float64) for a in names]))
         for i, a in enumerate(names):
-            arr[a] = vecs[:, OFFSET[comp] + i]
+            arr[a] = recs.actions[:, OFFSET[comp] + i]
         actions[comp] = arr
     span_s = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
     energy = energy_pj(prep.system, actions, span_s)
