@@ -30,35 +30,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tokenstack_sim.runtime.serve_loop import REQUEST_RESULT_DTYPE
+from tokenstack_sim.runtime.serve_loop import STEP_DTYPE as SERVE_STEP_DTYPE
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "does_not_fit")
 
-REQUEST_DTYPE = np.dtype([
-    ("request_id", np.int64),
-    ("arrival_s", np.float64),
-    ("first_token_s", np.float64),  # end of the step that emitted the first token; NaN if none
-    ("finish_s", np.float64),  # end of the step that emitted the last token
-    ("input_tokens", np.int64),
-    ("output_tokens", np.int64),
-    ("preemptions", np.int64),
-    ("prefix_hit_tokens", np.int64),
+# The serve loop's per-request and per-step rows, extended with what the engine adds.
+REQUEST_DTYPE = np.dtype(REQUEST_RESULT_DTYPE.descr + [
     ("slo_met", np.bool_),  # TTFT <= slo_ttft_s and TPOT <= slo_tpot_s (TPOT only with >= 2 outputs)
 ])
 
 # Parts of one step's time, in the order of the per-layer chain; they sum to end_s - start_s.
 STEP_PARTS = ("gemm_s", "attention_gpu_s", "attention_pim_s", "pim_link_s", "allreduce_s", "other_s")
 
-STEP_DTYPE = np.dtype([
-    ("start_s", np.float64),
-    ("end_s", np.float64),
-    ("batch_size", np.int64),
-    ("new_tokens", np.int64),  # tokens computed (prefill, recompute and decode)
-    ("output_tokens", np.int64),  # tokens sampled
+STEP_DTYPE = np.dtype(SERVE_STEP_DTYPE.descr + [
     ("decode_seqs", np.int64),  # sequences with one new token
-    ("kv_blocks_in_use", np.int64),
-    ("num_waiting", np.int64),
-    ("preemptions", np.int64),
-    ("prefix_hit_tokens", np.int64),
     ("kv_tokens_attended", np.float64),  # context tokens read by attention, all layers of one shard
     ("kv_tokens_attended_pim", np.float64),  # of which by PIM units
 ] + [(p, np.float64) for p in STEP_PARTS])
