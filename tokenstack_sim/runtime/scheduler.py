@@ -203,6 +203,81 @@ class VllmScheduler:
             self.running = self.running[self.status[self.running] == RUNNING]
         return done
 
+    # ---- fast path: consecutive pure-decode steps ------------------------------------------------------
+    def decode_run_length(self) -> int:
+        """How many consecutive steps from now are pure decode steps of the whole running set in which
+        nothing but block allocation can change the batch: every running request decodes (one known
+        token left to compute, first token out), none finishes, none waits, the token budget does
+        not bind. 0 where that does not hold. Block exhaustion is checked step by step in
+        `decode_step`; arrivals by the caller."""
+        run = self.running
+        B = len(run)
+        p = self.params
+        if B == 0 or self.waiting or B > p.max_num_batched_tokens:
+            return 0
+        bs = p.block_size
+        c = self.computed[run]
+        if np.any(self.num_tokens[run] - c != 1) or np.any(self.in_prefill[run]):
+            return 0
+        gen = self.generated[run]
+        if np.any(gen < 1):
+            return 0
+        nb = self.num_blocks[run]
+        if np.any(nb != -(-c // bs)):
+            return 0
+        if self.hashes is not None and np.any(self.num_hashed[run] != c // bs):
+            return 0
+        k = int((self.output_tokens[run] - gen).min()) - 1  # the step that finishes one is left out
+        if k <= 0:
+            return 0
+        # request positions (running order) that allocate a block at step j: (c + j) % bs == 0
+        res = (-c) % bs
+        order = np.argsort(res, kind="stable")
+        bounds = np.searchsorted(res[order], np.arange(bs + 1))
+        self._ff_groups = [order[bounds[r]:bounds[r + 1]] for r in range(bs)]
+        self._ff_run = run
+        self._ff_c = c
+        self._ff_ones = np.ones(B, dtype=np.int64)
+        self._ff_emits = np.ones(B, dtype=bool)
+        return k
+
+    def decode_step(self, j: int) -> Batch | None:
+        """Schedule step ``j`` of the run measured by `decode_run_length` as `schedule` would: allocate
+        the blocks of the requests crossing a block boundary and hash the blocks this step fills, in
+        running order. None (nothing changed) where the allocation would not fit: the normal path takes
+        over. Request counters advance in `decode_finish`."""
+        bs = self.params.block_size
+        run = self._ff_run
+        a = self._ff_groups[j % bs]
+        pool = self.pool
+        if len(a):
+            if len(a) > pool.num_free:
+                return None
+            ids = run[a]
+            blk = pool.allocate(len(a)).tolist()
+            tables = self.block_tables
+            for r, b in zip(ids.tolist(), blk):
+                tables[r].append(b)
+            self.num_blocks[ids] += 1
+        if self.hashes is not None:
+            h = self._ff_groups[(j + 1) % bs]
+            if len(h):
+                reqs = run[h]
+                have = self.num_hashed[reqs]
+                tables = self.block_tables
+                blocks = [tables[r][i] for r, i in zip(reqs.tolist(), have.tolist())]
+                self.pool.cache(np.asarray(blocks, dtype=np.int32), self.hashes.at(reqs, have))
+                self.num_hashed[reqs] = have + 1
+        return Batch(run, self._ff_ones, self._ff_c + j, self._ff_emits, 0, 0, pool.num_in_use, len(run), 0)
+
+    def decode_finish(self, steps: int) -> None:
+        """Advance the running requests by ``steps`` decode steps taken with `decode_step`."""
+        if steps:
+            run = self._ff_run
+            self.computed[run] += steps
+            self.generated[run] += steps
+            self.num_tokens[run] += steps
+
     # ---- helpers -------------------------------------------------------------------------------------
     def _grant(self, ids: np.ndarray, want: np.ndarray, blocks: np.ndarray) -> None:
         """Append ``blocks`` (in order) to the tables of ``ids``, ``want[i]`` each."""

@@ -64,9 +64,13 @@ PROGRESS_EVERY_STEPS = 256
 
 
 def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
-          scheduler: str = "vllm", progress: Callable[[int, int], None] | None = None) -> ServeResult:
+          scheduler: str = "vllm", progress: Callable[[int, int], None] | None = None,
+          fast_forward: bool = True) -> ServeResult:
     """Run every request of ``table`` to completion; see the module docstring. ``progress(finished,
-    total)`` is called every PROGRESS_EVERY_STEPS steps and at the end."""
+    total)`` is called every PROGRESS_EVERY_STEPS steps and at the end. ``fast_forward``: take runs of
+    pure-decode steps of an unchanged running set through the scheduler's `decode_run_length` /
+    `decode_step` (where it has them), which schedule such a step without re-deriving the batch; the
+    steps, their times and every record are the same as step by step (tests/test_fast_forward.py)."""
     validate(table)  # sorted arrivals, lengths >= 1 prompt token, hash counts: the loop relies on them
     sched = make_scheduler(scheduler, table, params)
     arrival_s = table.rows["arrival_s"]
@@ -75,6 +79,7 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
     now_s = float(arrival_s[0])
     nxt = 0  # next request to arrive
     finished = 0
+    fast_forward = fast_forward and hasattr(sched, "decode_run_length")
     while finished < n:
         while nxt < n and arrival_s[nxt] <= now_s:
             sched.add_request(nxt)
@@ -82,6 +87,29 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
         if sched.num_running == 0 and sched.num_waiting == 0:
             now_s = float(arrival_s[nxt])
             continue
+        if fast_forward and sched.num_waiting == 0:
+            k = sched.decode_run_length()
+            taken = 0
+            while taken < k:
+                if taken and nxt < n and arrival_s[nxt] <= now_s:
+                    break  # it joins at this step's end: the normal path admits it
+                batch = sched.decode_step(taken)
+                if batch is None:
+                    break  # out of blocks: the normal path preempts
+                dt_s = float(cost.step_time_s(batch))
+                if not (math.isfinite(dt_s) and dt_s > 0):
+                    raise ValueError(f"step cost must be finite and > 0 s, got {dt_s!r}")
+                start_s = now_s
+                now_s += dt_s
+                taken += 1
+                if progress is not None and len(steps) % PROGRESS_EVERY_STEPS == 0:
+                    progress(finished, n)
+                b = batch.size
+                steps.append((start_s, now_s, b, b, b, batch.kv_blocks_in_use, 0, 0, 0))
+            if k:
+                sched.decode_finish(taken)
+            if taken:
+                continue
         batch = sched.schedule()
         if batch.size == 0:
             if batch.preemptions:

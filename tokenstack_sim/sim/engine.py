@@ -252,8 +252,9 @@ def _configs(prep: Prepared, table_meta: dict) -> dict:
 
 
 def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int], None] | None = None,
-                 table=None) -> RunResult:
-    """Serve `spec`'s workload on a prepared pair; a pair that does not fit gives a 'does_not_fit' result."""
+                 table=None, fast_forward: bool = True) -> RunResult:
+    """Serve `spec`'s workload on a prepared pair; a pair that does not fit gives a 'does_not_fit' result.
+    `fast_forward`: the serve loop's fast path for runs of pure-decode steps (same result, faster)."""
     name = run_name(prep.system.name, prep.model.config.name, spec.workload, spec.qps, spec.seed)
     params = {"system": prep.system.name, "model": prep.model.config.name, "workload": spec.workload,
               "qps": spec.qps, "duration_s": spec.duration_s, "max_requests": spec.max_requests,
@@ -272,7 +273,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
     try:
-        res = serve(table, sp, sm, progress=progress)
+        res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward)
     except InputError as exc:
         if exc.where != "num_kv_blocks":
             raise
