@@ -238,3 +238,84 @@ def test_static_and_refresh_power():
     counted = energy_pj(st, {"refresh_ab": 2.0}, 1000.0)
     assert counted["static"] == pytest.approx(static_power_mw(st) * 1000.0)
     assert counted["refresh_ab"] == 2 * e.ref_ab_pj
+
+
+# ---------------------------------------------------------------- static power of the serving system
+
+def _zero_actions(steps: int = 1) -> dict:
+    from tokenstack_sim.sim.step_cost import COMPONENTS
+
+    return {c: np.zeros(steps, np.dtype([(a, np.float64) for a in names])) for c, names in COMPONENTS.items()}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["gpu-hbm4", "attacc-hbm4", "tokenstack-hbm4"])
+def test_gpu_and_link_static_power_times_span(name):
+    from tokenstack_sim.sim.engine import energy_pj as run_energy_pj
+
+    s = load_config(name)
+    span_s = 2.5
+    e = run_energy_pj(s, _zero_actions(), span_s)
+    # W x s = J = 1e12 pJ, per GPU; each its own "static" action of its component
+    assert e["gpu"]["static"] == pytest.approx(s.gpu.config.static_power_w * s.gpus * span_s * 1e12, rel=1e-12)
+    assert e["gpu_link"]["static"] == pytest.approx(s.gpu_link.config.static_power_w * s.gpus * span_s * 1e12,
+                                                    rel=1e-12)
+    assert e["gpu"]["static"] > 0 and e["gpu_link"]["static"] > 0
+    if s.pim_link is not None:
+        assert e["pim_link"]["static"] == pytest.approx(s.pim_link.config.static_power_w * s.gpus * span_s * 1e12,
+                                                        rel=1e-12)
+        assert e["pim_link"]["static"] > 0
+    else:
+        assert "pim_link" not in e
+    # with no counts, only static terms are non-zero
+    assert all(v == 0 for c in e.values() for a, v in c.items() if a != "static")
+    # linear in the span
+    e2 = run_energy_pj(s, _zero_actions(), 2 * span_s)
+    for comp, acts in e.items():
+        if "static" in acts:
+            assert e2[comp]["static"] == pytest.approx(2 * acts["static"], rel=1e-12)
+
+
+@pytest.mark.unit
+def test_one_gpu_charges_no_gpu_link_static():
+    from tokenstack_sim.sim.engine import energy_pj as run_energy_pj
+
+    s = load_config("gpu-hbm4", ["gpus=1", "tp=1"])
+    e = run_energy_pj(s, _zero_actions(), 1.0)
+    assert "static" not in e["gpu_link"]
+    assert e["gpu"]["static"] == pytest.approx(s.gpu.config.static_power_w * 1e12)
+
+
+@pytest.mark.unit
+def test_static_power_sweep_reuses_counts_and_span():
+    """Another static power (or table) is another energy_pj call on the same counts and span: only the swept
+    terms change."""
+    from tokenstack_sim.sim.engine import energy_pj as run_energy_pj
+
+    s = load_config("attacc-hbm4")
+    acts = _zero_actions(3)
+    acts["gpu"]["flops_bf16"] = [1e12, 2e12, 3e12]
+    acts["gpu"]["l2_bytes"] = 5e9
+    acts["gpu_stacks"]["gpu_read_bits"] = 8e9
+    acts["gpu_link"]["link_bytes"] = 1e8
+    acts["pim_link"]["link_bytes"] = 2e8
+    base = run_energy_pj(s, acts, 4.0)
+    swept = replace(s, gpu=load_config("b200", ["static_power_w=0"]),
+                    gpu_link=load_config("nvlink5", ["static_power_w=1.0"]))
+    e = run_energy_pj(swept, acts, 4.0)
+    assert e["gpu"]["static"] == 0
+    assert e["gpu_link"]["static"] == pytest.approx(1.0 * s.gpus * 4.0 * 1e12)
+    for comp, a_pj in base.items():
+        for a, pj in a_pj.items():
+            if (comp, a) not in (("gpu", "static"), ("gpu_link", "static")):
+                assert e[comp][a] == pj, (comp, a)
+
+
+@pytest.mark.unit
+def test_static_power_is_refused_negative():
+    from tokenstack_sim.errors import InputError
+
+    with pytest.raises(InputError, match="static_power_w"):
+        load_config("b200", ["static_power_w=-1"])
+    with pytest.raises(InputError, match="static_power_w"):
+        load_config("nvlink4", ["static_power_w=-1"])

@@ -1,16 +1,24 @@
 """A GPU's compute side: the `kind = "gpu"` config.
 
 A GPU config describes what the chip itself contributes to a system: dense tensor-core peak per data
-type, SM count, L2 size, a per-kernel launch overhead, board power, energy per FLOP and per on-chip
-byte, the efficiency factors of its roofline, and the NUMBER of HBM stack sites on its package.
+type, SM count, L2 size, a per-kernel launch overhead, board power, static (idle) power, energy per FLOP
+and per on-chip byte, the efficiency factors of its roofline, and the NUMBER of HBM stack sites on its
+package.
+
+Static power (`static_power_w`) is what the GPU draws whatever it computes: leakage, clock trees, the
+idle draw of its board and package with a CUDA context open (the serving process keeps one). It leaves
+out the HBM stacks' background and refresh power, which the stack configs charge; the serving engine
+charges it x the run's span per GPU (sim/engine.py energy_pj). The DVFS rise from idle to busy clocks
+is not static: it sits in the per-FLOP and per-byte energies.
 
 It deliberately has NO memory-bandwidth field: a GPU's memory bandwidth comes from the stacks attached
 to it (a `kind = "stack"` config times `hbm_stack_sites`, or AttAcc's split), never from a separate
 number here. Adding `mem_bw_GBps` to a GPU file is refused as an unknown key.
 
-Left out: clocks and boost behaviour (peaks are the vendor's boost-clock figures), power capping,
-FP4/INT8 (only bf16/fp16/fp8 are modelled), sparsity (every peak here is DENSE; NVIDIA lists FP8 with
-2:4 sparsity, hardware.md §5 table note), and the GPU's own DRAM energy (charged by the stacks).
+Left out: clocks and boost behaviour (peaks are the vendor's boost-clock figures), power capping, DVFS
+(one static power whatever the clocks), FP4/INT8 (only bf16/fp16/fp8 are modelled), sparsity (every
+peak here is DENSE; NVIDIA lists FP8 with 2:4 sparsity, hardware.md §5 table note), and the GPU's own
+DRAM energy (charged by the stacks).
 """
 
 from __future__ import annotations
@@ -75,6 +83,9 @@ class GpuConfig:
     hbm_stack_sites: int = spec(min=0, max=64, doc="HBM stack sites on the package (0 = no HBM, e.g. GDDR)")
     launch_overhead_us: float = spec(min=0.0, max=1e6, doc="fixed time charged once per kernel, us")
     board_power_w: float = spec(min=1.0, max=1e5, doc="board / module power limit, W")
+    static_power_w: float = spec(min=0.0, max=1e5,
+                                 doc="idle power of the GPU (chip, board, CUDA context open), W, excluding its "
+                                 "HBM stacks' background (charged by the stacks); charged x time")
     energy: GpuEnergy = spec(doc="energy per action")
     efficiency: Efficiency = spec(default_factory=Efficiency)
     description: str = spec("", doc="free text")
@@ -119,6 +130,10 @@ class ResolvedGpu:
     def launch_overhead_s(self) -> float:
         return self.config.launch_overhead_us * 1e-6
 
+    @property
+    def static_power_w(self) -> float:
+        return self.config.static_power_w
+
     def power_bound_pj_per_flop(self, dtype: str) -> float:
         """Board power / peak: an UPPER bound on energy per FLOP that includes memory and idle power."""
         return self.config.board_power_w / self.peak_flops(dtype) * 1e12
@@ -138,7 +153,8 @@ class ResolvedGpu:
             f"  {c.sm_count} SMs, L2 {c.l2_bytes / 2**20:.0f} MiB, "
             + (f"{c.hbm_stack_sites} HBM stack sites (memory bandwidth comes from the attached stacks)"
                if c.hbm_stack_sites else "no HBM sites (attach a memory device explicitly)"),
-            f"  launch overhead {c.launch_overhead_us:g} us per kernel; board power {c.board_power_w:g} W",
+            f"  launch overhead {c.launch_overhead_us:g} us per kernel; board power {c.board_power_w:g} W, "
+            f"static {c.static_power_w:g} W (stacks' background not included)",
             f"  roofline: eta_c(GEMM) {e.gemm_compute:g}, eta_c(attention) {e.attention_compute:g}, "
             f"eta_bw {e.memory_bw:g}; GEMM tiles {e.tile_m}x{e.tile_n}, wave quantization "
             f"{'on' if e.wave_quantization else 'off'}",

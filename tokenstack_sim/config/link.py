@@ -1,9 +1,16 @@
 """A point-to-point interconnect: the `kind = "link"` config (host links, GPU-GPU, GPU-PIM device links).
 
 A link is its bandwidth PER DIRECTION (vendors often quote the bidirectional total: NVLink4's "900 GB/s"
-is 450 GB/s each way), a per-transfer latency, an energy per bit moved, and an achievable fraction of
-the bandwidth. Left out: topology (switches, hops, contention between flows), protocol packet overheads
-beyond what the achievable fraction absorbs, and link power when idle.
+is 450 GB/s each way), a per-transfer latency, an energy per bit moved, a static power, and an
+achievable fraction of the bandwidth.
+
+Static power (`static_power_w`) is what one instance of the link (both ends, both directions; one GPU's
+port) draws whether or not it moves data: SerDes stay powered and send idle symbols between transfers.
+The serving engine charges it x the run's span per instance (sim/engine.py energy_pj); the per-bit
+energy is charged on top, so at full use the two together overstate a link whose per-bit figure was
+measured at full rate by the static share (set static_power_w = 0 for the per-bit account alone).
+Left out: topology (switches, hops, contention between flows), protocol packet overheads beyond what
+the achievable fraction absorbs, and low-power link states (L1/L0p) that would cut idle power.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ class LinkConfig:
     bw_per_direction_GBps: float = spec(min=0.001, max=1e6, doc="peak bandwidth each way, GB/s (decimal)")
     latency_us: float = spec(min=0.0, max=1e6, doc="fixed time per transfer / per collective step, us")
     energy_pj_per_bit: float = spec(min=0.0, max=1000.0, doc="energy per bit moved over the link")
+    static_power_w: float = spec(min=0.0, max=1e4, doc="power one link instance (one GPU's port, both ends and "
+                                 "directions) draws whatever the traffic, W; charged x time")
     bw_efficiency: float = spec(1.0, min=0.01, max=1.0, doc="achievable fraction of the peak bandwidth")
     description: str = spec("", doc="free text")
     source: str = spec("", doc="where the numbers come from")
@@ -47,6 +56,10 @@ class ResolvedLink:
         return self.config.bw_per_direction_GBps * 1e9 * self.config.bw_efficiency
 
     @property
+    def static_power_w(self) -> float:
+        return self.config.static_power_w
+
+    @property
     def latency_s(self) -> float:
         return self.config.latency_us * 1e-6
 
@@ -59,7 +72,8 @@ class ResolvedLink:
             lines.append(f"  source: {c.source}")
         lines += [f"  {c.bw_per_direction_GBps:g} GB/s per direction ({2 * c.bw_per_direction_GBps:g} GB/s both "
                   f"ways), {c.bw_efficiency:.0%} achievable; latency {c.latency_us:g} us",
-                  f"  energy {c.energy_pj_per_bit:g} pJ/bit ({c.energy_pj_per_bit * 8:g} pJ/B)"]
+                  f"  energy {c.energy_pj_per_bit:g} pJ/bit ({c.energy_pj_per_bit * 8:g} pJ/B), "
+                  f"static {c.static_power_w:g} W"]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:

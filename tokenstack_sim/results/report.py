@@ -18,9 +18,9 @@ preemptions                count      preemptions during the whole run
 output_tokens              tokens     every output token of the run (warm-up and drain included)
 energy_j_total             J          energy of the whole run, static included
 energy_j_gpu               J          of which the GPUs (compute, on-chip, static)
-energy_j_stacks            J          of which the DRAM of the stacks (capacity layers, base die, DMA)
+energy_j_stacks            J          of which the DRAM of the stacks (capacity layers, base die, DMA, static)
 energy_j_pim               J          of which the PIM units (MACs and their all-bank commands)
-energy_j_links             J          of which the links (GPU-PIM device, all-reduce)
+energy_j_links             J          of which the links (GPU-PIM device, all-reduce; bytes, static)
 energy_per_output_token_j  J/token    energy_j_total / output_tokens
 pim_attention_share        fraction   sum kv_tokens_attended_pim / sum kv_tokens_attended (steps)
 kv_blocks_peak             blocks     max kv_blocks_in_use over the steps

@@ -12,8 +12,13 @@ logits for `max_num_seqs` rows in FP32 (sampling). A `kv_blocks` override replac
 measured deployment's `num_gpu_blocks`), split over the tiers in proportion to their capacity.
 
 Energy = counted actions × the energy tables of each component + static power × the run's span
-(first arrival to last step end): the stacks' background and refresh power; the GPU's idle power is left
-out (no cited figure).
+(first arrival to last step end), each static term its own "static" action of its component: the stacks'
+background and refresh power (per stack), the GPUs' idle power (`static_power_w` per GPU, excluding the
+stacks), and the links' idle power (`static_power_w` per GPU port: the GPU link when there are ≥ 2 GPUs,
+AttAcc's PIM-device link per GPU). The host link moves nothing in a serving run and is not charged.
+Static power is charged over the whole span, busy or idle; the dynamic rise of a busy chip over idle is
+in the per-action tables. `energy_pj` reads only counts and the span, so a sweep over energy technology
+reuses a run's timing.
 """
 
 from __future__ import annotations
@@ -319,14 +324,21 @@ def run(system, model, spec: RunSpec, *, options: EngineOptions = EngineOptions(
     return run_prepared(prep, spec, progress=progress)
 
 
+PJ_PER_J = 1e12
+
+
 def energy_pj(system, actions: dict, span_s: float) -> dict:
-    """Component -> action -> pJ over the run: counts x tables, plus static power x span."""
+    """Component -> action -> pJ over the run: counts x tables, plus static power x span as each
+    component's "static" action (stacks: background + refresh per stack; GPU: `static_power_w` per GPU;
+    GPU link: `static_power_w` per GPU when gpus > 1; PIM link: per GPU). Needs only counts and the span:
+    another energy table on the same counts is another call, not another run."""
     out: dict[str, dict[str, float]] = {}
     gpu = system.gpu
     ga = actions["gpu"]
     out["gpu"] = {a: float(ga[a].sum()) * gpu.pj_per_flop(a.removeprefix("flops_"))
                   for a in ga.dtype.names if a.startswith("flops_") and ga[a].sum() > 0}
     out["gpu"]["l2_bytes"] = float(ga["l2_bytes"].sum()) * gpu.config.energy.l2_pj_per_byte
+    out["gpu"]["static"] = gpu.static_power_w * system.gpus * span_s * PJ_PER_J
     span_ns = span_s * 1e9
     for comp, stack, count in (("gpu_stacks", system.gpu_stack, system.gpu_stacks_per_gpu),
                                ("pim", system.pim_stack or system.gpu_stack,
@@ -338,9 +350,12 @@ def energy_pj(system, actions: dict, span_s: float) -> dict:
             e["static"] = (static_power_mw(stack) + refresh_power_mw(stack)) * count * system.gpus * span_ns
         out[comp] = e
     out["gpu_link"] = {"link_bytes": float(link_energy_pj(system.gpu_link, actions["gpu_link"]["link_bytes"].sum()))}
+    if system.gpus > 1:
+        out["gpu_link"]["static"] = system.gpu_link.static_power_w * system.gpus * span_s * PJ_PER_J
     if system.pim_link is not None:
         out["pim_link"] = {"link_bytes": float(link_energy_pj(system.pim_link,
-                                                              actions["pim_link"]["link_bytes"].sum()))}
+                                                              actions["pim_link"]["link_bytes"].sum())),
+                           "static": system.pim_link.static_power_w * system.gpus * span_s * PJ_PER_J}
     return out
 
 
