@@ -219,3 +219,30 @@ def test_capacity_returns_a_bracket(capsys, tmp_path):
     assert {lo, hi} <= set(by_qps) and np.isfinite(list(by_qps.values())).all()
     # a capacity search needs a window
     assert "--duration" in one_line_error(capsys, "capacity", "gpu-hbm4", *FAST)
+
+
+def test_capacity_over_seeds_reports_each_probe_with_its_ci(capsys, tmp_path):
+    h5 = tmp_path / "cap.h5"
+    code, out, err = tokenstack(capsys, "capacity", "gpu-hbm4", *FAST, "--workload", "azure-conv-like",
+                                "--duration", "6", "--slo-ttft", "20ms", "--slo-tpot", "3ms", "--qps-start", "2",
+                                "--tolerance", "0.5", "--seeds", "2", "--seed", "5", "--out", h5)
+    assert code == 0, err
+    runs = read_runs(h5)
+    by_qps: dict = {}
+    for r in runs:
+        by_qps.setdefault(r.params["qps"], []).append(r)
+    assert all(sorted(x.params["seed"] for x in g) == [5, 6] for g in by_qps.values())
+    means = {q: np.mean([x.summary["slo_attainment"] for x in g]) for q, g in by_qps.items()}
+    lines = out.splitlines()
+    row = next(line for line in lines if line.startswith("| gpu-hbm4") and "ok" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    lo, hi = float(cells[3].replace(",", "")), float(cells[4].replace(",", ""))
+    assert cells[5] == "2" and "±" in cells[6]
+    lo_q = min(by_qps, key=lambda q: abs(q - lo))
+    hi_q = min(by_qps, key=lambda q: abs(q - hi))
+    assert means[lo_q] >= 0.9 > means[hi_q]  # the rule: mean over seeds
+    # one probe line per rate tried, with its mean and CI, then the rule
+    probe_lines = [line for line in lines if line.startswith("| gpu-hbm4") and line.rstrip(" |").endswith(("yes", "no"))]
+    assert len(probe_lines) == len(by_qps)
+    assert any(line.startswith("Rule: a rate meets the SLO when the mean SLO attainment") for line in lines)
+    assert "--seeds" in one_line_error(capsys, "capacity", "gpu-hbm4", *FAST, "--duration", "6", "--seeds", "0")

@@ -185,19 +185,27 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.option("--qps-start", type=float, default=1.0, show_default=True, help="First rate tried.")
 @click.option("--tolerance", type=float, default=0.05, show_default=True, help="Relative width of the final bracket.")
 @click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
+@click.option("--seeds", type=int, default=1, show_default=True,
+              help="Runs per probed rate (seeds seed .. seed+N-1); a rate meets the SLO when the mean over them does.")
 def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, overlap,
              pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
-             tolerance, target) -> None:
+             tolerance, target, seeds) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
+
+    With --seeds N every probed rate is served N times; the rate meets the SLO when the MEAN SLO
+    attainment over the N seeds is >= --target. Each probed rate is listed with that mean and its 95%
+    Student-t confidence interval over the seeds; the capacity is given with its bracket.
 
     \b
     tokenstack capacity tokenstack-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
-        --duration 300 --slo-ttft 2s --slo-tpot 100ms --out capacity.h5
+        --duration 300 --slo-ttft 2s --slo-tpot 100ms --seeds 3 --out capacity.h5
     """
     from tokenstack_sim.results.h5 import write_runs
-    from tokenstack_sim.sim.capacity import capacity_search, capacity_table
+    from tokenstack_sim.sim.capacity import capacity_search, capacity_table, probes_table, rule_line
     from tokenstack_sim.sim.step_cost import EngineOptions
 
+    if seeds < 1:
+        raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, None, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
                  drain_frac)
     if spec.duration_s is None and spec.max_requests is None:
@@ -208,13 +216,19 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     preps = _prepare_all(configs, model, spec, options, workers)
     results, runs = [], []
     for prep in preps:
-        res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, progress=_note)
+        res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, seeds=seeds,
+                              progress=_note)
         results.append(res)
         runs += res.runs
     if out:
         write_runs(out, runs)
         click.echo(f"wrote {len(runs)} run(s) to {out}", err=True)
-    click.echo(capacity_table(results, fmt))
+    click.echo(capacity_table(results, fmt))  # JSON: one list, each row with its probes and the rule
+    if fmt != "json":
+        click.echo("")
+        click.echo(probes_table(results, fmt))
+        click.echo("")
+        click.echo(rule_line(results) if fmt == "markdown" else f"# {rule_line(results)}")
 
 
 @click.command()

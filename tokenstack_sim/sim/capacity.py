@@ -1,12 +1,21 @@
 """SLO capacity: the highest request rate at which a share `target` (0.9) of requests meets the SLO.
 
 The search serves the same workload at different mean rates (the spec's arrival process at that rate,
-or the trace's arrivals rescaled; same seed, same window): it doubles or halves from `qps_start` until
-one rate passes and one fails, then bisects until the bracket is within `tolerance` (relative). Every
-rate tried is a full run, kept in the result. SLO attainment over rate is assumed to fall once it falls:
-with one seed it can wobble near the target, so the answer carries the bracket it was found in.
+or the trace's arrivals rescaled; same window): it doubles or halves from `qps_start` until one rate
+passes and one fails, then bisects (geometrically) until the bracket is within `tolerance` (relative).
+Every rate tried is a full run per seed, all kept in the result.
 
-Leaves out: several seeds per rate (run `tokenstack run --seeds` at the answer to see the spread).
+Several seeds (`seeds` = N): each probed rate is served with seeds spec.seed .. spec.seed + N - 1 (the
+workload's arrivals and lengths differ by seed). The rule: a rate meets the SLO when the MEAN SLO
+attainment over its N seeds is >= `target` (a seed with no request in the statistics, NaN, fails the
+rate). Each probe reports that mean and its 95% Student-t confidence interval over the seeds
+(`results.report.mean_ci`; none with one seed); the interval is reported, not used by the rule, so a
+rate whose interval straddles the target is a pass or a fail by its mean alone, and the answer carries
+the bracket it was found in. SLO attainment over rate is assumed to fall once it falls; seeds make a
+wobble near the target less likely to misplace the bracket, not impossible.
+
+Leaves out: a stopping rule on the interval (more seeds until the CI clears the target), common random
+numbers beyond reusing the same seeds at every rate, and parallel runs.
 """
 
 from __future__ import annotations
@@ -21,6 +30,20 @@ from tokenstack_sim.errors import InputError
 MAX_DOUBLINGS = 16  # 2^16 x qps_start: far past any system's capacity
 
 
+CI_LEVEL = 0.95
+RULE = "a rate meets the SLO when the mean SLO attainment over its seeds is >= the target"
+
+
+@dataclass
+class Probe:
+    """One probed rate: the SLO attainment of each seed's run, their mean and the 95% CI half-width."""
+    qps: float
+    attainments: list  # one per seed, in seed order (fraction 0..1; NaN: no request in the statistics)
+    mean: float
+    ci95: float | None  # half-width of the Student-t interval over seeds; None with one seed
+    passes: bool
+
+
 @dataclass
 class CapacityResult:
     system: str
@@ -29,37 +52,60 @@ class CapacityResult:
     status: str  # "ok" | "does_not_fit" | "below_range" | "above_range"
     capacity_qps: float = float("nan")  # highest passing rate found
     failing_qps: float = float("nan")  # lowest failing rate found
-    runs: list = field(default_factory=list)
+    runs: list = field(default_factory=list)  # every run, seeds of one rate together, in probe order
     reason: str = ""
+    seeds: int = 1
+    probes: list = field(default_factory=list)  # Probe per rate tried, in probe order
+
+    def probe_at(self, qps: float) -> Probe | None:
+        return next((p for p in self.probes if p.qps == qps), None)
 
 
 def _attainment(run) -> float:
     return float(run.summary.get("slo_attainment", float("nan")))
 
 
+def probe(qps: float, attainments, target: float) -> Probe:
+    """The rule on one rate's per-seed attainments: mean >= target, any NaN fails; with its 95% CI."""
+    from tokenstack_sim.results.report import mean_ci
+
+    a = [float(x) for x in attainments]
+    finite = all(x == x for x in a)
+    mean = sum(a) / len(a) if a else float("nan")
+    _, half = mean_ci(a, CI_LEVEL) if finite else (None, None)
+    return Probe(qps, a, mean, half, bool(finite and a and mean >= target))
+
+
 def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.05, target: float = 0.9,
-                    progress: Callable[[str], None] | None = None) -> CapacityResult:
+                    seeds: int = 1, progress: Callable[[str], None] | None = None) -> CapacityResult:
+    """Highest rate meeting the SLO by the mean over `seeds` seeds (see the module docstring)."""
     from tokenstack_sim.sim.engine import run_prepared
 
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise InputError(f"expected a whole number of seeds >= 1, got {seeds!r}", where="--seeds")
     if not qps_start > 0:
         raise InputError(f"expected a rate > 0, got {qps_start}", where="--qps-start")
     if not 0 < tolerance < 1:
         raise InputError(f"expected a relative width in (0, 1), got {tolerance}", where="--tolerance")
     if not 0 < target <= 1:
         raise InputError(f"expected a share in (0, 1], got {target}", where="--target")
-    res = CapacityResult(prep.system.name, prep.model.config.name, target, "ok")
+    res = CapacityResult(prep.system.name, prep.model.config.name, target, "ok", seeds=seeds)
     if not prep.fits:
         res.status, res.reason = "does_not_fit", prep.reason
         return res
 
     def passes(qps: float) -> bool:
-        run = run_prepared(prep, dataclasses.replace(spec, qps=qps))
-        res.runs.append(run)
-        a = _attainment(run)
+        runs = [run_prepared(prep, dataclasses.replace(spec, qps=qps, seed=spec.seed + i)) for i in range(seeds)]
+        res.runs += runs
+        p = probe(qps, [_attainment(r) for r in runs], target)
+        res.probes.append(p)
         if progress:
-            progress(f"{prep.system.name}: {qps:.4g} req/s -> {100 * a:.1f}% within SLO "
-                     f"({run.summary.get('requests', 0)} requests)")
-        return a >= target
+            ci = "" if p.ci95 is None else f" ± {100 * p.ci95:.1f}"
+            n = sum(int(r.summary.get("requests", 0)) for r in runs)
+            progress(f"{prep.system.name}: {qps:.4g} req/s -> {100 * p.mean:.1f}%{ci} within SLO "
+                     f"({seeds} seed{'s' if seeds > 1 else ''}, {n} requests) "
+                     f"{'meets' if p.passes else 'misses'} {100 * target:g}%")
+        return p.passes
 
     lo = hi = None
     q = qps_start
@@ -97,43 +143,94 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
     return res
 
 
+def _mean(values) -> float | None:
+    v = [float(x) for x in values if x is not None and float(x) == float(x)]
+    return sum(v) / len(v) if v else None
+
+
 def capacity_table(results: list[CapacityResult], fmt: str = "markdown") -> str:
-    """One row per system: the capacity, the bracket, and the throughput and latency at the capacity."""
+    """One row per system: the capacity, the bracket, the mean SLO attainment at the capacity with its 95%
+    CI over seeds, and the throughput and p99 latencies at the capacity (means over its seeds). JSON rows
+    also hold every probe (rate, per-seed attainments, mean, CI, pass) and the rule."""
     rows = []
     for r in results:
-        at = next((x for x in r.runs if x.params.get("qps") == r.capacity_qps), None)
-        s = at.summary if at is not None else {}
+        at = [x for x in r.runs if x.params.get("qps") == r.capacity_qps]
+        p = r.probe_at(r.capacity_qps)
         rows.append({"system": r.system, "model": r.model, "status": r.status,
                      "capacity_qps": r.capacity_qps, "first_failing_qps": r.failing_qps,
-                     "slo_attainment_at_capacity": s.get("slo_attainment"),
-                     "output_tokens_per_s": s.get("output_tokens_per_s"),
-                     "ttft_p99_ms": None if not s else 1e3 * s["ttft_s_p99"],
-                     "tpot_p99_ms": None if not s else 1e3 * s["tpot_s_p99"],
+                     "seeds": r.seeds,
+                     "slo_attainment_at_capacity": None if p is None else p.mean,
+                     "slo_attainment_ci95_at_capacity": None if p is None else p.ci95,
+                     "output_tokens_per_s": _mean(x.summary.get("output_tokens_per_s") for x in at),
+                     "ttft_p99_ms": None if not at else 1e3 * _mean(x.summary["ttft_s_p99"] for x in at),
+                     "tpot_p99_ms": None if not at else 1e3 * _mean(x.summary["tpot_s_p99"] for x in at),
                      "runs": len(r.runs), "note": r.reason})
     if fmt == "json":
+        for row, r in zip(rows, results):
+            row["rule"] = f"{RULE} ({100 * r.target:g}%)"
+            row["probes"] = [{"qps": p.qps, "slo_attainment_per_seed": p.attainments, "slo_attainment_mean": p.mean,
+                              "slo_attainment_ci95": p.ci95, "meets_slo": p.passes} for p in r.probes]
         return json.dumps(rows, indent=2, default=float)
     heads = list(rows[0]) if rows else []
     if fmt == "csv":
-        import csv
-        import io
+        return _csv(heads, rows)
 
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, heads)
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue()
+    def att(row):
+        m, h = row["slo_attainment_at_capacity"], row["slo_attainment_ci95_at_capacity"]
+        return "" if m is None else f"{100 * m:.1f}%" + ("" if h is None else f" ± {100 * h:.1f}")
 
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return "" if v != v else (f"{100 * v:.1f}%" if False else f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}")
-        return str(v)
+    titles = ["system", "model", "status", "capacity req/s", "fails at req/s", "seeds", "SLO met (95% CI)",
+              "output tok/s", "TTFT p99 ms", "TPOT p99 ms", "runs", "note"]
+    cells = [[att(r) if h == "slo_attainment_at_capacity" else _cell(r[h])
+              for h in heads if h != "slo_attainment_ci95_at_capacity"] for r in rows]
+    return _markdown(titles, cells)
 
-    titles = ["system", "model", "status", "capacity req/s", "fails at req/s", "SLO met", "output tok/s",
-              "TTFT p99 ms", "TPOT p99 ms", "runs", "note"]
-    cells = [[cell(r[h]) if h != "slo_attainment_at_capacity" or r[h] is None else f"{100 * r[h]:.1f}%"
-              for h in heads] for r in rows]
-    widths = [max(len(t), *(len(c[i]) for c in cells)) for i, t in enumerate(titles)]
+
+def probes_table(results: list[CapacityResult], fmt: str = "markdown") -> str:
+    """One row per probed rate per system, in probe order: seeds, mean SLO attainment, its 95% CI
+    half-width over seeds (none with one seed), and whether the rate meets the SLO by the rule."""
+    rows = [{"system": r.system, "qps": p.qps, "seeds": len(p.attainments), "slo_attainment_mean": p.mean,
+             "slo_attainment_ci95": p.ci95, "meets_slo": p.passes} for r in results for p in r.probes]
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=float)
+    if fmt == "csv":
+        return _csv(["system", "qps", "seeds", "slo_attainment_mean", "slo_attainment_ci95", "meets_slo"], rows)
+    titles = ["system", "req/s", "seeds", "SLO met (mean)", "± 95% CI (pp)", "meets SLO"]
+    cells = [[r["system"], _cell(r["qps"]), str(r["seeds"]), f"{100 * r['slo_attainment_mean']:.1f}%",
+              "" if r["slo_attainment_ci95"] is None else f"{100 * r['slo_attainment_ci95']:.1f}",
+              "yes" if r["meets_slo"] else "no"] for r in rows]
+    return _markdown(titles, cells)
+
+
+def rule_line(results: list[CapacityResult]) -> str:
+    """The rule the table used, in words."""
+    targets = sorted({r.target for r in results}) or [0.9]
+    seeds = sorted({r.seeds for r in results}) or [1]
+    return (f"Rule: {RULE} ({', '.join(f'{100 * t:g}%' for t in targets)}); seeds per rate: "
+            f"{', '.join(map(str, seeds))}; ± is the {100 * CI_LEVEL:g}% Student-t interval over seeds "
+            "(none with one seed), reported, not used by the rule.")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if v != v else f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _csv(heads, rows) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, heads)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _markdown(titles, cells) -> str:
+    widths = [max([len(t)] + [len(c[i]) for c in cells]) for i, t in enumerate(titles)]
     line = lambda cs: "| " + " | ".join(c.ljust(w) for c, w in zip(cs, widths)) + " |"  # noqa: E731
     return "\n".join([line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(c) for c in cells)])
