@@ -178,6 +178,19 @@ def test_run_report_timeline_smoke(capsys, tmp_path):
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     slices = [e for e in events if e.get("ph") == "X"]
     assert len(slices) >= len(runs[0].steps)
+    tracks = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert {"steps", "GPU compute", "GPU link"} <= tracks
+    # a bounded trace: the first 5 steps of a window, the cut said on stderr
+    t0 = float(runs[0].steps["start_s"][10])
+    code, _, err = tokenstack(capsys, "timeline", h5, "--out", tmp_path / "t5.json", "--max-steps", "5",
+                              "--start", t0)
+    assert code == 0, err
+    assert "steps 10..14 of" in err and "--max-steps 5 left out" in err
+    doc = json.loads((tmp_path / "t5.json").read_text())
+    assert [e["name"] for e in doc["traceEvents"] if e.get("cat") == "step"] == [f"step {i}" for i in range(10, 15)]
+    assert "--max-steps" in one_line_error(capsys, "timeline", h5, "--out", tmp_path / "t6.json", "--max-steps", "-1")
+    assert "--end" in one_line_error(capsys, "timeline", h5, "--out", tmp_path / "t6.json", "--start", "2",
+                                     "--end", "1")
     code, _, err = tokenstack(capsys, "timeline", h5, "--out", tmp_path / "t1.json", "--run", runs[1].name)
     assert code == 0, err
     assert "nope" in one_line_error(capsys, "timeline", h5, "--out", tmp_path / "t2.json", "--run", "nope")

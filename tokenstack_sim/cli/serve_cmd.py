@@ -257,12 +257,20 @@ def report(files, fmt, plot_dir) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Chrome/Perfetto trace JSON.")
 @click.option("--run", "run_name", default=None, help="Run name in the file (default: the first that ran).")
-@click.option("--max-steps", type=int, default=None, help="Draw only the first N steps.")
-def timeline(file, out, run_name, max_steps) -> None:
-    """A Perfetto / chrome://tracing view of one run's steps and the parts of each."""
+@click.option("--max-steps", type=int, default=None,
+              help="Draw at most N steps, the first of the window (default 10,000; 0: all, which for a "
+                   "million-step run is ~1 GB of JSON).")
+@click.option("--start", "start", default=None, help="Draw steps starting at or after this simulated time (e.g. 120, 2s).")
+@click.option("--end", "end", default=None, help="Draw steps starting before this simulated time (e.g. 130, 500ms).")
+def timeline(file, out, run_name, max_steps, start, end) -> None:
+    """A Perfetto / chrome://tracing view of one run: its steps, and per unit (GPU compute, PIM units,
+    PIM link, GPU link, DMA) the parts of each step laid end to end in chain order."""
     from tokenstack_sim.results.h5 import read_runs
-    from tokenstack_sim.results.timeline import write_chrome_trace
+    from tokenstack_sim.results.timeline import DEFAULT_MAX_STEPS, select_steps, write_chrome_trace
 
+    cap = DEFAULT_MAX_STEPS if max_steps is None else max_steps
+    start_s = None if start is None else parse_time_s(start, "--start")
+    end_s = None if end is None else parse_time_s(end, "--end")
     runs = read_runs(file)
     if run_name is None:
         chosen = next((r for r in runs if r.status == "ok"), runs[0])
@@ -273,5 +281,9 @@ def timeline(file, out, run_name, max_steps) -> None:
         chosen = by_name[run_name]
     if chosen.status != "ok":
         raise InputError(f"run {chosen.name!r} is {chosen.status}: {chosen.reason}", source=file)
-    write_chrome_trace(chosen, out, max_steps=max_steps)
-    click.echo(f"wrote {out} ({chosen.name}); open it in ui.perfetto.dev", err=True)
+    lo, hi, in_window = select_steps(chosen, cap, start_s, end_s)
+    write_chrome_trace(chosen, out, cap, start_s=start_s, end_s=end_s)
+    shown = f"steps {lo}..{hi - 1} of {len(chosen.steps)}" if hi > lo else "no steps"
+    cut = (f"; the cap --max-steps {cap} left out {in_window - (hi - lo)} more of the window "
+           "(--start/--end pick a window, --max-steps 0 draws all)") if hi - lo < in_window else ""
+    click.echo(f"wrote {out} ({chosen.name}): {shown}{cut}; open it in ui.perfetto.dev", err=True)
