@@ -258,8 +258,8 @@ def report(files, fmt, plot_dir) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Chrome/Perfetto trace JSON.")
 @click.option("--run", "run_name", default=None, help="Run name in the file (default: the first that ran).")
 @click.option("--max-steps", type=int, default=None,
-              help="Draw at most N steps, the first of the window (default 10,000; 0: all, which for a "
-                   "million-step run is ~1 GB of JSON).")
+              help="Draw at most N steps, the first of the window (default 10,000, ~12 MB; 0: all, which for a "
+                   "million-step run is ~1.3 GB of JSON).")
 @click.option("--start", "start", default=None, help="Draw steps starting at or after this simulated time (e.g. 120, 2s).")
 @click.option("--end", "end", default=None, help="Draw steps starting before this simulated time (e.g. 130, 500ms).")
 def timeline(file, out, run_name, max_steps, start, end) -> None:
