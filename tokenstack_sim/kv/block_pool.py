@@ -156,6 +156,16 @@ class BlockPool:
         if len(done):
             kernels.append_tail(self._prev, self._next, self._free, np.ascontiguousarray(done))
 
+    def uncache(self, block: int) -> None:
+        """Forget a free block's prefix hash (its data was dropped from the tier that held it); it stays
+        in the free queue where it was. A block without a hash is left alone."""
+        if self.has_hash[block]:
+            if self.ref_cnt[block] != 0:
+                raise RuntimeError(f"uncache({block}) of a block in use")
+            self._drop_hash(block, int(self.block_hash[block]))
+            self.has_hash[block] = False
+            self.evictions += 1
+
     def _drop_hash(self, block: int, h: int) -> None:
         if self._cached.get(h) == block:
             extra = self._duplicates.get(h)

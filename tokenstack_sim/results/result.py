@@ -33,7 +33,7 @@ import numpy as np
 from tokenstack_sim.runtime.serve_loop import REQUEST_RESULT_DTYPE
 from tokenstack_sim.runtime.serve_loop import STEP_DTYPE as SERVE_STEP_DTYPE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: steps gained kv_migration_s and the KV placement fields
 STATUSES = ("ok", "does_not_fit")
 
 # The serve loop's per-request and per-step rows, extended with what the engine adds.
@@ -42,13 +42,19 @@ REQUEST_DTYPE = np.dtype(REQUEST_RESULT_DTYPE.descr + [
 ])
 
 # Parts of one step's time, in the order of the per-layer chain; they sum to end_s - start_s.
-STEP_PARTS = ("gemm_s", "attention_gpu_s", "attention_pim_s", "pim_link_s", "allreduce_s", "other_s")
+STEP_PARTS = ("gemm_s", "attention_gpu_s", "attention_pim_s", "pim_link_s", "allreduce_s", "other_s",
+              "kv_migration_s")  # the base-die DMA of KV moved between tiers (0 with migration_timing hidden)
+# Where KV blocks are and what moved, per step (one GPU shard; sim/step_cost.py KV_FIELDS): sequences'
+# partial results merged across PIM units, blocks demoted / promoted / replicated in the step, blocks in
+# the PIM units and the capacity tier, replica copies.
+KV_FIELDS = ("kv_gathers", "kv_demoted_blocks", "kv_promoted_blocks", "kv_replicated_blocks",
+             "kv_pim_blocks", "kv_capacity_blocks", "kv_replica_blocks")
 
 STEP_DTYPE = np.dtype(SERVE_STEP_DTYPE.descr + [
     ("decode_seqs", np.int64),  # sequences with one new token
     ("kv_tokens_attended", np.float64),  # context tokens read by attention, all layers of one shard
     ("kv_tokens_attended_pim", np.float64),  # of which by PIM units
-] + [(p, np.float64) for p in STEP_PARTS])
+] + [(p, np.float64) for p in STEP_PARTS] + [(k, np.float64) for k in KV_FIELDS])
 
 
 @dataclass

@@ -119,6 +119,9 @@ class VllmScheduler:
         self.total_preemptions = 0
         self.total_prefix_hit_tokens = 0
         self.total_finished = 0
+        # Where blocks live across tiers (kv/tiered.py), told of every allocation, hit and release; None
+        # when the system has one undivided pool.
+        self.kv = None
 
     # ---- protocol ------------------------------------------------------------------------------------
     @property
@@ -193,6 +196,8 @@ class VllmScheduler:
             done = np.concatenate([done, silent])
         if len(done):
             for r in done.tolist():
+                if self.kv is not None:
+                    self.kv.released(r, self.block_tables[r])
                 self.pool.free(np.asarray(self.block_tables[r], dtype=np.int32))
                 self.block_tables[r] = None
             self.status[done] = FINISHED
@@ -254,11 +259,14 @@ class VllmScheduler:
             if len(a) > pool.num_free:
                 return None
             ids = run[a]
-            blk = pool.allocate(len(a)).tolist()
+            new = pool.allocate(len(a))
+            blk = new.tolist()
             tables = self.block_tables
             for r, b in zip(ids.tolist(), blk):
                 tables[r].append(b)
             self.num_blocks[ids] += 1
+            if self.kv is not None:
+                self.kv.allocated(ids, new, ahead=j)
         if self.hashes is not None:
             h = self._ff_groups[(j + 1) % bs]
             if len(h):
@@ -289,6 +297,8 @@ class VllmScheduler:
             tables[r].extend(blk[pos:pos + w])
             pos += w
         self.num_blocks[ids] += want
+        if self.kv is not None:
+            self.kv.allocated(np.repeat(ids, want), blocks)
 
     def _cache_full(self, ids: np.ndarray, take: np.ndarray) -> None:
         """Give the blocks that this step fills their hashes (vLLM caches them in allocate_slots)."""
@@ -314,6 +324,8 @@ class VllmScheduler:
         self.num_hashed[reqs] = full[sel]
 
     def _preempt(self, r: int) -> None:
+        if self.kv is not None:
+            self.kv.released(r, self.block_tables[r])
         self.pool.free(np.asarray(self.block_tables[r], dtype=np.int32))
         self.block_tables[r] = []
         self.num_blocks[r] = 0
@@ -390,6 +402,9 @@ class VllmScheduler:
                 break  # a failed admission stops admission and never preempts
             pool.touch(hit_arr)
             new = pool.allocate(w)
+            if self.kv is not None:
+                self.kv.attached(r, hit_arr)
+                self.kv.allocated(np.full(w, r), new)
             table = self.block_tables[r]
             table.extend(hit)
             table.extend(new.tolist())

@@ -65,14 +65,18 @@ PROGRESS_EVERY_STEPS = 256
 
 def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
           scheduler: str = "vllm", progress: Callable[[int, int], None] | None = None,
-          fast_forward: bool = True) -> ServeResult:
+          fast_forward: bool = True, kv=None) -> ServeResult:
     """Run every request of ``table`` to completion; see the module docstring. ``progress(finished,
     total)`` is called every PROGRESS_EVERY_STEPS steps and at the end. ``fast_forward``: take runs of
     pure-decode steps of an unchanged running set through the scheduler's `decode_run_length` /
     `decode_step` (where it has them), which schedule such a step without re-deriving the batch; the
-    steps, their times and every record are the same as step by step (tests/test_fast_forward.py)."""
+    steps, their times and every record are the same as step by step (tests/test_fast_forward.py).
+    ``kv``: a `kv.tiered.TieredKv` to bind to the scheduler (where blocks live across tiers); None for
+    one undivided pool."""
     validate(table)  # sorted arrivals, lengths >= 1 prompt token, hash counts: the loop relies on them
     sched = make_scheduler(scheduler, table, params)
+    if kv is not None:
+        kv.bind(sched)
     arrival_s = table.rows["arrival_s"]
     n = len(table)
     steps: list[tuple] = []

@@ -42,7 +42,10 @@ from tokenstack_sim.hw.opcost import OpCosts
 from tokenstack_sim.hw.stack.energy import energy_table_pj, refresh_power_mw, static_power_mw
 from tokenstack_sim.hw.system import kv_capacity_bytes, weights_fit
 from tokenstack_sim.model.shapes import weight_bytes_total
-from tokenstack_sim.results.result import REQUEST_DTYPE, STEP_DTYPE, STEP_PARTS, RunResult
+from tokenstack_sim.config.schema import build
+from tokenstack_sim.kv.policy import KvPolicy
+from tokenstack_sim.kv.tiered import TieredKv
+from tokenstack_sim.results.result import KV_FIELDS, REQUEST_DTYPE, STEP_DTYPE, STEP_PARTS, RunResult
 from tokenstack_sim.runtime.metrics import slo_met, summarize
 from tokenstack_sim.runtime.params import SchedulerParams
 from tokenstack_sim.runtime.serve_loop import serve
@@ -109,6 +112,8 @@ class Prepared:
     tiers: list = field(default_factory=list)
     step_model: StepModel | None = None
     cost_origin: dict = field(default_factory=dict)
+    kv_policy: KvPolicy = field(default_factory=KvPolicy)
+    kv_blocks: int | None = None  # the override of the pool's block count, if any
 
 
 def activation_peak_bytes(im, max_num_batched_tokens: int, max_num_seqs: int) -> float:
@@ -189,16 +194,19 @@ def ensure_tables(pairs, *, workers: int | None = None, progress: Callable[[str]
 
 
 def required_pairs(system, model, *, options: EngineOptions = EngineOptions(), scheduler: dict | None = None,
-                   kv_blocks: int | None = None) -> list:
+                   kv_blocks: int | None = None, kv: dict | KvPolicy | None = None) -> list:
     """The (stack, op) pairs a (system, model) pair's step model looks up ([] when it does not fit)."""
-    prep = prepare(system, model, options=options, scheduler=scheduler, kv_blocks=kv_blocks, bind=False)
+    prep = prepare(system, model, options=options, scheduler=scheduler, kv_blocks=kv_blocks, kv=kv, bind=False)
     return prep.step_model.required_ops() if prep.step_model is not None else []
 
 
 def prepare(system, model, *, options: EngineOptions = EngineOptions(), scheduler: dict | None = None,
             kv_blocks: int | None = None, on_missing: str = "characterize",
-            progress: Callable[[str], None] | None = None, bind: bool = True) -> Prepared:
-    """Resolve names, check the fit, build the step model and bind its characterized costs."""
+            progress: Callable[[str], None] | None = None, bind: bool = True,
+            kv: dict | KvPolicy | None = None) -> Prepared:
+    """Resolve names, check the fit, build the step model and bind its characterized costs. `kv`: the KV
+    management policy (kv/policy.py; a dict of its fields, or one), TokenStack's design by default."""
+    kv_policy = kv if isinstance(kv, KvPolicy) else build(KvPolicy, dict(kv or {}), where="kv")
     if isinstance(system, str):
         system = load_config(system, kind="system")
     if isinstance(model, str):
@@ -212,10 +220,11 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
     im = IterationModel(model_cfg, system.tp)
     probe = SchedulerParams(num_kv_blocks=1, **scheduler)
     tiers, reason = kv_tiers(system, model_cfg, im, probe, kv_blocks)
-    prep = Prepared(system, model, options, scheduler, fits=bool(tiers), reason=reason, tiers=tiers)
+    prep = Prepared(system, model, options, scheduler, fits=bool(tiers), reason=reason, tiers=tiers,
+                    kv_policy=kv_policy, kv_blocks=kv_blocks)
     if not tiers:
         return prep
-    sm = StepModel(system, model_cfg, tiers, block_size=probe.block_size, options=options)
+    sm = StepModel(system, model_cfg, tiers, block_size=probe.block_size, options=options, kv_policy=kv_policy)
     prep.step_model = sm
     if not bind:
         return prep
@@ -227,6 +236,21 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
         prep.cost_origin[f"{stack.config.name}:{op.op_id}"] = oc.origin.get(op.op_id, "cache")
     sm.bind(tables)
     return prep
+
+
+def tiered_kv(prep: Prepared, n_requests: int) -> TieredKv:
+    """The KV placement of one run (kv/tiered.py) from the pair's tiers, per GPU shard: the PIM tier's
+    blocks split over the step model's PIM units, the capacity tier's blocks in its storage format
+    (quantized blocks take `capacity_ratio` of an FP16 block, so more of them fit; with a `kv_blocks`
+    override the pool keeps exactly that many blocks and quantization saves bytes moved, not blocks)."""
+    sm = prep.step_model
+    pim = sum(t.blocks for t in prep.tiers if t.pim)
+    cap = sum(t.blocks for t in prep.tiers if not t.pim)
+    units = (1 if prep.kv_policy.placement == "interleaved" else sm.pim_units) if pim else 0
+    return TieredKv(pim_units=units, pim_slots=pim if units else 0,
+                    capacity_slots=cap if prep.kv_blocks is not None else int(cap / sm.capacity_ratio),
+                    policy=prep.kv_policy,
+                    n_requests=n_requests, capacity_ratio=sm.capacity_ratio)
 
 
 def _git_revision() -> str:
@@ -265,7 +289,8 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
               "qps": spec.qps, "duration_s": spec.duration_s, "max_requests": spec.max_requests,
               "seed": spec.seed, "warmup_frac": spec.warmup_frac, "drain_frac": spec.drain_frac,
               "slo_ttft_s": spec.slo_ttft_s, "slo_tpot_s": spec.slo_tpot_s, "scheduler": prep.scheduler,
-              "kv_blocks": spec.kv_blocks, "engine": dataclasses.asdict(prep.options)}
+              "kv_blocks": spec.kv_blocks, "engine": dataclasses.asdict(prep.options),
+              "kv": dataclasses.asdict(prep.kv_policy)}
     if not prep.fits:
         return RunResult(name, "does_not_fit", params, provenance=provenance(), reason=prep.reason,
                          summary={"requests": 0})
@@ -274,11 +299,13 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
                               max_requests=spec.max_requests)
     sm = prep.step_model
     sm.records = StepRecords()
-    total_blocks = sm.total_blocks
+    kvm = tiered_kv(prep, len(table))
+    sm.kv = kvm
+    total_blocks = kvm.num_blocks
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
     try:
-        res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward)
+        res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward, kv=kvm)
     except InputError as exc:
         if exc.where != "num_kv_blocks":
             raise
@@ -300,6 +327,8 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     steps["kv_tokens_attended"] = recs.attended
     steps["kv_tokens_attended_pim"] = recs.attended_pim
     steps["decode_seqs"] = recs.decode_seqs
+    for i, k in enumerate(KV_FIELDS):
+        steps[k] = recs.kv[:, i]
     actions = {}
     for comp, names in COMPONENTS.items():
         arr = np.zeros(len(recs), np.dtype([(a, np.float64) for a in names]))
@@ -308,7 +337,8 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
         actions[comp] = arr
     span_s = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
     energy = energy_pj(prep.system, actions, span_s)
-    summary = _summary(req, steps, energy, res.counters, spec, total_blocks)
+    summary = _summary(req, steps, energy, res.counters | {f"kv_{k}": v for k, v in kvm.counters.items()},
+                       spec, total_blocks)
     a = req["arrival_s"]
     summary["offered_qps"] = len(a) / float(a.max() - a.min()) if len(a) > 1 and a.max() > a.min() else float("nan")
     summary["wall_s"] = wall_s  # provenance-like: excluded from determinism checks by its name

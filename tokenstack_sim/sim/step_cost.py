@@ -61,6 +61,8 @@ from tokenstack_sim.hw.link import ALLREDUCE_ALGORITHMS, allreduce_link_bytes, a
 from tokenstack_sim.hw.opcost.simulate import OpSpec
 from tokenstack_sim.hw.stack.energy import ACTIONS as STACK_ACTIONS
 from tokenstack_sim.hw.stack.energy import path_vector
+from tokenstack_sim.kv.policy import KvPolicy
+from tokenstack_sim.kv.tiered import capacity_ratio
 from tokenstack_sim.model.ops import IterationModel
 
 MEMORY_TIMINGS = ("characterized", "roofline")
@@ -78,6 +80,10 @@ for _c, _a in COMPONENTS.items():
     OFFSET[_c] = _n
     _n += len(_a)
 N_ACTIONS = _n  # length of the flat action vector of one step
+N_PARTS = 7  # results.result.STEP_PARTS: the chain's six parts + KV migration
+# Per-step KV placement record (StepRecords.kv; results.result.STEP_DTYPE has the same names)
+KV_FIELDS = ("kv_gathers", "kv_demoted_blocks", "kv_promoted_blocks", "kv_replicated_blocks",
+             "kv_pim_blocks", "kv_capacity_blocks", "kv_replica_blocks")
 _SA = {a: i for i, a in enumerate(STACK_ACTIONS)}
 _READ, _WRITE = _SA["gpu_read_bits"], _SA["gpu_write_bits"]  # the interposer segment of GPU traffic
 _GPU_RD, _GPU_WR = path_vector("gpu_read"), path_vector("gpu_write")  # one bit's actions on every segment
@@ -235,24 +241,33 @@ def pim_packed_load(items: np.ndarray, n_scopes: int) -> tuple[float, int]:
 class StepRecords:
     """What the step model records per step, in arrays that grow by doubling (a million-step run keeps
     ~0.4 GB less than a list of tuples and appends faster): `parts` (steps x STEP_PARTS), `actions`
-    (steps x N_ACTIONS, whole system), `attended`, `attended_pim`, `decode_seqs`."""
+    (steps x N_ACTIONS, whole system), `attended`, `attended_pim`, `decode_seqs`, and `kv` (steps x
+    KV_FIELDS: where blocks are and what moved, zeros without tiered KV)."""
 
     def __init__(self, capacity: int = 4096):
         self.n = 0
-        self._parts = np.zeros((capacity, 6))
+        self._parts = np.zeros((capacity, N_PARTS))
         self._actions = np.zeros((capacity, N_ACTIONS))
         self._scalars = np.zeros((capacity, 3))
+        self._kv = np.zeros((capacity, len(KV_FIELDS)))
 
-    def add(self, parts, vec, attended: float, attended_pim: float, decode_seqs: int) -> None:
+    def add(self, parts, vec, attended: float, attended_pim: float, decode_seqs: int, kv=None) -> None:
         if self.n == len(self._parts):
             self._parts = np.concatenate([self._parts, np.zeros_like(self._parts)])
             self._actions = np.concatenate([self._actions, np.zeros_like(self._actions)])
             self._scalars = np.concatenate([self._scalars, np.zeros_like(self._scalars)])
+            self._kv = np.concatenate([self._kv, np.zeros_like(self._kv)])
         i = self.n
         self._parts[i] = parts
         self._actions[i] = vec
         self._scalars[i] = (attended, attended_pim, decode_seqs)
+        if kv is not None:
+            self._kv[i] = kv
         self.n += 1
+
+    @property
+    def kv(self) -> np.ndarray:
+        return self._kv[:self.n]
 
     def __len__(self) -> int:
         return self.n
@@ -284,8 +299,10 @@ class StepModel:
     step's parts and action vector in `records` (a `StepRecords`)."""
 
     def __init__(self, system, model_cfg, kv_tiers: list[KvTier], *, block_size: int,
-                 options: EngineOptions = EngineOptions()):
+                 options: EngineOptions = EngineOptions(), kv_policy: KvPolicy | None = None):
         self.system, self.cfg, self.options = system, model_cfg, options
+        self.kv_policy = kv_policy or KvPolicy()
+        self.kv = None  # a kv.tiered.TieredKv, set per run by the engine; None: proportional spread
         self.im = IterationModel(model_cfg, system.tp)
         self.gpu = system.gpu
         self.n_stacks = system.gpu_stacks_per_gpu
@@ -312,10 +329,22 @@ class StepModel:
         # PIM attention: KV heads per PIM stack, and the share of a head's tokens one stack holds
         self.pim_heads = max(1, math.ceil(self.hkv / n)) if self.pim_stack is not None else 0
         self.pim_token_frac = self.hkv / (n * self.pim_heads) if self.pim_stack is not None else 0.0
+        # PIM units (kv/tiered.py): groups of stacks_per_unit stacks, one slice of KV heads each, that
+        # hold whole blocks; U of them per GPU shard
+        self.stacks_per_unit = max(1, self.hkv // self.pim_heads) if self.pim_stack is not None else 1
+        self.pim_units = max(1, n // self.stacks_per_unit) if self.pim_stack is not None else 0
         if self.pim_stack is not None:
             from tokenstack_sim.hw.stack.pim import PimUnits
 
             self.pim_scopes = PimUnits.of(self.pim_stack).n_scopes
+        self.block_bytes = block_size * model_cfg.num_layers * self.im.kv_tok_layer_bytes  # one shard's block
+        # KV in TokenStack's capacity tier is stored in the demotion format (quantized inline by the base
+        # die); the rivals keep KV as written
+        tiered = {"gpu_pim", "gpu_capacity"} <= {t.name for t in self.kv_tiers}
+        self.capacity_ratio = capacity_ratio(self.kv_policy, self.kvb) if tiered else 1.0
+        self.last_gathers = 0
+        self.last_migrations = None
+        self.partial_bytes = self.hq * (self.dh + 2) * 4.0  # one head group's partial output + max, sum (FP32)
         self._launch_s = self.gpu.launch_overhead_s
         self._peak_w = self.gpu.peak_flops(self.w_dtype)
         self._peak_a = self.gpu.peak_flops(self.a_dtype)
@@ -342,7 +371,24 @@ class StepModel:
                 ops.append((self.stack, OpSpec("stream", tier="pim")))
         if self.pim_tier is not None:
             ops.append((self.pim_stack, self.attention_op()))
+        if self.migrates:
+            ops += [(self.stack, self.dma_op(promote=False)), (self.stack, self.dma_op(promote=True))]
         return ops
+
+    @property
+    def migrates(self) -> bool:
+        """Blocks can move between the GPU stacks' PIM and capacity tiers (TokenStack)."""
+        names = {t.name for t in self.kv_tiers}
+        return {"gpu_pim", "gpu_capacity"} <= names and self.kv_policy.eviction != "none"
+
+    def dma_op(self, promote: bool) -> OpSpec:
+        """The base-die DMA of a demotion (PIM -> capacity, quantizing inline) or a promotion (back,
+        dequantizing); a plain copy where the capacity format is not smaller."""
+        q = self.capacity_ratio < 1.0
+        fmt = self.kv_policy.demote_format if q else "fp16"
+        if promote:
+            return OpSpec("dma", src="capacity", dst="pim", fmt=fmt, group=self.kv_policy.group, dequantize=q)
+        return OpSpec("dma", src="pim", dst="capacity", fmt=fmt, group=self.kv_policy.group)
 
     def key(self, stack, op: OpSpec) -> str:
         """The name a bound table goes by: the op id, prefixed 'pim:' for a separate PIM device's op."""
@@ -439,14 +485,60 @@ class StepModel:
         return gemm_s, allreduce_s, other_s, vec
 
     # --- one step -------------------------------------------------------------------------------------
-    def step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
+    def step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, request_ids=None):
         """(seconds, parts tuple in STEP_PARTS order, action vector of the whole system, KV tokens attended,
-        of which by PIM units). Attended counts are per shard, summed over layers."""
+        of which by PIM units). Attended counts are per shard, summed over layers. With a bound `kv`
+        (TieredKv) and `request_ids`, attention follows each request's blocks and the step pays the
+        migrations queued since the last step; otherwise every request's KV is spread over the tiers in
+        proportion to their share of the blocks in use."""
+        kv = self.kv if request_ids is not None else None
+        mig = None
+        if kv is not None:
+            kv.begin_step()
+        view = kv.view(np.asarray(request_ids)) if kv is not None else None
         if self.options.overlap == "sub_batch" and len(new_tokens) >= 2:
-            return self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use)
-        return self._step(new_tokens, context_tokens, emits, kv_blocks_in_use)
+            t, parts, vec, att, att_pim = self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use, view)
+        else:
+            t, parts, vec, att, att_pim = self._step(new_tokens, context_tokens, emits, kv_blocks_in_use, view)
+        mig_s = 0.0
+        if kv is not None:
+            mig = kv.take_migrations()
+            if mig.any():
+                mig_s = self._migration_s(mig, vec)
+        self.last_migrations = mig
+        return t + mig_s, parts + (mig_s,), vec, att, att_pim
 
-    def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
+    def _migration_s(self, mig: np.ndarray, vec: np.ndarray) -> float:
+        """Time and actions of the blocks moved this step (kind x unit counts, kv/tiered.py): per unit, its
+        stacks run their demotions and promotions on the base-die DMA and receive replicas (read from
+        the master's stacks and written through the GPU's PHYs, timed as two streams of the PIM tier);
+        units work in parallel. 'serial' timing adds the slowest unit's time to the step, 'hidden' adds
+        nothing (the actions are charged either way)."""
+        from tokenstack_sim.kv.tiered import DEMOTE, PROMOTE, REPLICATE
+
+        o = OFFSET["gpu_stacks"]
+        g = self.system.gpus
+        spu = self.stacks_per_unit
+        per_block = self.block_bytes / spu  # FP16 bytes of one block on each stack of its unit
+        worst = 0.0
+        for u in np.flatnonzero(mig.sum(axis=0)).tolist():
+            t = 0.0
+            for kind, promote in ((DEMOTE, False), (PROMOTE, True)):
+                n = int(mig[kind, u])
+                if n:
+                    t_ns, a = self._lookups[self.dma_op(promote).op_id].scalar(n * per_block)
+                    t += t_ns * 1e-9
+                    vec[o:o + len(STACK_ACTIONS)] += a * (spu * g)
+            n = int(mig[REPLICATE, u])
+            if n:
+                b = n * self.block_bytes
+                t += self._stream1(b * self.n_stacks / spu, "pim", vec, 1.0)  # read on the master's stacks
+                t += self._stream1(b * self.n_stacks / spu, "pim", vec, 1.0, write=True)
+                vec[action_slot("gpu", "l2_bytes")] += 2 * b * g
+            worst = max(worst, t)
+        return worst if self.kv_policy.migration_timing == "serial" else 0.0
+
+    def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, view=None):
         """NeuPIMs-style sub-batch interleaving: the batch split in two halves (sequences alternate, so
         the halves are alike) whose chains interleave, the GPU working on one half while the PIM
         units (and the PIM link) work on the other. Each half is a full step of its own, so the
@@ -459,7 +551,8 @@ class StepModel:
         if np.ndim(emits) == 0:
             raise ValueError("sub-batching needs the per-sequence emits array")
         em = np.asarray(emits)
-        halves = [self._step(new[sel], ctx[sel], em[sel], kv_blocks_in_use)
+        halves = [self._step(new[sel], ctx[sel], em[sel], kv_blocks_in_use,
+                             None if view is None else tuple(v[sel] for v in view))
                   for sel in (slice(0, None, 2), slice(1, None, 2))]
         (ta, pa, va, aa, apa), (tb, pb, vb, ab, apb) = halves
         g = [x[0] + x[1] + x[4] + x[5] for x in (pa, pb)]
@@ -469,7 +562,7 @@ class StepModel:
         parts = tuple((x + y) * k for x, y in zip(pa, pb))
         return t, parts, va + vb, aa + ab, apa + apb
 
-    def _step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int):
+    def _step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, view=None):
         new = np.asarray(new_tokens, np.float64)
         ctx = np.asarray(context_tokens, np.float64)
         n_emit = int(np.count_nonzero(emits)) if np.ndim(emits) else int(emits)
@@ -483,21 +576,44 @@ class StepModel:
         g = self.system.gpus
         pim_o = OFFSET["pim"]
 
-        # --- attention follows the KV (module docstring)
-        pim_share = min(1.0, self.pim_tier.blocks / max(kv_blocks_in_use, 1)) if self.pim_tier is not None else 0.0
-        on_pim = (new == 1) if pim_share > 0 else np.zeros(new.shape, bool)
+        # --- attention follows the KV (module docstring): where each sequence's blocks are
+        U = max(self.pim_units, 1)
+        if view is None:  # proportional: every request spread evenly over the tiers' blocks in use
+            pim_share = min(1.0, self.pim_tier.blocks / max(kv_blocks_in_use, 1)) if self.pim_tier is not None else 0.0
+            f_pim = np.full((len(new), U), pim_share / U)
+            f_cap = np.full(len(new), 1.0 - pim_share)
+            last_pim = np.full(len(new), pim_share > 0)
+        else:
+            pim_cnt, cap_cnt, last_pim = view
+            nblk = np.maximum(pim_cnt.sum(axis=1) + cap_cnt, 1).astype(np.float64)
+            f_pim = pim_cnt / nblk[:, None]
+            f_cap = cap_cnt / nblk
+            if f_pim.shape[1] != U:  # interleaved: each block split evenly over every unit
+                f_pim = np.repeat(f_pim.sum(axis=1, keepdims=True) / U, U, axis=1)
+        in_pim = f_pim.sum(axis=1)
+        on_pim = (new == 1) & (in_pim > 0) if self.pim_tier is not None else np.zeros(new.shape, bool)
         attn_pim_s = link_s = attn_gpu_s = 0.0
         attended = float((ctx + new).sum()) * L
         attended_pim = 0.0
+        gather_bytes = 0.0
+        ratio = self.capacity_ratio
         if on_pim.any():
-            keys = (ctx[on_pim] + 1.0) * pim_share  # the new K/V is written first, then attended
+            keys = ctx[on_pim] + 1.0  # the new K/V is written first, then attended
+            t = keys[:, None] * f_pim[on_pim]  # tokens per PIM unit (per KV head of the unit's stacks)
             lk = self._lookups[self.key(self.pim_stack, self.attention_op())]
-            per = keys * self.pim_token_frac
-            attn_pim_s = self._pim_time_ns(lk, per) * 1e-9 * L
-            vec[pim_o:pim_o + len(STACK_ACTIONS)] += lk.actions(per) * (self.n_pim_stacks * L * g)
-            attended_pim = float(keys.sum()) * L
+            u_max = int(t.sum(axis=0).argmax())  # units run in parallel: the most loaded one sets the time
+            per = t[:, u_max]
+            attn_pim_s = self._pim_time_ns(lk, per[per > 0]) * 1e-9 * L
+            flat = t[t > 0]
+            vec[pim_o:pim_o + len(STACK_ACTIONS)] += lk.actions(flat) * (self.stacks_per_unit * L * g)
+            attended_pim = float(flat.sum()) * L
+            # partial results of a sequence spread over several units (and the GPU) merge on the GPU
+            places = np.count_nonzero(t > 0, axis=1) + (f_cap[on_pim] > 0)
+            gather_bytes = float(np.maximum(places - 1, 0).sum()) * self.partial_bytes
+            self.last_gathers = int(np.maximum(places - 1, 0).sum())
             n_dec = float(np.count_nonzero(on_pim))
-            qo, kv_new = n_dec * self.qo_tok_bytes, n_dec * self.kv_tok_bytes
+            n_wr = float(np.count_nonzero(on_pim & last_pim))  # new K/V written into a PIM unit
+            qo, kv_new = n_dec * self.qo_tok_bytes, n_wr * self.kv_tok_bytes
             if self.attacc:  # q and the new K/V to the device, the outputs back
                 plk = self.system.pim_link
                 link_s = (float(transfer_time_s(plk, qo / 2 + kv_new)) + float(transfer_time_s(plk, qo / 2))) * L
@@ -505,47 +621,51 @@ class StepModel:
                 vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
             else:  # through the stack's channels into / out of the PIM SID
                 attn_pim_s += self._stream1(qo + kv_new, "pim", vec, L, write=True) * L
+        else:
+            self.last_gathers = 0
 
-        # GPU part: prefill / recompute chunks, and decode over KV outside the PIM tier; one kernel per layer
+        # GPU part: prefill / recompute chunks, decode over KV outside the PIM units, and the merge of
+        # partial results; one kernel per layer
         gpu_seq = ~on_pim
-        partial = pim_share < 1.0 and on_pim.any()
-        if gpu_seq.any() or partial:
+        rest_cap = float((ctx[on_pim] * f_cap[on_pim]).sum()) if on_pim.any() else 0.0
+        if gpu_seq.any() or rest_cap > 0 or gather_bytes > 0:
             nq, cq = new[gpu_seq], ctx[gpu_seq]
-            flops = float(self.attn_coef * (nq * (cq + (nq + 1.0) * 0.5)).sum())
-            gpu_keys = float(cq.sum())
-            if partial:
-                rest = float(ctx[on_pim].sum()) * (1.0 - pim_share)
-                flops += self.attn_coef * rest
-                gpu_keys += rest
-            kv_read = gpu_keys * self.kv_tok_bytes
-            kv_new = float(nq.sum()) * self.kv_tok_bytes
-            qo = (float(nq.sum()) + (float(np.count_nonzero(on_pim)) if partial else 0.0)) * self.qo_tok_bytes
+            flops = float(self.attn_coef * (nq * (cq + (nq + 1.0) * 0.5)).sum()) + self.attn_coef * rest_cap
+            from_pim = float((cq * in_pim[gpu_seq]).sum()) * self.kv_tok_bytes
+            from_cap = (float((cq * f_cap[gpu_seq]).sum()) + rest_cap) * self.kv_tok_bytes
+            # new K/V go where their sequence's newest block is (a decode token attended by PIM whose
+            # newest block is in the capacity tier is written by the GPU too)
+            if self.kv_tiers[0].pim:
+                new_pim = float(new[gpu_seq & last_pim].sum()) * self.kv_tok_bytes
+                new_cap = float(new[gpu_seq & ~last_pim].sum() + np.count_nonzero(on_pim & ~last_pim)) * self.kv_tok_bytes
+            else:
+                new_pim, new_cap = 0.0, float(nq.sum()) * self.kv_tok_bytes
+            qo = float(nq.sum()) * self.qo_tok_bytes + gather_bytes
             t_m = 0.0
-            for tier, share in self._gpu_kv_sources(pim_share):
-                b = kv_read * share
-                if b <= 0:
-                    continue
-                if tier == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
-                    t_m += float(transfer_time_s(self.system.pim_link, b))
-                    vec[action_slot("pim_link", "link_bytes")] += b * L * g
-                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (b * 8 * L * g) * _GPU_RD
+            pim_name = self.pim_tier.name if self.pim_tier is not None else None
+            if from_pim > 0:
+                if pim_name == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
+                    t_m += float(transfer_time_s(self.system.pim_link, from_pim))
+                    vec[action_slot("pim_link", "link_bytes")] += from_pim * L * g
+                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (from_pim * 8 * L * g) * _GPU_RD
                 else:
-                    t_m += self._stream1(b, tier, vec, L)
-            if kv_new > 0:  # the chunk's K/V, written where its sequence's KV lives (the first tier)
-                first = self.kv_tiers[0].name
-                if first == "pim_device":
-                    t_m += float(transfer_time_s(self.system.pim_link, kv_new))
-                    vec[action_slot("pim_link", "link_bytes")] += kv_new * L * g
-                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
+                    t_m += self._stream1(from_pim, "pim", vec, L)
+            if from_cap > 0:
+                t_m += self._stream1(from_cap * ratio, self.weight_tier, vec, L)
+            if new_pim > 0:  # chunk K/V written where their sequence's newest block is
+                if pim_name == "pim_device":
+                    t_m += float(transfer_time_s(self.system.pim_link, new_pim))
+                    vec[action_slot("pim_link", "link_bytes")] += new_pim * L * g
+                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (new_pim * 8 * L * g) * _GPU_WR
                 else:
-                    tier = "pim" if first == "gpu_pim" else self.weight_tier
-                    t_m += self._stream1(kv_new, tier, vec, L, write=True)
+                    t_m += self._stream1(new_pim, "pim", vec, L, write=True)
+            if new_cap > 0:  # quantized inline by the base die on its way into the capacity tier
+                t_m += self._stream1(new_cap * ratio, self.weight_tier, vec, L, write=True)
             t_m += self._stream1(qo, self.weight_tier, vec, L)
             t_c = flops / (self._eta_attn * self._peak_a)
             attn_gpu_s = (self._launch_s + max(t_c, t_m)) * L
             vec[action_slot("gpu", f"flops_{self.a_dtype}")] += flops * L * g
-            vec[action_slot("gpu", "l2_bytes")] += (kv_read + kv_new + qo) * L * g
-
+            vec[action_slot("gpu", "l2_bytes")] += (from_pim + from_cap * ratio + new_pim + new_cap * ratio + qo) * L * g
         parts = (gemm_s, attn_gpu_s, attn_pim_s, link_s, allreduce_s, other_s + self.options.step_overhead_s)
         return float(sum(parts)), parts, vec, attended, attended_pim
 
@@ -578,7 +698,14 @@ class StepModel:
         return [("pim", pim_share), (self.weight_tier, 1.0 - pim_share)]
 
     def step_time_s(self, batch) -> float:
+        kv = self.kv
         t, parts, vec, att, att_pim = self.step(batch.new_tokens, batch.context_tokens, batch.emits,
-                                                batch.kv_blocks_in_use)
-        self.records.add(parts, vec, att, att_pim, int(np.count_nonzero(batch.new_tokens == 1)))
+                                                batch.kv_blocks_in_use,
+                                                request_ids=batch.request_ids if kv is not None else None)
+        row = None
+        if kv is not None:
+            m = self.last_migrations
+            row = (self.last_gathers, m[0].sum(), m[1].sum(), m[2].sum(), int(kv.pim_used[:kv.U].sum()) - kv.replica_slots,
+                   kv.cap_used, kv.replica_slots)
+        self.records.add(parts, vec, att, att_pim, int(np.count_nonzero(batch.new_tokens == 1)), row)
         return t

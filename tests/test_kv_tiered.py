@@ -1,0 +1,154 @@
+"""KV management across PIM units and the capacity tier (kv/tiered.py): each switch moves its metric the
+expected way on a crafted workload, conservation holds at every step, replication stays in its budget.
+
+The crafted workloads use Llama-3.1-8B on tokenstack-hbm4 (TP 8, one KV head per shard, so 8 PIM units
+of one stack each) with roofline memory timing; pressure on the PIM tier comes from a `kv_blocks`
+override (the tiers split it in proportion to their capacity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.kv.policy import KvPolicy
+from tokenstack_sim.kv.tiered import TieredKv, capacity_ratio
+from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
+from tokenstack_sim.sim.step_cost import EngineOptions
+from tokenstack_sim.workload.table import RequestTable, empty_rows
+
+pytestmark = pytest.mark.unit
+
+MODEL = "llama-3.1-8b"
+ROOFLINE = EngineOptions(memory_timing="roofline")
+
+
+def crafted(n, prompt, outputs, gap_s=0.0, shared_blocks=0) -> RequestTable:
+    """n requests `gap_s` apart; `shared_blocks` leading 16-token blocks of every prompt are the same."""
+    rows = empty_rows(n)
+    rows["arrival_s"] = np.arange(n) * gap_s
+    rows["input_tokens"] = prompt
+    rows["output_tokens"] = outputs
+    if not shared_blocks:
+        return RequestTable(rows)
+    per = prompt // 16
+    hs = [np.concatenate([np.arange(1, shared_blocks + 1), 10_000 + i * 1_000 + np.arange(per - shared_blocks)])
+          for i in range(n)]
+    off = np.concatenate([[0], np.cumsum([len(h) for h in hs])]).astype(np.int64)
+    return RequestTable(rows, prefix_offsets=off, prefix_hashes=np.concatenate(hs).astype(np.uint64),
+                        hash_block_tokens=16)
+
+
+@pytest.fixture
+def checked(monkeypatch):
+    """Run TieredKv.check() (slots, replicas, holder counters) before every step."""
+    calls = []
+    orig = TieredKv.begin_step
+
+    def begin_step(self):
+        self.check()
+        calls.append(1)
+        orig(self)
+
+    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
+    return calls
+
+
+def serve(table, kv, kv_blocks=None, system="tokenstack-hbm4"):
+    prep = prepare(system, MODEL, options=ROOFLINE, kv=kv, kv_blocks=kv_blocks)
+    res = run_prepared(prep, RunSpec("crafted", warmup_frac=0.0, drain_frac=0.0, kv_blocks=kv_blocks), table=table)
+    prep.step_model.kv.check()
+    assert res.summary["output_tokens"] == int(table.rows["output_tokens"].sum())
+    return res, prep.step_model.kv
+
+
+def attention_s(res) -> float:
+    return float((res.steps["attention_pim_s"] + res.steps["attention_gpu_s"]).sum())
+
+
+def test_int8_block_is_half_plus_one_scale_per_group():
+    assert capacity_ratio(KvPolicy(demote_format="int8", group=32), kv_bytes=2) == pytest.approx(0.5 + 1 / 32)
+    assert capacity_ratio(KvPolicy(demote_format="int4", group=64), kv_bytes=2) == pytest.approx(0.25 + 1 / 64)
+    assert capacity_ratio(KvPolicy(demote_format="fp16"), kv_bytes=2) == 1.0
+    assert capacity_ratio(KvPolicy(demote_format="int8"), kv_bytes=1) == 1.0  # FP8 KV: no smaller
+
+
+@pytest.mark.parametrize("raw,key", [({"placement": "random"}, "kv.placement"), ({"eviction": "mru"}, "kv.eviction"),
+                                     ({"demote_format": "int3"}, "kv.demote_format"),
+                                     ({"replication_budget": 1.5}, "kv.replication_budget"),
+                                     ({"max_migrations_per_step": -1}, "kv.max_migrations_per_step")])
+def test_bad_policy_names_its_key(raw, key):
+    with pytest.raises(InputError) as e:
+        prepare("tokenstack-hbm4", MODEL, options=ROOFLINE, kv=raw, bind=False)
+    assert key in str(e.value)
+
+
+def test_topology_aware_beats_round_robin_on_attention_time(opcost_cache, checked):
+    table = crafted(64, 1024, 200)
+    topo, _ = serve(table, {"placement": "topology-aware"})
+    rr, _ = serve(table, {"placement": "round-robin"})
+    assert attention_s(topo) < attention_s(rr)
+    assert topo.steps["kv_gathers"].sum() < rr.steps["kv_gathers"].sum()
+    assert checked
+
+
+def test_workload_aware_eviction_keeps_long_requests_in_pim(opcost_cache, checked):
+    # half the requests finish after 20 tokens, half run 600: the PIM tier holds a fraction of the KV
+    table = crafted(32, 512, np.where(np.arange(32) % 2 == 0, 20, 600))
+    share = {}
+    moved = {}
+    for e in ("workload-aware", "lru", "none"):
+        res, kv = serve(table, {"eviction": e}, kv_blocks=2000)
+        share[e] = res.summary["pim_attention_share"]
+        moved[e] = kv.counters["demotions"]
+    assert share["workload-aware"] > share["lru"] > share["none"]  # fewer PIM misses
+    assert moved["none"] == 0 and moved["workload-aware"] < moved["lru"]  # and fewer wasted moves
+
+
+def test_replication_cuts_cross_stack_gathers_within_budget(opcost_cache, checked):
+    table = crafted(64, 512, 64, gap_s=0.002, shared_blocks=16)
+    off, _ = serve(table, {"replication_budget": 0.0})
+    on, kv = serve(table, {"replication_budget": 0.05})
+    assert off.steps["kv_replicated_blocks"].sum() == 0
+    assert on.steps["kv_replicated_blocks"].sum() > 0
+    assert on.steps["kv_gathers"].sum() < 0.5 * off.steps["kv_gathers"].sum()
+    assert on.steps["kv_replica_blocks"].max() <= kv.replica_cap
+
+
+def test_tiny_replication_budget_is_never_exceeded(opcost_cache, checked):
+    table = crafted(64, 512, 64, gap_s=0.002, shared_blocks=16)
+    res, kv = serve(table, {"replication_budget": 3 / 400}, kv_blocks=2000)
+    assert 0 < kv.replica_cap <= 3
+    assert res.steps["kv_replica_blocks"].max() <= kv.replica_cap
+
+
+def test_quantized_demotion_adds_capacity_and_cuts_migration_bytes(opcost_cache, checked):
+    prep16 = prepare("tokenstack-hbm4", MODEL, options=ROOFLINE, kv={"demote_format": "fp16"})
+    prep8 = prepare("tokenstack-hbm4", MODEL, options=ROOFLINE, kv={"demote_format": "int8"})
+    from tokenstack_sim.sim.engine import tiered_kv
+
+    k16, k8 = tiered_kv(prep16, 1), tiered_kv(prep8, 1)
+    assert int(k16.P.sum()) == int(k8.P.sum())  # PIM blocks stay FP16
+    assert k8.C == int(k16.C / (0.5 + 1 / 32))  # the capacity tier holds INT8 blocks
+    # the same demotions move fewer bytes: the DMA writes 0.5 + 1/G of what it reads
+    table = crafted(32, 512, np.where(np.arange(32) % 2 == 0, 20, 600))
+    r16, kv16 = serve(table, {"demote_format": "fp16"}, kv_blocks=2000)
+    r8, kv8 = serve(table, {"demote_format": "int8"}, kv_blocks=2000)
+    assert kv8.counters["demotions"] == kv16.counters["demotions"] > 0
+    q8 = float(r8.actions["gpu_stacks"]["quant_elements"].sum())
+    assert q8 > 0 and float(r16.actions["gpu_stacks"]["quant_elements"].sum()) == 0
+    # the GPU reads the demoted KV in its stored form
+    assert attention_s(r8) < attention_s(r16)
+
+
+@pytest.mark.parametrize("system", ["attacc-hbm4", "uniform-pim-hbm4", "gpu-hbm4"])
+def test_rivals_never_migrate(opcost_cache, checked, system):
+    table = crafted(32, 512, np.where(np.arange(32) % 2 == 0, 20, 200))
+    res, kv = serve(table, {}, kv_blocks=1200, system=system)
+    assert kv.counters["demotions"] == kv.counters["promotions"] == 0
+    assert float(res.steps["kv_migration_s"].sum()) == 0.0
+    if system == "gpu-hbm4":
+        assert kv.U == 0 and res.summary["pim_attention_share"] == 0
+    else:
+        assert kv.C == 0 and res.summary["pim_attention_share"] > 0.9

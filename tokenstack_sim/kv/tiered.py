@@ -1,0 +1,504 @@
+"""Where each KV block lives across PIM units and the capacity tier, and the migrations that move it.
+
+The scheduler's `BlockPool` stays the logical pool (vLLM's ids, reference counts, prefix hashes, LRU free
+queue). `TieredKv` gives every logical block that holds data a physical slot, per GPU shard (all shards
+are alike under tensor parallelism):
+
+- **PIM units**: U groups of stacks whose PIM layers hold KV and attend over it in place. A block of one
+  GPU shard carries its `hkv` KV heads; a unit is `hkv / pim_heads` stacks, one slice of heads each, in
+  lockstep, so a block lives whole in one unit (U = stacks / that; with 1 KV head per shard and 8
+  stacks, a unit is one stack: token-sharding). `pim_slots` blocks per unit, FP16/BF16 as written.
+- **Capacity tier**: the dense layers, read by the GPU (its addresses interleave over every stack, so
+  there is no placement inside it). `capacity_slots` blocks, all in `policy.demote_format`: a block
+  written or demoted there is quantized inline by the base die (hardware.md §5), so INT8 blocks have
+  their own accounting, (0.5 + 1/G) of an FP16 block (`capacity_ratio`).
+
+The logical pool has exactly PIM + capacity slots, so a block the pool hands out always finds a slot
+(replicas, which are not logical blocks, give theirs back first).
+
+Policies (`kv/policy.py`):
+- **Placement** picks the PIM unit of a new block. `topology-aware`: each request gets a home unit (the
+  one holding most of its prefix hits, else the one with the most free slots) and a stripe width w =
+  ceil(U / running requests) fixed when it starts: its blocks are dealt over w consecutive units from
+  its home. Few requests are spread for parallelism; many stay local, so their attention runs in one
+  base die and partial results need no cross-stack gather. A unit of the stripe that is full spills
+  the block to the unit with the most free slots. `round-robin`: one global cursor over the units,
+  block by block (a request's blocks land wherever the cursor is). `capacity-first`: the
+  lowest-numbered unit with room (first fit). `interleaved`: every block split evenly over all units at
+  token granularity (perfect balance, every sequence gathered from every unit; the step model's
+  proportional spread, kept for comparison and for hand checks).
+- **Eviction** decides what leaves a full PIM unit. First replicas (a master copy exists), then cached
+  free blocks (prefix-cache entries no running request holds; demoted to capacity to keep them for
+  reuse, or dropped from the prefix cache when capacity is full), then in-use blocks by a hotness key,
+  coldest first, but only when the new block is hotter (else the new block goes to capacity, no
+  migration). Keys: `workload-aware` = the step its last holder finishes decoding (from the request's
+  remaining output length, an oracle: the request table's lengths; shared prefix blocks take the
+  longest holder, so reuse counts); `lru` = step of the last allocation or prefix hit (every running
+  block is read every step, so read recency would tie); `lfu` = prefix hits, then recency; `none` =
+  never migrate (blocks stay where they were written: the rivals' and the ablation's behaviour).
+- **Promotion**: while PIM units have free slots, the hottest in-use capacity blocks move back (DMA with
+  dequantization), at most `max_migrations_per_step` moves (demotions + promotions) per step.
+- **Replication**: when a request's home unit is not where a block it shares (≥ `replication_min_refs`
+  holders) lives, a read-only copy is made on its home (a cross-stack copy through the GPU's PHYs)
+  while replicas take at most `replication_budget` of the PIM slots. Holders homed there read the copy.
+
+Every move is queued as a migration of one GPU shard's block (`take_migrations`) that the step model
+times with the characterized base-die DMA and charges in energy. Counters: demotions, promotions, drops,
+replicas made and dropped, replica hits (a request served by a copy), and cross-unit gathers per step.
+Leaves out: swaps of a hot capacity block with a colder PIM block when PIM is full (promotion fills free
+slots only), quantization error, the translation-table update's latency (charged as DMA time only),
+host-memory offload (recompute by preemption is the fallback when the pool runs out), predicted rather
+than known output lengths.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+
+import numpy as np
+
+from tokenstack_sim.hw.stack.quantize import BITS
+from tokenstack_sim.kv.policy import KvPolicy
+
+DEMOTE, PROMOTE, REPLICATE = 0, 1, 2  # migration kinds (rows of the per-step migration counts)
+
+
+def capacity_ratio(policy: KvPolicy, kv_bytes: int) -> float:
+    """Stored bytes per byte of KV as written (dtype `kv_bytes`) once demoted to `policy.demote_format`:
+    BITS/8 bytes per element plus one FP16 scale per group; 1.0 when that would not be smaller."""
+    if not policy.quantized:
+        return 1.0
+    per_elem = BITS[policy.demote_format] / 8 + 2 / policy.group
+    return min(1.0, per_elem / kv_bytes)
+
+
+class TieredKv:
+    """See the module docstring. Attach to a scheduler with `bind(scheduler)`; the scheduler calls
+    `allocated`, `attached` and `released`; the step model calls `begin_step`, `view` and
+    `take_migrations`."""
+
+    def __init__(self, *, pim_units: int, pim_slots: int, capacity_slots: int, policy: KvPolicy,
+                 n_requests: int, capacity_ratio: float = 1.0):
+        """`pim_slots`: blocks over all PIM units (the first units take one more where they do not divide)."""
+        self.U = int(pim_units) if pim_slots > 0 else 0
+        U1 = max(self.U, 1)
+        self.P = np.zeros(U1, np.int64)  # slots per unit
+        if self.U:
+            self.P[:] = pim_slots // self.U
+            self.P[: pim_slots % self.U] += 1
+        self.C = int(capacity_slots)
+        self.policy = policy
+        self.capacity_ratio = float(capacity_ratio)
+        n_blocks = int(self.P[: self.U].sum()) + self.C
+        if n_blocks < 1:
+            raise ValueError("no KV slots")
+        self.num_blocks = n_blocks
+        self.CAP = self.U  # location code of the capacity tier
+        self.loc = np.full(n_blocks, -1, np.int32)
+        self.holders: list[list[int] | None] = [None] * n_blocks
+        self.key = np.zeros(n_blocks, np.float64)
+        self.ver = np.zeros(n_blocks, np.int64)
+        self.hits = np.zeros(n_blocks, np.int64)
+        self.pim_used = np.zeros(max(self.U, 1), np.int64)  # blocks + replicas per unit
+        self.cap_used = 0
+        self.pim_cnt = np.zeros((n_requests, max(self.U, 1)), np.int32)
+        self.cap_cnt = np.zeros(n_requests, np.int32)
+        self.home = np.full(n_requests, -1, np.int32)
+        self.width = np.ones(n_requests, np.int32)  # topology-aware stripe width
+        self.placed = np.zeros(n_requests, np.int64)  # blocks placed so far (position in the stripe)
+        self.last_loc = np.full(n_requests, -1, np.int32)
+        self.fin = np.zeros(n_requests, np.float64)
+        self._victims = [[] for _ in range(max(self.U, 1))]  # per unit: (key, block, ver) of in-use blocks
+        self._promote: list = []  # (-key, block, ver) of in-use capacity blocks
+        self._free_pim = [OrderedDict() for _ in range(max(self.U, 1))]  # cached free blocks, oldest first
+        self._free_cap: OrderedDict = OrderedDict()
+        self.replicas: dict[int, dict[int, list[int]]] = {}  # block -> unit -> holders reading that copy
+        self.replica_slots = 0
+        self.replica_cap = int(policy.replication_budget * self.P[: self.U].sum())
+        self._cursor = -1
+        self.step_index = 0
+        self._moves = 0
+        self._mig = np.zeros((3, max(self.U, 1)), np.int64)  # kind x unit, since the last take
+        self._dropped = 0
+        self.counters = {"demotions": 0, "promotions": 0, "dropped_cached": 0, "replicas_made": 0,
+                         "replicas_dropped": 0, "replica_hits": 0, "shared_attaches": 0}
+        self.sched = None
+
+    # ---- wiring ---------------------------------------------------------------------------------------
+    def bind(self, scheduler) -> None:
+        """Take the scheduler's pool (to drop prefix-cache entries) and its request lengths."""
+        if scheduler.pool.num_blocks != self.num_blocks:
+            raise ValueError(f"pool has {scheduler.pool.num_blocks} blocks, tiers {self.num_blocks}")
+        self.sched = scheduler
+        self.pool = scheduler.pool
+        scheduler.kv = self
+
+    # ---- hotness --------------------------------------------------------------------------------------
+    def _request_key(self, r: int) -> float:
+        e = self.policy.eviction
+        if e == "workload-aware":
+            return self.fin[r]
+        return float(self.step_index)
+
+    def _block_key(self, b: int) -> float:
+        e = self.policy.eviction
+        hs = self.holders[b]
+        if e == "workload-aware":
+            return float(max(self.fin[h] for h in hs)) if hs else -1.0
+        if e == "lfu":
+            return float(self.hits[b]) * 1e12 + self.step_index
+        return float(self.step_index)  # lru (and none: unused)
+
+    def _push(self, b: int) -> None:
+        """(Re)key an in-use block and enter it in the heap of its location."""
+        self.ver[b] += 1
+        k = self._block_key(b)
+        self.key[b] = k
+        u = int(self.loc[b])
+        if u == self.CAP:
+            if self.policy.promotion:
+                heapq.heappush(self._promote, (-k, b, int(self.ver[b])))
+        elif u >= 0:
+            heapq.heappush(self._victims[u], (k, b, int(self.ver[b])))
+
+    def _coldest(self, u: int):
+        """The coldest valid in-use block on unit u (left in its heap), or None."""
+        h = self._victims[u]
+        while h:
+            k, b, v = h[0]
+            if v == self.ver[b] and self.loc[b] == u and self.holders[b]:
+                return b
+            heapq.heappop(h)
+        return None
+
+    # ---- counters per holder --------------------------------------------------------------------------
+    def _count(self, h: int, b: int, delta: int) -> None:
+        u = int(self.loc[b])
+        if u == self.CAP:
+            self.cap_cnt[h] += delta
+            return
+        reps = self.replicas.get(b)
+        if reps:
+            for ru, users in reps.items():
+                if h in users:
+                    u = ru
+                    break
+        self.pim_cnt[h, u] += delta
+
+    def _move(self, b: int, dst: int) -> None:
+        """Relocate b (with its holders' counters) to unit `dst` or the capacity tier."""
+        hs = self.holders[b] or []
+        if b in self.replicas:
+            self._drop_replicas(b)
+        for h in hs:
+            self._count(h, b, -1)
+        src = int(self.loc[b])
+        self._leave(b, src)
+        self._enter(b, dst)
+        for h in hs:
+            self._count(h, b, +1)
+
+    def _leave(self, b: int, u: int) -> None:
+        if u == self.CAP:
+            self.cap_used -= 1
+            self._free_cap.pop(b, None)
+        elif u >= 0:
+            self.pim_used[u] -= 1
+            self._free_pim[u].pop(b, None)
+        self.loc[b] = -1
+
+    def _enter(self, b: int, u: int) -> None:
+        self.loc[b] = u
+        if u == self.CAP:
+            self.cap_used += 1
+        else:
+            self.pim_used[u] += 1
+        if self.holders[b]:
+            self._push(b)
+        elif u == self.CAP:
+            self._free_cap[b] = None
+        else:
+            self._free_pim[u][b] = None
+
+    # ---- placement -------------------------------------------------------------------------------------
+    def _most_free(self) -> int:
+        return int(np.argmax(self.P[: self.U] - self.pim_used[: self.U]))
+
+    def _choose_unit(self, r: int) -> int:
+        """The PIM unit a new block of request r should go to (see the module docstring)."""
+        P, used = self.P, self.pim_used
+        p = self.policy.placement
+        if p == "topology-aware":
+            h = int(self.home[r])
+            if h < 0:
+                h = self.home[r] = self._most_free()
+                self.width[r] = -(-self.U // max(1, self.sched.num_running))
+            u = (h + int(self.placed[r]) % int(self.width[r])) % self.U
+            self.placed[r] += 1
+            if used[u] < P[u]:
+                return u
+            v = self._most_free()
+            return v if used[v] < P[v] else u
+        if p == "round-robin":
+            for i in range(1, self.U + 1):
+                u = (self._cursor + i) % self.U
+                if used[u] < P[u]:
+                    self._cursor = u
+                    return u
+            self._cursor = (self._cursor + 1) % self.U
+            return self._cursor
+        free = np.flatnonzero(used[: self.U] < P[: self.U])  # capacity-first: first fit
+        return int(free[0]) if len(free) else 0
+
+    def _room_on(self, u: int, key_new: float, budget_ok: bool) -> bool:
+        """Free one slot on unit u if the policy allows (replica, cached free block, colder in-use block)."""
+        if self.pim_used[u] < self.P[u]:
+            return True
+        if self.policy.eviction == "none":
+            return False
+        if self.replica_slots and self._drop_one_replica(u):
+            return True
+        if self._free_pim[u]:
+            b = next(iter(self._free_pim[u]))
+            if self.cap_used < self.C and budget_ok:
+                self._move(b, self.CAP)
+                self._record(DEMOTE, u)
+            else:
+                self._drop_cached(b)
+            return True
+        if not budget_ok or self.cap_used >= self.C:
+            return False
+        v = self._coldest(u)
+        if v is None or self.key[v] >= key_new:
+            return False
+        self._move(v, self.CAP)
+        self._record(DEMOTE, u)
+        return True
+
+    def _record(self, kind: int, u: int) -> None:
+        self._mig[kind, u] += 1
+        if kind != REPLICATE:
+            self._moves += 1
+        self.counters[("demotions", "promotions", "replicas_made")[kind]] += 1
+
+    def _drop_cached(self, b: int) -> None:
+        """Drop a cached free block's data: its prefix-cache entry goes too."""
+        self._leave(b, int(self.loc[b]))
+        self.pool.uncache(b)
+        self.counters["dropped_cached"] += 1
+
+    def _any_slot(self) -> int:
+        """Some free slot (capacity first, then PIM), making one from replicas or cached blocks if needed."""
+        if self.cap_used < self.C:
+            return self.CAP
+        for u in range(self.U):
+            if self.pim_used[u] < self.P[u]:
+                return u
+        for u in range(self.U):
+            if self.replica_slots and self._drop_one_replica(u):
+                return u
+        if self._free_cap:
+            self._drop_cached(next(iter(self._free_cap)))
+            return self.CAP
+        for u in range(self.U):
+            if self._free_pim[u]:
+                self._drop_cached(next(iter(self._free_pim[u])))
+                return u
+        raise RuntimeError("KV tiers out of slots with a free logical block")  # the sizes forbid it
+
+    # ---- scheduler hooks -------------------------------------------------------------------------------
+    def allocated(self, req_ids, blocks, ahead: int = 0) -> None:
+        """New blocks `blocks[i]` for request `req_ids[i]` (the pool just handed them out). `ahead`: tokens
+        the requests have generated beyond the scheduler's counters (its fast decode path advances them
+        at the end of a run of steps)."""
+        budget = self.policy.max_migrations_per_step
+        out = self.sched.output_tokens
+        gen = self.sched.generated
+        bl = np.asarray(blocks).tolist()
+        for b in bl:  # cached free blocks reused by the pool: their old content is gone
+            if self.loc[b] >= 0:
+                self._leave(b, int(self.loc[b]))
+        for r, b in zip(np.asarray(req_ids).tolist(), bl):
+            self.fin[r] = self.step_index + float(out[r] - gen[r] - ahead)
+            self.holders[b] = [r]
+            self.hits[b] = 0
+            dst = -1
+            if self.U:
+                u = self._choose_unit(r)
+                if self._room_on(u, self._request_key(r), self._moves < budget):
+                    dst = u
+            if dst < 0:
+                dst = self._any_slot()
+            self._enter(b, dst)
+            self._count(r, b, +1)
+            self.last_loc[r] = dst
+
+    def attached(self, r: int, blocks) -> None:
+        """Request r took prefix-cache hits on `blocks` (at admission)."""
+        bl = np.asarray(blocks).tolist()
+        if not bl:
+            return
+        out = self.sched.output_tokens
+        gen = self.sched.generated
+        self.fin[r] = self.step_index + float(out[r] - gen[r])
+        if self.U and self.home[r] < 0 and self.policy.placement == "topology-aware":
+            units = self.loc[bl]
+            units = units[(units >= 0) & (units < self.U)]
+            if len(units):
+                counts = np.bincount(units, minlength=self.U)
+                self.home[r] = int(counts.argmax())
+                self.width[r] = -(-self.U // max(1, self.sched.num_running))
+        for b in bl:
+            hs = self.holders[b]
+            if hs:
+                hs.append(r)
+                self.counters["shared_attaches"] += 1
+            else:  # a cached free block comes back into use
+                u = int(self.loc[b])
+                if u == self.CAP:
+                    self._free_cap.pop(b, None)
+                elif u >= 0:
+                    self._free_pim[u].pop(b, None)
+                self.holders[b] = hs = [r]
+            self.hits[b] += 1
+            self._maybe_replicate(b, r)
+            self._count(r, b, +1)
+            self._push(b)
+        self.last_loc[r] = int(self.loc[bl[-1]])
+
+    def released(self, r: int, blocks) -> None:
+        """Request r lets go of its block table (finished or preempted), before the pool frees it."""
+        has_hash = self.pool.has_hash
+        for b in np.asarray(blocks).tolist():
+            hs = self.holders[b]
+            reps = self.replicas.get(b)
+            if reps:
+                for ru, users in list(reps.items()):
+                    if r in users:
+                        users.remove(r)
+            hs.remove(r)
+            if hs:
+                if self.policy.eviction == "workload-aware":
+                    self._push(b)
+                continue
+            self.holders[b] = None
+            if reps:
+                self._drop_replicas(b)
+            u = int(self.loc[b])
+            self.ver[b] += 1
+            if has_hash[b]:  # the pool keeps it as a prefix-cache entry
+                if u == self.CAP:
+                    self._free_cap[b] = None
+                else:
+                    self._free_pim[u][b] = None
+            else:
+                self._leave(b, u)
+        self.pim_cnt[r] = 0
+        self.cap_cnt[r] = 0
+        self.home[r] = -1
+        self.placed[r] = 0
+        self.last_loc[r] = -1
+
+    # ---- replication -----------------------------------------------------------------------------------
+    def _maybe_replicate(self, b: int, r: int) -> None:
+        if self.replica_cap <= 0 or not self.U:
+            return
+        h = int(self.home[r])
+        u = int(self.loc[b])
+        if h < 0 or u < 0 or u == self.CAP or (u - h) % self.U < self.width[r]:
+            return  # in the capacity tier, or already within the request's stripe
+        reps = self.replicas.get(b)
+        if reps and h in reps:
+            reps[h].append(r)
+            self.counters["replica_hits"] += 1
+            return
+        if len(self.holders[b]) < self.policy.replication_min_refs or self.replica_slots >= self.replica_cap:
+            return
+        if self.pim_used[h] >= self.P[h]:
+            return
+        self.replicas.setdefault(b, {})[h] = []
+        self.pim_used[h] += 1
+        self.replica_slots += 1
+        self._record(REPLICATE, h)
+        # holders homed on h (r among them, counted by the caller) read the copy from now on
+        for x in self.holders[b]:
+            if x != r and self.home[x] == h:
+                self._count(x, b, -1)
+                self.replicas[b][h].append(x)
+                self._count(x, b, +1)
+        self.replicas[b][h].append(r)
+
+    def _drop_replicas(self, b: int) -> None:
+        for u in list(self.replicas.get(b, {})):
+            self._drop_replica(b, u)
+
+    def _drop_replica(self, b: int, u: int) -> None:
+        users = self.replicas[b][u]
+        for x in users:
+            self.pim_cnt[x, u] -= 1
+        del self.replicas[b][u]
+        if not self.replicas[b]:
+            del self.replicas[b]
+        for x in users:
+            self._count(x, b, +1)
+        self.pim_used[u] -= 1
+        self.replica_slots -= 1
+        self.counters["replicas_dropped"] += 1
+
+    def _drop_one_replica(self, u: int) -> bool:
+        for b, reps in self.replicas.items():
+            if u in reps:
+                self._drop_replica(b, u)
+                return True
+        return False
+
+    # ---- step model hooks ------------------------------------------------------------------------------
+    def begin_step(self) -> None:
+        """Called once per step before it is timed: promotions into free PIM slots."""
+        self.step_index += 1
+        budget = self.policy.max_migrations_per_step
+        if not (self.U and self.policy.promotion and self.policy.eviction != "none"):
+            self._moves = 0
+            return
+        heap = self._promote
+        while heap and self._moves < budget:
+            nk, b, v = heap[0]
+            if v != self.ver[b] or self.loc[b] != self.CAP or not self.holders[b]:
+                heapq.heappop(heap)
+                continue
+            h = int(self.home[self.holders[b][0]])
+            u = h if h >= 0 and self.pim_used[h] < self.P[h] else self._most_free()
+            if self.pim_used[u] >= self.P[u]:
+                break
+            heapq.heappop(heap)
+            self._move(b, u)
+            self._record(PROMOTE, u)
+        self._moves = 0
+
+    def view(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the batch's requests: blocks per PIM unit (B x U), blocks in the capacity tier (B), and
+        whether the newest block is in a PIM unit (B, where its next K/V is written)."""
+        return self.pim_cnt[ids, : max(self.U, 1)], self.cap_cnt[ids], (self.last_loc[ids] >= 0) & (self.last_loc[ids] < self.U)
+
+    def take_migrations(self) -> np.ndarray:
+        """Blocks moved since the last call: kind (DEMOTE, PROMOTE, REPLICATE) x unit; resets."""
+        m = self._mig.copy()
+        self._mig[:] = 0
+        return m
+
+    # ---- checks ----------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Conservation: slots used equal blocks placed + replicas, counters equal block tables."""
+        pim_blocks = np.bincount(self.loc[(self.loc >= 0) & (self.loc < self.U)], minlength=self.U) if self.U else 0
+        reps = np.zeros(max(self.U, 1), np.int64)
+        for r in self.replicas.values():
+            for u in r:
+                reps[u] += 1
+        if self.U:
+            assert np.array_equal(pim_blocks + reps[: self.U], self.pim_used[: self.U]), "PIM slots"
+            assert (self.pim_used[: self.U] <= self.P[: self.U]).all(), "PIM over capacity"
+        assert int(np.count_nonzero(self.loc == self.CAP)) == self.cap_used <= self.C, "capacity slots"
+        assert self.replica_slots == int(reps.sum()) <= max(self.replica_cap, 0), "replica budget"
+        n_ref = sum(len(h) for h in self.holders if h)
+        assert n_ref == int(self.pim_cnt.sum() + self.cap_cnt.sum()), "holder counters"
