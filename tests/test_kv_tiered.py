@@ -152,3 +152,18 @@ def test_rivals_never_migrate(opcost_cache, checked, system):
         assert kv.U == 0 and res.summary["pim_attention_share"] == 0
     else:
         assert kv.C == 0 and res.summary["pim_attention_share"] > 0.9
+
+
+def test_kv_report_columns_and_plot(opcost_cache, tmp_path):
+    from tokenstack_sim.results import plots
+    from tokenstack_sim.results.report import KV_COLUMNS, runs_table
+
+    table = crafted(32, 512, np.where(np.arange(32) % 2 == 0, 20, 600))
+    res, _ = serve(table, {}, kv_blocks=2000)
+    assert res.summary["kv_migrations_per_s"] > 0 and res.summary["kv_demotions"] > 0
+    md = runs_table([res], columns=KV_COLUMNS)
+    assert "KV moves (blocks/s)" in md and "gathers/decode seq" in md
+    png = plots.kv_tiers_over_time([res], tmp_path / "kv.png")
+    from matplotlib.image import imread
+
+    assert imread(png).shape[0] > 100

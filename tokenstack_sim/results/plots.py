@@ -13,6 +13,8 @@ call with no ok run raises ValueError.
   `energy_pj`, whole run, divided by `summary["output_tokens"]`); the smallest segments beyond
   `max_segments` are merged into "other".
 - `kv_blocks_over_time`: KV blocks in use at each step's start, per run.
+- `kv_tiers_over_time`: blocks per tier, PIM-served share of attention and migrations per second over
+  time (KV management, kv/tiered.py).
 Leaves out: per-request scatter, per-step time split (see `timeline.py`), interactive output.
 """
 
@@ -172,4 +174,51 @@ def kv_blocks_over_time(runs: list[RunResult], path: str | Path) -> Path:
     ax.set_ylabel("KV blocks in use")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+def _binned(t_s: np.ndarray, values: np.ndarray, weights: np.ndarray | None, bin_s: float):
+    """Per bin of `bin_s` simulated seconds: sum(values) / sum(weights) (a ratio), or sum(values) / bin_s
+    (a rate) without weights. Returns bin centres and values (NaN where a ratio has no weight)."""
+    if len(t_s) == 0:
+        return np.zeros(0), np.zeros(0)
+    idx = ((t_s - t_s[0]) // bin_s).astype(np.int64)
+    n = int(idx.max()) + 1
+    num = np.bincount(idx, values, minlength=n)
+    centres = t_s[0] + (np.arange(n) + 0.5) * bin_s
+    if weights is None:
+        return centres, num / bin_s
+    den = np.bincount(idx, weights, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return centres, np.where(den > 0, num / den, np.nan)
+
+
+def kv_tiers_over_time(runs: list[RunResult], path: str | Path, *, bin_s: float | None = None) -> Path:
+    """KV management over simulated time, per run (kv/tiered.py): blocks in the PIM units and in the
+    capacity tier (one GPU shard; cached prefix blocks included), the share of attended KV tokens served
+    by PIM units, and blocks migrated (demoted + promoted) per second. Ratios and rates are over bins of
+    `bin_s` (default: 1/100 of the longest run, at least 1 ms). Runs without KV fields (written before
+    schema 2) are left out of the panels."""
+    ok = [r for r in _ok(runs) if "kv_pim_blocks" in (r.steps.dtype.names or ()) and len(r.steps)]
+    if not ok:
+        raise ValueError("no run with KV placement fields (results schema >= 2) to plot")
+    span = max(float(r.steps["end_s"][-1] - r.steps["start_s"][0]) for r in ok)
+    bin_s = bin_s or max(span / 100.0, 1e-3)
+    fig, (a1, a2, a3) = _figure(ncols=3, width=15.0, height=4.2)
+    for r in ok:
+        st = r.steps
+        t = st["start_s"]
+        line, = a1.step(t, st["kv_pim_blocks"], where="post", label=f"{r.name} PIM")
+        a1.step(t, st["kv_capacity_blocks"], where="post", ls="--", color=line.get_color(), label=f"{r.name} capacity")
+        x, share = _binned(t, st["kv_tokens_attended_pim"], st["kv_tokens_attended"], bin_s)
+        a2.plot(x, 100.0 * share, color=line.get_color(), label=r.name)
+        x, rate = _binned(t, st["kv_demoted_blocks"] + st["kv_promoted_blocks"], None, bin_s)
+        a3.plot(x, rate, color=line.get_color(), label=r.name)
+    a1.set_ylabel("blocks held (one GPU shard)")
+    a2.set_ylabel("attention served by PIM (%)")
+    a3.set_ylabel(f"blocks migrated per s ({bin_s * 1e3:.3g} ms bins)")
+    for a in (a1, a2, a3):
+        a.set_xlabel("simulated time (s)")
+        a.grid(True, alpha=0.3)
+    a1.legend(fontsize="x-small")
     return _save(fig, path)

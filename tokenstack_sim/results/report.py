@@ -26,6 +26,11 @@ pim_attention_share        fraction   sum kv_tokens_attended_pim / sum kv_tokens
 kv_blocks_peak             blocks     max kv_blocks_in_use over the steps
 =========================  =========  ============================================================
 
+Optional keys (KV management, kv/tiered.py; runs without them show empty cells): kv_migrations_per_s
+(blocks demoted + promoted per simulated second), kv_migration_time_share (share of step time spent
+in migration DMA), kv_gathers_per_decode (cross-unit partial results merged per decode sequence),
+kv_replica_hit_rate (prefix hits served by a copy on the request's home unit).
+
 The four energy_j_<class> values sum to energy_j_total (the engine assigns each `energy_pj`
 component to one class). Energy is over the whole run, so energy per output token is too; latencies
 and throughputs use the included requests only. The summary may hold further keys (the tables ignore
@@ -133,6 +138,11 @@ _METRIC_COLS = [
       for c, label in zip(ENERGY_CLASSES, ("GPU", "stacks", "PIM", "links"))],
     _Col("pim_attention_pct", "PIM attn (%)", _s("pim_attention_share", 100.0)),
     _Col("preemptions", "preemptions", _count("preemptions")),
+    # KV management (kv/tiered.py); absent from runs written before it (shown empty)
+    _Col("kv_migrations_per_s", "KV moves (blocks/s)", _s("kv_migrations_per_s")),
+    _Col("kv_migration_pct", "migration time (%)", _s("kv_migration_time_share", 100.0)),
+    _Col("kv_gathers_per_decode", "gathers/decode seq", _s("kv_gathers_per_decode")),
+    _Col("kv_replica_hit_pct", "replica hits (%)", _s("kv_replica_hit_rate", 100.0)),
 ]
 _RUN_COLS = [
     *_ID_COLS,
@@ -147,6 +157,10 @@ _RUN_COLS = [
 # The columns of a compact comparison (the demo's): who, how fast, how well, at what energy.
 COMPACT_COLUMNS = ("system", "requests", "output_tok_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50",
                    "tpot_ms_p99", "slo_pct", "energy_mj_per_tok", "pim_attention_pct", "preemptions", "note")
+# The columns of a KV-management comparison (policies switched off in turn).
+KV_COLUMNS = ("system", "output_tok_per_s", "tpot_ms_p50", "tpot_ms_p99", "energy_mj_per_tok", "pim_attention_pct",
+              "kv_migrations_per_s", "kv_migration_pct", "kv_gathers_per_decode", "kv_replica_hit_pct",
+              "preemptions", "note")
 
 
 def runs_table(runs: list[RunResult], fmt: str = "markdown", columns: tuple[str, ...] | None = None) -> str:

@@ -80,6 +80,7 @@ class RunSpec:
     slo_tpot_s: float = 0.1
     scheduler: dict = field(default_factory=dict)  # SchedulerParams fields other than num_kv_blocks
     kv_blocks: int | None = None
+    kv: dict = field(default_factory=dict)  # KvPolicy fields (kv/policy.py); {} = TokenStack's design
 
     def __post_init__(self) -> None:
         """Refuse bad values before any simulation runs (a long run is never wasted on them)."""
@@ -94,6 +95,7 @@ class RunSpec:
             raise InputError(f"expected at least 1, got {self.max_requests}", where="max_requests")
         if self.kv_blocks is not None and self.kv_blocks < 1:
             raise InputError(f"expected at least 1 KV block, got {self.kv_blocks}", where="kv_blocks")
+        build(KvPolicy, dict(self.kv), where="kv")  # names the bad key
         for name in ("slo_ttft_s", "slo_tpot_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
@@ -350,7 +352,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
 def run(system, model, spec: RunSpec, *, options: EngineOptions = EngineOptions(), on_missing: str = "characterize",
         progress=None) -> RunResult:
     prep = prepare(system, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks,
-                   on_missing=on_missing)
+                   kv=spec.kv, on_missing=on_missing)
     return run_prepared(prep, spec, progress=progress)
 
 
@@ -417,6 +419,20 @@ def _summary(req, steps, energy, counters, spec: RunSpec, total_blocks: int) -> 
     q = counters.get("pool_query_tokens", 0)
     out["prefix_hit_rate"] = counters.get("pool_hit_tokens", 0) / q if q else 0.0
     out["makespan_s"] = float(steps["end_s"][-1] - req["arrival_s"].min()) if len(steps) else 0.0
+    # KV management (kv/tiered.py): moves between tiers, cross-unit merges, replicas, tier occupancy
+    span = out["makespan_s"]
+    moved = float(steps["kv_demoted_blocks"].sum() + steps["kv_promoted_blocks"].sum())
+    out["kv_migrations_per_s"] = moved / span if span > 0 else 0.0
+    busy = float((steps["end_s"] - steps["start_s"]).sum())
+    out["kv_migration_time_share"] = float(steps["kv_migration_s"].sum()) / busy if busy > 0 else 0.0
+    dec = float(steps["decode_seqs"].sum())
+    out["kv_gathers_per_decode"] = float(steps["kv_gathers"].sum()) / dec if dec else 0.0
+    shared = counters.get("kv_shared_attaches", 0)
+    out["kv_replica_hit_rate"] = counters.get("kv_replica_hits", 0) / shared if shared else 0.0
+    for k in ("demotions", "promotions", "dropped_cached", "replicas_made"):
+        out[f"kv_{k}"] = int(counters.get(f"kv_{k}", 0))
+    out["kv_pim_blocks_peak"] = int(steps["kv_pim_blocks"].max()) if len(steps) else 0
+    out["kv_capacity_blocks_peak"] = int(steps["kv_capacity_blocks"].max()) if len(steps) else 0
     return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in out.items()}
 
 
