@@ -8,6 +8,7 @@ order (seeds innermost), into `Point`s. A point's `params` is plain JSON data:
      "run": {fixed RunSpec fields the spec gives: duration_s, max_requests, slo_ttft_s, ...},
      "engine": {EngineOptions field: value},          # only the fields the spec names
      "scheduler": {SchedulerParams field: value},     # idem
+     "kv": {KvPolicy field: value},                   # idem
      "params": {system-config path: value}}           # idem
 
 Its id is the first 16 hex digits of the SHA-256 of that JSON with sorted keys: the same parameters give
@@ -76,7 +77,7 @@ def expand(spec: SweepSpec) -> list[Point]:
                         params = {"system": system, "model": model, "workload": workload, "seed": seed,
                                   "qps": float(d["qps"]), "run": dict(spec.run),
                                   "engine": _section(d, "engine."), "scheduler": _section(d, "scheduler."),
-                                  "params": _section(d, "params.")}
+                                  "kv": _section(d, "kv."), "params": _section(d, "params.")}
                         pid = point_id(params)
                         if pid not in seen:  # random draws over short lists can repeat a point
                             seen.add(pid)
@@ -92,7 +93,7 @@ def job(spec: SweepSpec, point: Point) -> PointJob:
     p = point.params
     system = spec.resolve(p["system"])
     run_spec = RunSpec(workload=spec.resolve(p["workload"]), qps=p["qps"], seed=p["seed"],
-                       scheduler=dict(p["scheduler"]), **p["run"])
+                       scheduler=dict(p["scheduler"]), kv=dict(p["kv"]), **p["run"])
     return PointJob(point_id=point.id, system=system, overrides=tuple(system_overrides(system, p["params"])),
                     model=spec.resolve(p["model"]), spec=run_spec,
                     options=build(EngineOptions, dict(p["engine"]), where="engine", source=str(spec.source)))

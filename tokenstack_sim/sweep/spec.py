@@ -16,6 +16,8 @@ duration_s = 10.0                      # simulated seconds of arrivals (or max_r
 memory_timing = "roofline"
 [scheduler]    # SchedulerParams fields (runtime/params.py) except num_kv_blocks (use kv_blocks)
 max_num_seqs = [64, 256]
+[kv]           # KvPolicy fields (kv/policy.py): placement, eviction, demote_format, replication_budget, ...
+eviction = ["workload-aware", "lru"]
 [params]       # system-config paths, as `--set` takes them (see sweep/overrides.py for gpu_stack.* etc.)
 "memory_utilization" = [0.8, 0.9]
 "gpu_stack.layout.pim_dies" = {min = 2, max = 8}   # a range: random / lhs sampling only
@@ -27,8 +29,8 @@ cross = ["qps"]        # random / lhs: dimensions crossed with the drawn points 
 ```
 
 Dimensions. `systems`, `models`, `workloads` and `seeds` are always crossed (every combination). The
-design dimensions are `qps`, each `[engine]`, `[scheduler]` and `[params]` key, named `qps`,
-`engine.<field>`, `scheduler.<field>` and `params.<path>`. A design value is a scalar (fixed), a list
+design dimensions are `qps`, each `[engine]`, `[scheduler]`, `[kv]` and `[params]` key, named `qps`,
+`engine.<field>`, `scheduler.<field>`, `kv.<field>` and `params.<path>`. A design value is a scalar (fixed), a list
 (the values it takes) or, for random and Latin-hypercube sampling, a numeric range `{min, max}` with
 optional `log = true` (integers when min and max are both integers). A list-valued parameter that is
 fixed is written as a list of one list. `sampling.method = "grid"` takes every combination of the
@@ -37,8 +39,8 @@ dimensions named in `cross`.
 
 Checks, all before anything runs, each an `InputError` naming this file and the key (`systems[1]`,
 `scheduler.max_num_seqs[0]`, `params."gpu_stack.layout.pim_dies".max`): unknown keys, wrong types,
-every system, model and workload found and valid, every engine and scheduler value accepted by
-`EngineOptions` / `SchedulerParams`, and every `[params]` value (and range end) accepted by the config
+every system, model and workload found and valid, every engine, scheduler and kv value accepted by
+`EngineOptions` / `SchedulerParams` / `KvPolicy`, and every `[params]` value (and range end) accepted by the config
 loader on every system. Combinations of parameters are checked when the points are made
 (sweep/points.py).
 
@@ -62,7 +64,7 @@ METHODS = ("grid", "random", "lhs")
 # Fixed RunSpec fields a spec may set at its top level (the names of sim/engine.py's RunSpec).
 RUN_KEYS = ("duration_s", "max_requests", "warmup_frac", "drain_frac", "slo_ttft_s", "slo_tpot_s", "kv_blocks")
 TOP_KEYS = ("schema_version", "name", "description", "systems", "models", "workloads", "qps", "seeds", *RUN_KEYS,
-            "engine", "scheduler", "params", "sampling")
+            "engine", "scheduler", "kv", "params", "sampling")
 SAMPLING_KEYS = ("method", "points", "seed", "cross")
 
 
@@ -101,7 +103,7 @@ class SweepSpec:
     workloads: tuple[str, ...]
     seeds: tuple[int, ...]
     run: dict  # fixed RunSpec fields (RUN_KEYS given in the file)
-    dims: tuple[Dim, ...]  # qps, engine.*, scheduler.*, params.* in file order
+    dims: tuple[Dim, ...]  # qps, engine.*, scheduler.*, kv.*, params.* in file order
     method: str = "grid"
     points: int | None = None
     sampling_seed: int = 0
@@ -260,7 +262,7 @@ class _Reader:
             raise self.fail("qps", "required key is missing (offered request rates in req/s)")
         out.append(self.dim("qps", "qps", raw["qps"], method, self.check_qps))
         for table, check in (("engine", self.check_engine), ("scheduler", self.check_scheduler),
-                             ("params", lambda v, w, key: self.check_param(v, w, key, systems))):
+                             ("kv", self.check_kv), ("params", lambda v, w, key: self.check_param(v, w, key, systems))):
             t = raw.get(table, {})
             if not isinstance(t, dict):
                 raise self.fail(table, f"expected a table, got {_describe(t)}")
@@ -285,23 +287,29 @@ class _Reader:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):
             raise self.fail(where, f"expected a rate > 0 req/s, got {_describe(v)}")
 
+    def check_fields(self, cls, fixed: dict, v, where: str, key: str) -> None:
+        """`cls` built from one key (and `fixed` required ones): any refusal is about that key."""
+        try:
+            build(cls, {**fixed, key: v})
+        except InputError as exc:
+            raise self.fail(where, exc.message) from None
+
     def check_engine(self, v, where: str, key: str) -> None:
         from tokenstack_sim.sim.step_cost import EngineOptions
 
-        try:
-            build(EngineOptions, {key: v}, where="engine")
-        except InputError as exc:
-            raise self.fail(where if exc.where == f"engine.{key}" else (exc.where or where), exc.message) from None
+        self.check_fields(EngineOptions, {}, v, where, key)
 
     def check_scheduler(self, v, where: str, key: str) -> None:
         from tokenstack_sim.runtime.params import SchedulerParams
 
         if key == "num_kv_blocks":
             raise self.fail(where, "set the KV pool with the top-level kv_blocks, not num_kv_blocks")
-        try:
-            build(SchedulerParams, {"num_kv_blocks": 1, key: v}, where="scheduler")
-        except InputError as exc:
-            raise self.fail(where if exc.where == f"scheduler.{key}" else (exc.where or where), exc.message) from None
+        self.check_fields(SchedulerParams, {"num_kv_blocks": 1}, v, where, key)
+
+    def check_kv(self, v, where: str, key: str) -> None:
+        from tokenstack_sim.kv.policy import KvPolicy
+
+        self.check_fields(KvPolicy, {}, v, where, key)
 
     def check_param(self, v, where: str, key: str, systems: tuple[str, ...]) -> None:
         from tokenstack_sim.sweep.overrides import system_overrides
