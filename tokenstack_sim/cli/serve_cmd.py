@@ -232,14 +232,25 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write PNG plots (throughput vs QPS, latency CDFs, energy breakdown, KV use) here.")
+              help="Also write PNG plots (throughput vs QPS, latency CDFs, energy breakdown, KV use) here; "
+                   "for a sweep folder, where its plots and report.html go (default DIR/report).")
 def report(files, fmt, plot_dir) -> None:
-    """Tables (and plots) of the runs in one or more result FILES."""
+    """Tables (and plots) of the runs in one or more result FILES, or of a sweep folder DIR.
+
+    A sweep folder (written by `tokenstack sweep`) gives its points table, the sweep plots
+    (throughput-latency, SLO attainment and capacity, energy per token, Pareto front, sensitivity to each
+    swept parameter) and a self-contained report.html."""
     from tokenstack_sim.results import plots
     from tokenstack_sim.results.h5 import read_runs
+
+    if len(files) == 1 and Path(files[0]).is_dir():
+        from tokenstack_sim.cli.sweep_cmd import report_sweep
+
+        report_sweep(files[0], fmt, plot_dir)
+        return
 
     runs = [r for f in files for r in read_runs(f)]
     _print_tables(runs, fmt)
