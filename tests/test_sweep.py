@@ -152,6 +152,27 @@ def test_killed_midway_and_resumed_equals_an_uninterrupted_run(reference, tmp_pa
     assert all(r["summary"]["output_tokens_per_s"] > 0 for r in doc["points"])
 
 
+def test_failed_points_are_recorded_and_retried(opcost_cache, capsys, tmp_path):
+    spec = write_spec(tmp_path, SPEC.replace("duration_s = 5.0\n", "duration_s = 5.0\nkv_blocks = 1\n"))
+    out = tmp_path / "fails"
+    for _ in range(2):  # a failed point is not finished: the second run tries every point again
+        code, _, err = tokenstack(capsys, "sweep", spec, "--out", out, "-j", "1")
+        assert code == 1 and "Traceback" not in err
+        assert "4 run (4 error)" in err and "4 point(s) failed" in err and "pool has 1" in err
+        doc = idx.read_index(out)
+        assert [r["status"] for r in doc["points"]] == ["error"] * 4
+        assert all("kv_blocks" in r["error"] and r["file"] is None for r in doc["points"])
+        assert point_files(out) == {}
+
+
+def test_dry_run_lists_the_points_and_runs_nothing(capsys, tmp_path):
+    code, out, err = tokenstack(capsys, "sweep", write_spec(tmp_path), "--out", tmp_path / "dry", "--dry-run")
+    assert code == 0 and "4 points (grid sampling)" in err
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("tokenstack-hbm4 llama-3.1-8b azure-conv-like qps=2 seed=0 (")
+    assert not (tmp_path / "dry").exists()
+
+
 def test_local_processes_equal_this_process(reference, tmp_path):
     out = tmp_path / "j2"
     result = run_sweep(load_sweep_spec(write_spec(tmp_path)), out, executor=LocalExecutor(2))

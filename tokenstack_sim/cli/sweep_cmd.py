@@ -8,6 +8,7 @@ input (the spec, an option).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -82,7 +83,7 @@ def sweep(spec_file, workers, dask_address, dask_local, out, resume, dry_run) ->
     if result.errors:
         click.echo(f"{len(result.errors)} point(s) failed (first: {result.errors[0][0]}: {result.errors[0][1]}); "
                    "their messages are in the index; rerun the sweep to retry them", err=True)
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # not click's Exit: main() runs click with standalone_mode=False, which returns its code
 
 
 def report_sweep(sweep_dir: str | Path, fmt: str, plot_dir: str | Path | None) -> None:
