@@ -31,9 +31,15 @@ class KvPolicy:
     demote_format: str = spec("int8", doc="format of KV in the capacity tier: " + " | ".join(DEMOTE_FORMATS))
     # hardware.md §5: one buffered group of 32-128 elements for group-wise scaling; 32 [E].
     group: int = spec(32, min=1, doc="elements per quantization group (one FP16 scale each)")
+    # [E] topology-aware placement keeps a request of up to this many tokens (at its start) in one PIM
+    # unit, and stripes a longer one over ceil(tokens / local_tokens) units: one unit's attention over
+    # 2k tokens of a 70B shard is ~10 us, the order of the GPU merge kernel a split would add.
+    local_tokens: int = spec(2048, min=1, doc="tokens a request keeps in one PIM unit (topology-aware)")
     promotion: bool = spec(True, doc="move hot blocks back into free PIM slots ahead of use")
-    # [E] bounds the base-die DMA work one step may queue (a step moves ~B/16 new blocks in decode).
-    max_migrations_per_step: int = spec(64, min=0, doc="blocks demoted + promoted per step, per GPU shard")
+    # [E] bounds the base-die DMA work one step may queue: one full token budget's worth of blocks
+    # (8192 / 16 = 512, serving.md §2.1), so a prefill chunk landing on a full PIM tier can still make
+    # its room by demotion rather than by dropping prefix-cache entries.
+    max_migrations_per_step: int = spec(512, min=0, doc="blocks demoted + promoted per step, per GPU shard")
     # claims.md: bounded replication; 5% of the PIM slots [E]; 0 turns replication off.
     replication_budget: float = spec(0.05, min=0.0, max=1.0, doc="share of PIM slots replicas may take")
     replication_min_refs: int = spec(2, min=2, doc="requests holding a block before it is replicated")
@@ -48,11 +54,11 @@ class KvPolicy:
                 raise InputError(f"expected one of {', '.join(known)}, got {v!r}", where=f"kv.{name}")
         if self.demote_format not in BITS:
             raise InputError(f"unknown format {self.demote_format!r}", where="kv.demote_format")
-        for name in ("group", "max_migrations_per_step", "replication_min_refs"):
+        for name in ("group", "max_migrations_per_step", "replication_min_refs", "local_tokens"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name == "group" else 0):
-                raise InputError(f"expected an integer >= {1 if name == 'group' else 0}, got {v!r}",
-                                 where=f"kv.{name}")
+            lo = 1 if name in ("group", "local_tokens") else 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise InputError(f"expected an integer >= {lo}, got {v!r}", where=f"kv.{name}")
         if self.replication_min_refs < 2:
             raise InputError(f"expected an integer >= 2, got {self.replication_min_refs!r}",
                              where="kv.replication_min_refs")

@@ -18,12 +18,14 @@ The logical pool has exactly PIM + capacity slots, so a block the pool hands out
 
 Policies (`kv/policy.py`):
 - **Placement** picks the PIM unit of a new block. `topology-aware`: each request gets a home unit (the
-  one holding most of its prefix hits, else the one with the most free slots) and a stripe width w =
-  ceil(U / running requests) fixed when it starts: its blocks are dealt over w consecutive units from
-  its home. Few requests are spread for parallelism; many stay local, so their attention runs in one
-  base die and partial results need no cross-stack gather. A unit of the stripe that is full spills
-  the block to the unit with the most free slots. `round-robin`: one global cursor over the units,
-  block by block (a request's blocks land wherever the cursor is). `capacity-first`: the
+  one holding most of its prefix hits if it is no fuller than the average unit, else the one with the
+  most free slots) and a stripe width w =
+  ceil(tokens / `local_tokens`) (at most U) fixed when it starts: its blocks are dealt over w
+  consecutive units from its home. A short request stays in one unit, so its attention runs in one
+  base die and its partial results need no cross-stack gather; a long one is spread so that no unit
+  carries much more than `local_tokens` of it (the most loaded unit sets the step's PIM time). A unit
+  of the stripe that is full spills the block to the unit with the most free slots. `round-robin`: one
+  global cursor over the units, block by block (a request's blocks land wherever the cursor is). `capacity-first`: the
   lowest-numbered unit with room (first fit). `interleaved`: every block split evenly over all units at
   token granularity (perfect balance, every sequence gathered from every unit; the step model's
   proportional spread, kept for comparison and for hand checks).
@@ -225,6 +227,10 @@ class TieredKv:
     def _most_free(self) -> int:
         return int(np.argmax(self.P[: self.U] - self.pim_used[: self.U]))
 
+    def _width(self, r: int) -> int:
+        """Topology-aware stripe width of request r: ceil(its known tokens / local_tokens), at most U."""
+        return int(min(self.U, max(1, -(-int(self.sched.num_tokens[r]) // self.policy.local_tokens))))
+
     def _choose_unit(self, r: int) -> int:
         """The PIM unit a new block of request r should go to (see the module docstring)."""
         P, used = self.P, self.pim_used
@@ -233,7 +239,7 @@ class TieredKv:
             h = int(self.home[r])
             if h < 0:
                 h = self.home[r] = self._most_free()
-                self.width[r] = -(-self.U // max(1, self.sched.num_running))
+                self.width[r] = self._width(r)
             u = (h + int(self.placed[r]) % int(self.width[r])) % self.U
             self.placed[r] += 1
             if used[u] < P[u]:
@@ -346,9 +352,12 @@ class TieredKv:
             units = self.loc[bl]
             units = units[(units >= 0) & (units < self.U)]
             if len(units):
-                counts = np.bincount(units, minlength=self.U)
-                self.home[r] = int(counts.argmax())
-                self.width[r] = -(-self.U // max(1, self.sched.num_running))
+                # the unit holding most of its prefix, unless that unit is fuller than the average (then
+                # the emptiest: balance first, and replication, where on, brings the prefix over)
+                u = int(np.bincount(units, minlength=self.U).argmax())
+                free = self.P[: self.U] - self.pim_used[: self.U]
+                self.home[r] = u if free[u] >= free.mean() else int(free.argmax())
+                self.width[r] = self._width(r)
         for b in bl:
             hs = self.holders[b]
             if hs:
