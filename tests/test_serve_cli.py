@@ -165,7 +165,7 @@ def test_run_report_timeline_smoke(capsys, tmp_path):
     assert code == 0, err
     assert "gpu-hbm4" in out
     pngs = sorted(p.name for p in plots.iterdir())
-    assert pngs == ["energy_breakdown.png", "kv_blocks.png", "latency_cdfs.png", "throughput_vs_qps.png"]
+    assert pngs == ["energy_breakdown.png", "kv_blocks.png", "kv_tiers.png", "latency_cdfs.png", "throughput_vs_qps.png"]
     for p in plots.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
     code, csv_out, _ = tokenstack(capsys, "report", h5, "--format", "csv")

@@ -43,6 +43,23 @@ def _scheduler_overrides(items) -> dict:
     return out
 
 
+def _kv_overrides(items) -> dict:
+    """`--kv KEY=VALUE` items as KvPolicy fields (kv/policy.py), checked by name and value."""
+    from tokenstack_sim.config.loader import parse_override
+    from tokenstack_sim.config.schema import build
+    from tokenstack_sim.kv.policy import KvPolicy
+
+    out = {}
+    for item in items:
+        path, value = parse_override(item)
+        out[".".join(path)] = value
+    try:
+        build(KvPolicy, out)
+    except InputError as exc:
+        raise InputError(f"{exc.message} (at {exc.where})", where="--kv") from None
+    return out
+
+
 def _common(command):
     options = [
         click.option("--model", "-m", "model", default="llama-3.1-70b", show_default=True, help="Model preset or TOML."),
@@ -54,6 +71,10 @@ def _common(command):
         click.option("--sched", multiple=True, metavar="KEY=VALUE",
                      help="Scheduler parameter (max_num_batched_tokens, max_num_seqs, block_size, ...)."),
         click.option("--kv-blocks", type=int, default=None, help="Override the KV pool (vLLM's num_gpu_blocks)."),
+        click.option("--kv", "kv", multiple=True, metavar="KEY=VALUE",
+                     help="KV management (placement=topology-aware|round-robin|capacity-first|interleaved, "
+                          "eviction=workload-aware|lru|lfu|none, demote_format=int8|int4|fp8|fp16, "
+                          "replication_budget=0.05, promotion=false, ...; docs in kv/policy.py)."),
         click.option("--memory-timing", type=click.Choice(["characterized", "roofline"]), default="characterized",
                      show_default=True, help="Stack streams from characterized costs or the analytical roofline."),
         click.option("--overlap", type=click.Choice(["none", "sub_batch"]), default="none", show_default=True,
@@ -84,7 +105,8 @@ _OPTION_OF = {"qps": "--qps", "duration_s": "--duration", "max_requests": "--req
               "slo_tpot_s": "--slo-tpot"}
 
 
-def _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac, drain_frac):
+def _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac, drain_frac,
+          kv=()):
     from tokenstack_sim.sim.engine import RunSpec
 
     try:
@@ -92,7 +114,7 @@ def _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttf
                        duration_s=None if duration is None else parse_time_s(duration, "--duration"),
                        max_requests=max_requests, seed=seed, warmup_frac=warmup_frac, drain_frac=drain_frac,
                        slo_ttft_s=parse_time_s(slo_ttft, "--slo-ttft"), slo_tpot_s=parse_time_s(slo_tpot, "--slo-tpot"),
-                       scheduler=_scheduler_overrides(sched), kv_blocks=kv_blocks)
+                       scheduler=_scheduler_overrides(sched), kv_blocks=kv_blocks, kv=_kv_overrides(kv))
     except InputError as exc:
         if exc.where in _OPTION_OF:
             raise InputError(exc.message.replace(exc.where, _OPTION_OF[exc.where]),
@@ -126,10 +148,11 @@ def _prepare_all(configs, model, spec, options, workers):
 
     pairs = []
     for c in configs:
-        pairs += required_pairs(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks)
+        pairs += required_pairs(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks,
+                                kv=spec.kv)
     ensure_tables(pairs, workers=workers, progress=_note)
-    return [prepare(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks, on_missing="error")
-            for c in configs]
+    return [prepare(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks, kv=spec.kv,
+                    on_missing="error") for c in configs]
 
 
 def _print_tables(runs, fmt: str) -> None:
@@ -146,7 +169,7 @@ def _print_tables(runs, fmt: str) -> None:
 @_common
 @click.option("--qps", type=float, default=None, help="Mean request rate (default: the workload's own).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Runs with seeds seed .. seed+N-1.")
-def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, overlap,
+def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
         pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds) -> None:
     """Serve a workload on one or more system CONFIGS and print the comparison.
 
@@ -163,7 +186,7 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
     if seeds < 1:
         raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
-                 drain_frac)
+                 drain_frac, kv)
     options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
                             allreduce=allreduce)
     preps = _prepare_all(configs, model, spec, options, workers)
@@ -187,7 +210,7 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Runs per probed rate (seeds seed .. seed+N-1); a rate meets the SLO when the mean over them does.")
-def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, memory_timing, overlap,
+def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
              pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
              tolerance, target, seeds) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
@@ -207,7 +230,7 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     if seeds < 1:
         raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, None, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
-                 drain_frac)
+                 drain_frac, kv)
     if spec.duration_s is None and spec.max_requests is None:
         raise InputError("a capacity search needs --duration (or --requests) so every rate serves a like window",
                          where="--duration")
@@ -260,6 +283,8 @@ def report(files, fmt, plot_dir) -> None:
                 plots.latency_cdfs(runs, d / "latency_cdfs.png"),
                 plots.energy_breakdown(runs, d / "energy_breakdown.png"),
                 plots.kv_blocks_over_time(runs, d / "kv_blocks.png")]
+        if any(r.status == "ok" and "kv_pim_blocks" in (r.steps.dtype.names or ()) for r in runs):
+            made.append(plots.kv_tiers_over_time(runs, d / "kv_tiers.png"))
         for p in made:
             click.echo(f"wrote {p}", err=True)
 
