@@ -144,10 +144,11 @@ def test_quantized_demotion_adds_capacity_and_cuts_migration_bytes(opcost_cache,
 
 @pytest.mark.parametrize("system", ["attacc-hbm4", "uniform-pim-hbm4", "gpu-hbm4"])
 def test_rivals_never_migrate(opcost_cache, checked, system):
-    table = crafted(32, 512, np.where(np.arange(32) % 2 == 0, 20, 200))
+    table = crafted(64, 512, np.where(np.arange(64) % 2 == 0, 20, 200), gap_s=0.002, shared_blocks=16)
     res, kv = serve(table, {}, kv_blocks=1200, system=system)
-    assert kv.counters["demotions"] == kv.counters["promotions"] == 0
+    assert kv.counters["demotions"] == kv.counters["promotions"] == kv.counters["replicas_made"] == 0
     assert float(res.steps["kv_migration_s"].sum()) == 0.0
+    assert res.params["kv"]["eviction"] == "none" and res.params["kv"]["replication_budget"] == 0.0
     if system == "gpu-hbm4":
         assert kv.U == 0 and res.summary["pim_attention_share"] == 0
     else:

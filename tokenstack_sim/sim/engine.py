@@ -207,7 +207,9 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
             progress: Callable[[str], None] | None = None, bind: bool = True,
             kv: dict | KvPolicy | None = None) -> Prepared:
     """Resolve names, check the fit, build the step model and bind its characterized costs. `kv`: the KV
-    management policy (kv/policy.py; a dict of its fields, or one), TokenStack's design by default."""
+    management policy (kv/policy.py; a dict of its fields, or one), TokenStack's design by default; a
+    system without both a PIM and a capacity tier on its GPU stacks (the rivals) runs its own policy
+    (`rival_policy`)."""
     kv_policy = kv if isinstance(kv, KvPolicy) else build(KvPolicy, dict(kv or {}), where="kv")
     if isinstance(system, str):
         system = load_config(system, kind="system")
@@ -222,6 +224,8 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
     im = IterationModel(model_cfg, system.tp)
     probe = SchedulerParams(num_kv_blocks=1, **scheduler)
     tiers, reason = kv_tiers(system, model_cfg, im, probe, kv_blocks)
+    if tiers and not {"gpu_pim", "gpu_capacity"} <= {t.name for t in tiers}:
+        kv_policy = rival_policy(kv_policy, placement_given=isinstance(kv, dict) and "placement" in kv)
     prep = Prepared(system, model, options, scheduler, fits=bool(tiers), reason=reason, tiers=tiers,
                     kv_policy=kv_policy, kv_blocks=kv_blocks)
     if not tiers:
@@ -238,6 +242,15 @@ def prepare(system, model, *, options: EngineOptions = EngineOptions(), schedule
         prep.cost_origin[f"{stack.config.name}:{op.op_id}"] = oc.origin.get(op.op_id, "cache")
     sm.bind(tables)
     return prep
+
+
+def rival_policy(policy: KvPolicy, *, placement_given: bool = False) -> KvPolicy:
+    """The rivals' KV management (issue 8, "rivals' policies on their hardware"): uniform PIM keeps hot
+    and cold KV in the same PIM layers, AttAcc keeps KV in its PIM stacks only, GPU-only in its HBM; none
+    of them migrates, promotes or replicates, and their KV is split evenly over their PIM units
+    (`interleaved`, AttAcc's token partitioning with a final reduction) unless a placement is given."""
+    return dataclasses.replace(policy, eviction="none", promotion=False, replication_budget=0.0,
+                               placement=policy.placement if placement_given else "interleaved")
 
 
 def tiered_kv(prep: Prepared, n_requests: int) -> TieredKv:
@@ -438,11 +451,14 @@ def _summary(req, steps, energy, counters, spec: RunSpec, total_blocks: int) -> 
 
 def _run_job(job) -> RunResult:
     system, model, spec, options = job
+    if isinstance(system, tuple):  # (name, --set overrides): configs are rebuilt in the worker
+        system = load_config(system[0], list(system[1]), kind="system")
     return run(system, model, spec, options=options, on_missing="error")
 
 
 def run_many(jobs, *, workers: int | None = None, progress: Callable[[str], None] | None = None) -> list[RunResult]:
-    """Run (system name, model name, RunSpec, EngineOptions) jobs, in spawned processes when `workers` > 1
+    """Run (system, model name, RunSpec, EngineOptions) jobs, in spawned processes when `workers` > 1; a
+    system is a name or a (name, [--set overrides]) tuple
     (characterize first with `ensure_tables`: a worker never characterizes). Results in job order."""
     from tokenstack_sim.hw.opcost.characterize import _cpus
 
