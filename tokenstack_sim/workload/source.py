@@ -54,6 +54,10 @@ def load_workload(workload: str, *, seed: int = 0, qps: float | None = None, dur
         raise InputError(f"expected a duration > 0 s, got {duration_s}", where="--duration")
     if max_requests is not None and max_requests < 1:
         raise InputError(f"expected at least 1 request, got {max_requests}", where="--requests")
+    from tokenstack_sim.workload.agent_workloads import is_agent_workload, load_agent_workload
+
+    if is_agent_workload(workload):  # agent apps: qps in apps/s, max_requests = apps (agent_workloads.py)
+        return load_agent_workload(workload, seed=seed, qps=qps, duration_s=duration_s, max_requests=max_requests)
     builtin = builtin_workloads()
     path = builtin.get(workload) or Path(workload)
     if not path.is_file():
