@@ -14,8 +14,12 @@ rate whose interval straddles the target is a pass or a fail by its mean alone, 
 the bracket it was found in. SLO attainment over rate is assumed to fall once it falls; seeds make a
 wobble near the target less likely to misplace the bracket, not impossible.
 
+`serve` (optional) runs the seeds of one probed rate elsewhere: `serve(qps, seeds) -> [run per seed]`,
+each run with a `summary` holding `slo_attainment` (scripts/reproduce_tokenstack.py serves them as sweep
+points, resumable and in parallel); by default each seed runs here with `run_prepared`.
+
 Leaves out: a stopping rule on the interval (more seeds until the CI clears the target), common random
-numbers beyond reusing the same seeds at every rate, and parallel runs.
+numbers beyond reusing the same seeds at every rate, and parallel runs (unless `serve` provides them).
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def probe(qps: float, attainments, target: float) -> Probe:
 
 
 def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.05, target: float = 0.9,
-                    seeds: int = 1, progress: Callable[[str], None] | None = None) -> CapacityResult:
+                    seeds: int = 1, progress: Callable[[str], None] | None = None,
+                    serve: Callable[[float, list], list] | None = None) -> CapacityResult:
     """Highest rate meeting the SLO by the mean over `seeds` seeds (see the module docstring)."""
     from tokenstack_sim.sim.engine import run_prepared
 
@@ -95,7 +100,11 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
         return res
 
     def passes(qps: float) -> bool:
-        runs = [run_prepared(prep, dataclasses.replace(spec, qps=qps, seed=spec.seed + i)) for i in range(seeds)]
+        seed_list = [spec.seed + i for i in range(seeds)]
+        if serve is not None:
+            runs = list(serve(qps, seed_list))
+        else:
+            runs = [run_prepared(prep, dataclasses.replace(spec, qps=qps, seed=s)) for s in seed_list]
         res.runs += runs
         p = probe(qps, [_attainment(r) for r in runs], target)
         res.probes.append(p)
