@@ -81,6 +81,8 @@ class RunSpec:
     scheduler: dict = field(default_factory=dict)  # SchedulerParams fields other than num_kv_blocks
     kv_blocks: int | None = None
     kv: dict = field(default_factory=dict)  # KvPolicy fields (kv/policy.py); {} = TokenStack's design
+    runtime: str = "vllm"  # agent runtime (runtime/agent_runtime.py): vllm | vllm-offload | tokencake
+    runtime_options: dict = field(default_factory=dict)  # AgentRuntimeParams fields
 
     def __post_init__(self) -> None:
         """Refuse bad values before any simulation runs (a long run is never wasted on them)."""
@@ -96,6 +98,11 @@ class RunSpec:
         if self.kv_blocks is not None and self.kv_blocks < 1:
             raise InputError(f"expected at least 1 KV block, got {self.kv_blocks}", where="kv_blocks")
         build(KvPolicy, dict(self.kv), where="kv")  # names the bad key
+        from tokenstack_sim.runtime.agent_runtime import RUNTIMES, AgentRuntimeParams
+
+        if self.runtime not in RUNTIMES:
+            raise InputError(f"unknown runtime {self.runtime!r}; known: {', '.join(sorted(RUNTIMES))}", where="runtime")
+        build(AgentRuntimeParams, dict(self.runtime_options), where="runtime_options")
         for name in ("slo_ttft_s", "slo_tpot_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
@@ -300,12 +307,16 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     """Serve `spec`'s workload on a prepared pair; a pair that does not fit gives a 'does_not_fit' result.
     `fast_forward`: the serve loop's fast path for runs of pure-decode steps (same result, faster)."""
     name = run_name(prep.system.name, prep.model.config.name, spec.workload, spec.qps, spec.seed)
+    if spec.runtime != "vllm":
+        name += f"/{spec.runtime}"
     params = {"system": prep.system.name, "model": prep.model.config.name, "workload": spec.workload,
               "qps": spec.qps, "duration_s": spec.duration_s, "max_requests": spec.max_requests,
               "seed": spec.seed, "warmup_frac": spec.warmup_frac, "drain_frac": spec.drain_frac,
               "slo_ttft_s": spec.slo_ttft_s, "slo_tpot_s": spec.slo_tpot_s, "scheduler": prep.scheduler,
               "kv_blocks": spec.kv_blocks, "engine": dataclasses.asdict(prep.options),
               "kv": dataclasses.asdict(prep.kv_policy)}
+    if spec.runtime != "vllm" or spec.runtime_options:
+        params |= {"runtime": spec.runtime, "runtime_options": dict(spec.runtime_options)}
     if not prep.fits:
         return RunResult(name, "does_not_fit", params, provenance=provenance(), reason=prep.reason,
                          summary={"requests": 0})
@@ -319,8 +330,18 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     total_blocks = kvm.num_blocks
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
+    agents = getattr(table, "dag", None) is not None  # agent apps: runtime/agent_loop.py
+    if spec.runtime != "vllm" and not agents:
+        raise InputError(f"runtime {spec.runtime!r} serves agent workloads (codewriter-like, deep-research-like, "
+                         f"random-dag or a DAG CSV), not {spec.workload!r}", where="runtime")
     try:
-        res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward, kv=kvm)
+        if agents:
+            from tokenstack_sim.runtime.agent_loop import serve_prepared
+
+            res = serve_prepared(prep, table, sp, spec.runtime, spec.runtime_options, kv=kvm, progress=progress,
+                                 fast_forward=fast_forward)
+        else:
+            res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward, kv=kvm)
     except InputError as exc:
         if exc.where != "num_kv_blocks":
             raise
@@ -356,6 +377,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
                        spec, total_blocks)
     a = req["arrival_s"]
     summary["offered_qps"] = len(a) / float(a.max() - a.min()) if len(a) > 1 and a.max() > a.min() else float("nan")
+    summary.update(res.counters.get("agent", {}))  # app makespans, effective KV use, offloads (agent runs)
     summary["wall_s"] = wall_s  # provenance-like: excluded from determinism checks by its name
     return RunResult(name, "ok", params, configs=_configs(prep, table.meta), provenance=provenance() | {"wall_s": wall_s},
                      requests=req, steps=steps, actions=actions, energy_pj=energy,

@@ -34,7 +34,7 @@ import networkx as nx
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.tool_time import (Fixed, LogNormal, ToolTime, Uniform, measured_mixture)
+from tokenstack_sim.workload.tool_time import Fixed, LogNormal, ToolTime, measured_mixture
 
 LLM, TOOL = "llm", "tool"
 

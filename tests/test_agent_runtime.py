@@ -1,0 +1,215 @@
+"""The agent serving loop and runtimes (runtime/agent_loop.py, agent_runtime.py, tokencake.py).
+
+- Dependent arrivals: a call is released when its predecessors are done (a tool's real duration after
+  its call; a join after all branches); app makespan is arrival to its last node; the fast path gives
+  the same run as step by step.
+- vllm: a call after a tool hits its predecessor's prompt+output blocks while memory lasts.
+- tokencake, temporal: one long tool call predicted right: the agent's KV leaves GPU memory during the
+  call and comes back before the return (no wait, all of it hit); predicted wrong: an early return
+  waits exactly the upload time (counted late), a late return holds the uploaded KV (counted early,
+  with its block-seconds); mispredictions counted.
+- tokencake, spatial: under contention a reserved pool keeps a critical agent's held KV (its next call
+  hits all of it); without the reservation, or under vllm, the KV is lost and recomputed.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.runtime.agent_loop import AgentLoop, serve_agents
+from tokenstack_sim.runtime.agent_runtime import AgentRuntimeParams
+from tokenstack_sim.runtime.kv_transfer import TransferPath
+from tokenstack_sim.runtime.params import SchedulerParams
+from tokenstack_sim.workload import agents
+from tokenstack_sim.workload.agent_apps import instantiate
+from tokenstack_sim.workload.tool_time import Fixed
+
+pytestmark = pytest.mark.unit
+
+BS = 16
+
+
+class Cost:
+    """10 ms per step plus 10 us per token."""
+
+    def step_time_s(self, batch):
+        return 0.01 + 1e-5 * float(batch.new_tokens.sum())
+
+
+def path(ms_per_block: float = 1.0) -> TransferPath:
+    return TransferPath("host", lambda n: n * ms_per_block * 1e-3, 1.0, 1.0, 1)
+
+
+def chain(tool_s: float, estimate_s: float, *, initial: int = 1000, out: int = 50, name: str = "chain") -> nx.DiGraph:
+    g = nx.DiGraph(name=name, initial_tokens=initial, shared_tokens=0)
+    g.add_node("a", kind="llm", output_tokens=out, template_tokens=32, importance=1.0)
+    g.add_node("t", kind="tool", tool="tool", duration=Fixed(tool_s), estimate_s=estimate_s, result_tokens=32)
+    g.add_node("b", kind="llm", output_tokens=out, template_tokens=32, importance=1.0)
+    g.add_edges_from([("a", "t"), ("t", "b")])
+    agents.check_template(g)
+    return g
+
+
+def run(table, runtime="vllm", blocks=2000, opts=None, fast=True, loop_hook=None, p=None):
+    params = SchedulerParams(num_kv_blocks=blocks, block_size=BS)
+    rp = AgentRuntimeParams(**(opts or {}))
+    loop = AgentLoop(table, params, Cost(), runtime=runtime, runtime_params=rp,
+                     path=p or (path() if runtime != "vllm" else None), fast_forward=fast)
+    if loop_hook:
+        loop_hook(loop)
+    res = loop.run()
+    return loop, res
+
+
+def test_release_after_tool_and_join():
+    g = nx.DiGraph(name="join", initial_tokens=200, shared_tokens=0)
+    for v in ("a", "b", "c", "d"):
+        g.add_node(v, kind="llm", output_tokens=20, template_tokens=16, importance=0.0)
+    g.add_node("t1", kind="tool", tool="x", duration=Fixed(3.0), estimate_s=3.0, result_tokens=16)
+    g.add_node("t2", kind="tool", tool="x", duration=Fixed(7.0), estimate_s=7.0, result_tokens=16)
+    g.add_edges_from([("a", "t1"), ("a", "t2"), ("t1", "b"), ("t2", "c"), ("b", "d"), ("c", "d")])
+    t = instantiate(g, 2, 0.05, seed=0, arrival="even")
+    loop, res = run(t)
+    req, d = res.requests, t.dag
+    name = {int(d.request[i]): d.names[i] for i in range(d.n_nodes) if d.kind[i] == 0}
+    by = {(int(t.rows["app_id"][r]), name[r]): r for r in range(len(t))}
+    for app in (0, 1):
+        a, b, c, dd = (by[(app, v)] for v in "abcd")
+        assert req["arrival_s"][a] == pytest.approx(d.app_arrival_s[app])
+        assert req["arrival_s"][b] == pytest.approx(req["finish_s"][a] + 3.0)
+        assert req["arrival_s"][c] == pytest.approx(req["finish_s"][a] + 7.0)
+        assert req["arrival_s"][dd] == pytest.approx(max(req["finish_s"][b], req["finish_s"][c]))
+        assert loop.app_done_s[app] == pytest.approx(req["finish_s"][dd])
+    mk = loop.app_done_s - d.app_arrival_s
+    agent = res.counters["agent"]
+    assert agent["app_makespan_mean_s"] == pytest.approx(mk.mean())
+    assert agent["app_makespan_max_s"] == pytest.approx(mk.max())
+
+
+def test_fast_path_is_exact():
+    t = instantiate(agents.codewriter(initial_tokens=600, template_tokens=32), 3, 0.5, seed=1)
+    for rt in ("vllm", "tokencake"):
+        _, slow = run(t, rt, blocks=1500, fast=False)
+        _, fast = run(t, rt, blocks=1500, fast=True)
+        for f in slow.requests.dtype.names:
+            np.testing.assert_array_equal(fast.requests[f], slow.requests[f], err_msg=f"{rt} {f}")
+        for f in slow.steps.dtype.names:
+            np.testing.assert_allclose(fast.steps[f], slow.steps[f], rtol=1e-12, err_msg=f"{rt} {f}")
+        assert fast.counters["agent"] == pytest.approx(slow.counters["agent"])
+
+
+def test_vllm_successor_hits_predecessor_output():
+    t = instantiate(chain(5.0, 5.0), 1, 1.0, seed=0)
+    _, res = run(t)
+    a, b = 0, 1
+    full = (t.rows["input_tokens"][a] + t.rows["output_tokens"][a] - 1) // BS * BS  # computed full blocks
+    assert res.requests["prefix_hit_tokens"][b] == full
+
+
+def with_flood(g: nx.DiGraph):
+    """The app of `g` at 0 s, then at 2 s a one-token call with a 1,800-token prompt that, in a 130-block
+    pool, evicts most of the first app's KV left in the prefix cache."""
+    flood = nx.DiGraph(name="flood", initial_tokens=1800, shared_tokens=0)
+    flood.add_node("f", kind="llm", output_tokens=1, template_tokens=32, importance=0.0)
+    graphs = iter([g, flood])
+    return instantiate(lambda rng: next(graphs), 2, 0.5, seed=0, arrival="even")
+
+
+FLOOD_BLOCKS = 130
+
+
+def _stall_probe(loop, when_s, out):
+    """Record pool use and pins at an absolute time."""
+    def probe(t):
+        out.update(in_use=loop.sched.pool.num_in_use, pins=loop.pins.total, stored=len(loop.rt.store), t=t)
+    loop.call_at(when_s, probe)
+
+
+def test_right_prediction_frees_memory_and_uploads_in_time():
+    t = with_flood(chain(30.0, 30.0))
+    seen = {}
+    loop, res = run(t, "tokencake", blocks=FLOOD_BLOCKS, opts={"offload_gain": 0.0, "spatial": False},
+                    loop_hook=lambda lp: _stall_probe(lp, 15.0, seen))
+    c = res.counters["agent"]
+    assert c["offloads"] == 1 and c["uploads"] == 1 and c["upload_bytes"] > 0  # evicted, then copied back
+    assert seen["in_use"] == 0 and seen["pins"] == 0 and seen["stored"] > 0  # freed during the call
+    assert c["late_uploads"] == 0 and c["early_uploads"] == 0 and c["mispredictions"] == 0
+    assert c["upload_wait_s"] == 0.0
+    req = res.requests
+    assert req["arrival_s"][1] == pytest.approx(req["finish_s"][0] + 30.0)  # admitted at the return
+    full = (t.rows["input_tokens"][0] + t.rows["output_tokens"][0] - 1) // BS * BS
+    assert req["prefix_hit_tokens"][1] == full  # all of the agent's KV came back in time
+
+
+def test_early_return_waits_the_upload_and_is_counted():
+    t = with_flood(chain(5.0, 30.0))  # returns 25 s before the prediction, after the flood evicted its KV
+    loop, res = run(t, "tokencake", blocks=FLOOD_BLOCKS, opts={"offload_gain": 0.0, "spatial": False},
+                    p=path(2.0))
+    c = res.counters["agent"]
+    n = (t.rows["input_tokens"][0] + t.rows["output_tokens"][0] - 1) // BS
+    assert c["mispredictions"] == 1 and c["late_uploads"] == 1 and c["early_uploads"] == 0
+    assert c["uploads"] == 0 and c["loaded_blocks"] > 0  # nothing uploaded ahead: loaded when asked for
+    assert c["upload_wait_s"] == pytest.approx(c["loaded_blocks"] * 2e-3)  # exactly the copy of what was lost
+    req = res.requests
+    b = 1 if t.rows["app_id"][1] == 0 else 2
+    assert req["prefix_hit_tokens"][b] == n * BS
+    assert req["first_token_s"][b] - req["arrival_s"][b] > c["upload_wait_s"]  # the wait is in its TTFT
+
+
+def test_late_return_holds_memory_and_is_counted():
+    t = instantiate(chain(30.0, 10.0), 1, 1.0, seed=0)  # returns 20 s after the prediction
+    loop, res = run(t, "tokencake", opts={"offload_gain": 0.0, "spatial": False, "upload_margin_s": 0.0})
+    c = res.counters["agent"]
+    n = (t.rows["input_tokens"][0] + t.rows["output_tokens"][0] - 1) // BS
+    assert c["mispredictions"] == 1 and c["early_uploads"] == 1 and c["late_uploads"] == 0
+    assert c["early_held_block_s"] == pytest.approx(n * 20.0, rel=0.02)
+    assert res.requests["prefix_hit_tokens"][1] == n * BS
+
+
+def _contention_table():
+    """App 0: a critical agent a -> 20 s tool -> b. Apps 1..: a short call x (critical) and a long-prompt
+    call z with 30 s of slack (non-critical) each, arriving during app 0's tool."""
+    flood = nx.DiGraph(name="flood", initial_tokens=100, shared_tokens=0)
+    flood.add_node("x", kind="llm", output_tokens=10, template_tokens=16, importance=0.0)
+    flood.add_node("w", kind="tool", tool="wait", duration=Fixed(40.0), estimate_s=40.0, result_tokens=0)
+    flood.add_node("y", kind="llm", output_tokens=10, template_tokens=16, importance=0.0)
+    flood.add_node("z", kind="llm", output_tokens=200, template_tokens=1400, importance=0.0)
+    flood.add_edges_from([("x", "w"), ("w", "y"), ("x", "z")])
+    agents.check_template(flood)
+    first = chain(20.0, 20.0, initial=1200, out=100)
+    graphs = iter([first] + [flood] * 12)
+    return instantiate(lambda rng: next(graphs), 13, 1.0, seed=0, arrival="even")
+
+
+@pytest.mark.parametrize("runtime,opts,keeps", [
+    ("tokencake", {"offload_gain": 1e9, "reserve_share": 0.5}, True),
+    ("tokencake", {"offload_gain": 1e9, "reserve_share": 0.0}, False),
+    ("vllm", {}, False),
+])
+def test_reserved_pool_keeps_critical_kv(runtime, opts, keeps):
+    t = _contention_table()
+    loop, res = run(t, runtime, blocks=300, opts=opts)
+    a, b = 0, 1  # app 0's two calls
+    full = (t.rows["input_tokens"][a] + t.rows["output_tokens"][a] - 1) // BS * BS
+    hit = res.requests["prefix_hit_tokens"][b]
+    assert (hit == full) == keeps, (hit, full)
+    if runtime == "tokencake":
+        c = res.counters["agent"]
+        assert c["dropped_under_pressure"] >= 1  # contention was real: someone's held KV went
+
+
+def test_errors_name_the_option():
+    t = instantiate(chain(1.0, 1.0), 1, 1.0)
+    with pytest.raises(InputError, match="unknown runtime") as e:
+        run(t, "nope")
+    assert e.value.where == "--runtime"
+    from tokenstack_sim.config.schema import build
+    with pytest.raises(InputError) as e:
+        build(AgentRuntimeParams, {"offload_target": "disk"})
+    assert e.value.where == "offload_target"
+    with pytest.raises(InputError, match="agent workload"):
+        from tokenstack_sim.workload.source import load_workload
+        serve_agents(load_workload("azure-conv-like", max_requests=3), SchedulerParams(num_kv_blocks=100), Cost())
