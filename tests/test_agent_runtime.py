@@ -213,3 +213,36 @@ def test_errors_name_the_option():
     with pytest.raises(InputError, match="agent workload"):
         from tokenstack_sim.workload.source import load_workload
         serve_agents(load_workload("azure-conv-like", max_requests=3), SchedulerParams(num_kv_blocks=100), Cost())
+
+
+def _cli(capsys, *args):
+    from tokenstack_sim.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_runtimes(capsys, tmp_path):
+    base = ("run", "h100-tokencake", "--model", "qwen2.5-14b", "--memory-timing", "roofline",
+            "--workload", "codewriter-like", "--qps", "1", "--requests", "1", "--warmup", "0", "--drain", "0")
+    code, out, err = _cli(capsys, *base, "--runtime", "vllm", "--runtime", "tokencake", "--format", "csv",
+                          "--out", tmp_path / "r.h5")
+    assert code == 0, err
+    assert "makespan mean s" in out and ",tokencake," in out and ",vllm," in out
+    from tokenstack_sim.results.h5 import read_runs
+
+    runs = read_runs(tmp_path / "r.h5")
+    assert [r.params.get("runtime", "vllm") for r in runs] == ["vllm", "tokencake"]
+    assert runs[1].summary["apps"] == 1 and runs[1].summary["app_makespan_mean_s"] > 0
+    for extra, where in ((("--runtime", "nope"), "--runtime"), (("--runtime-opt", "reserve_share=2"), "--runtime-opt")):
+        code, out, err = _cli(capsys, *base, *extra)
+        assert code == 2 and err.startswith(f"error: {where}:"), err
+    code, out, err = _cli(capsys, "run", "h100-tokencake", "--model", "qwen2.5-14b", "--memory-timing", "roofline",
+                          "--workload", "azure-conv-like", "--requests", "2", "--runtime", "tokencake")
+    assert code == 2 and "serves agent workloads" in err and err.startswith("error: --runtime:")

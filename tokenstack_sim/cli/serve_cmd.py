@@ -60,6 +60,23 @@ def _kv_overrides(items) -> dict:
     return out
 
 
+def _runtime_overrides(items) -> dict:
+    """`--runtime-opt KEY=VALUE` items as AgentRuntimeParams fields (runtime/agent_runtime.py)."""
+    from tokenstack_sim.config.loader import parse_override
+    from tokenstack_sim.config.schema import build
+    from tokenstack_sim.runtime.agent_runtime import AgentRuntimeParams
+
+    out = {}
+    for item in items:
+        path, value = parse_override(item)
+        out[".".join(path)] = value
+    try:
+        build(AgentRuntimeParams, out)
+    except InputError as exc:
+        raise InputError(f"{exc.message} (at {exc.where})", where="--runtime-opt") from None
+    return out
+
+
 def _common(command):
     options = [
         click.option("--model", "-m", "model", default="llama-3.1-70b", show_default=True, help="Model preset or TOML."),
@@ -169,8 +186,15 @@ def _print_tables(runs, fmt: str) -> None:
 @_common
 @click.option("--qps", type=float, default=None, help="Mean request rate (default: the workload's own).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Runs with seeds seed .. seed+N-1.")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+              help="Agent runtime, for agent workloads (codewriter-like, deep-research-like, random-dag): vllm "
+                   "(default) | vllm-offload | tokencake; repeat to compare.")
+@click.option("--runtime-opt", "runtime_opts", multiple=True, metavar="KEY=VALUE",
+              help="Agent runtime parameter (offload_target=auto|host|capacity, store_gib=100, reserve_share=0.2, "
+                   "temporal=false, spatial=false, ...; docs in runtime/agent_runtime.py).")
 def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
-        pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds) -> None:
+        pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds,
+        runtimes=(), runtime_opts=()) -> None:
     """Serve a workload on one or more system CONFIGS and print the comparison.
 
     \b
@@ -187,19 +211,37 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
         raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, qps, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
                  drain_frac, kv)
+    rt_opts = _runtime_overrides(runtime_opts)
+    rt_specs = []
+    for name in runtimes or ("vllm",):
+        try:
+            rt_specs.append(dataclasses.replace(spec, runtime=name, runtime_options=rt_opts))
+        except InputError as exc:
+            raise InputError(exc.message, where="--runtime" if exc.where == "runtime" else "--runtime-opt") from None
     options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
                             allreduce=allreduce)
     preps = _prepare_all(configs, model, spec, options, workers)
     runs = []
     for prep in preps:
-        for s in range(seed, seed + seeds):
-            sp = dataclasses.replace(spec, seed=s)
-            label = f"{prep.system.name} seed {s}"
-            runs.append(run_prepared(prep, sp, progress=_progress_bar(label) if prep.fits else None))
+        for rspec in rt_specs:
+            for s in range(seed, seed + seeds):
+                sp = dataclasses.replace(rspec, seed=s)
+                label = f"{prep.system.name} {rspec.runtime} seed {s}" if runtimes else f"{prep.system.name} seed {s}"
+                try:
+                    runs.append(run_prepared(prep, sp, progress=_progress_bar(label) if prep.fits else None))
+                except InputError as exc:
+                    if exc.where == "runtime":
+                        raise InputError(exc.message, where="--runtime") from None
+                    raise
     if out:
         write_runs(out, runs)
         click.echo(f"wrote {len(runs)} run(s) to {out}", err=True)
     _print_tables(runs, fmt)
+    from tokenstack_sim.results.agent_report import agent_table, is_agent_run
+
+    if any(is_agent_run(r) for r in runs):  # agent apps: makespans, KV use, offloads (results/agent_report.py)
+        click.echo("")
+        click.echo(agent_table(runs, fmt))
 
 
 @click.command()
