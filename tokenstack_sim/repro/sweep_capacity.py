@@ -1,9 +1,11 @@
 """SLO capacity searches whose probes are sweep points: resumable, parallel with other searches.
 
 `search(task, folder, executor)` runs `sim.capacity.capacity_search` for one (system, parameters,
-model, workload, seed) with a `serve` hook: each probed rate becomes a point of a one-folder sweep
-(`folder/spec.toml` lists every rate probed so far; run_sweep skips the finished ones), so a killed
-search resumes from its finished probes and `tokenstack report folder` shows them. The rule, the
+model, workload, seed) with a `serve` hook: each probed rate becomes a one-point sweep in
+`folder/q<rate>/` (run_sweep skips it when finished), so a killed search resumes from its finished
+probes. With `duration_s` set, a probe at rate r serves N = ceil(r x duration_s) requests (at most
+`request_cap`; repro/tokenstack_plan.py says why a count and not a window); without it the task's `run`
+keys apply to every probe as they are. The rule, the
 doubling and the geometric bisection are capacity_search's own (sim/capacity.py). One seed per search:
 the reproduction searches each seed on its own and puts the interval over seeds on the capacities
 (repro/stats.py), where capacity_search's several-seed mode would give one capacity per rate rule.
@@ -35,13 +37,27 @@ class CapacityTask:
     tolerance: float = 0.1
     target: float = 0.9
     label: str = ""  # the system as the report names it (e.g. attacc-hbm4 p=4)
+    duration_s: float | None = None  # a probe serves ceil(rate x duration_s) requests (max_requests)
+    request_cap: int | None = None  # ... at most this many
+
+    def run_at(self, qps: float) -> dict:
+        """The RunSpec keys of the probe at `qps`."""
+        from tokenstack_sim.repro.tokenstack_plan import requests_at
+
+        if self.duration_s is None:
+            return dict(self.run)
+        return {**self.run, "max_requests": requests_at(qps, self.duration_s, self.request_cap or 10**9)}
 
 
-def _spec_fields(task: CapacityTask, rates: list[float], name: str) -> dict:
+def probe_folder(folder: Path, qps: float) -> Path:
+    return Path(folder) / f"q{qps:.8g}"
+
+
+def _spec_fields(task: CapacityTask, qps: float, name: str) -> dict:
     return dict(name=name, description=f"capacity search of {task.label or task.system} ({task.model}, "
-                f"{task.workload}, seed {task.seed}): every probed rate", systems=[task.system],
-                models=[task.model], workloads=[task.workload], qps=sorted(rates), seeds=[task.seed],
-                run=dict(task.run), engine=dict(task.engine), params=dict(task.params))
+                f"{task.workload}, seed {task.seed}): the probe at {qps:.8g} req/s", systems=[task.system],
+                models=[task.model], workloads=[task.workload], qps=[qps], seeds=[task.seed],
+                run=task.run_at(qps), engine=dict(task.engine), params=dict(task.params))
 
 
 def search(task: CapacityTask, folder: str | Path, executor, *,
@@ -57,24 +73,21 @@ def search(task: CapacityTask, folder: str | Path, executor, *,
     from tokenstack_sim.sweep.runner import run_sweep
 
     folder = Path(folder)
-    rates: list[float] = []
     name = folder.name
 
     def serve(qps: float, seeds: list) -> list:
-        if qps not in rates:
-            rates.append(qps)
-        spec = write_spec(folder / "spec.toml", **_spec_fields(task, rates, name))
-        out = run_sweep(spec, folder, executor=executor, resume=True, characterize_workers=1)
+        sub = probe_folder(folder, qps)
+        spec = write_spec(sub / "spec.toml", **_spec_fields(task, qps, f"{name}-{sub.name}"))
+        out = run_sweep(spec, sub, executor=executor, resume=True, characterize_workers=1)
         if out.errors:
-            raise RuntimeError(f"{folder}: point {out.errors[0][0]} failed: {out.errors[0][1]}")
-        recs = [r for r in records(folder) if r["params"]["qps"] == qps and r["params"]["seed"] in seeds]
+            raise RuntimeError(f"{sub}: point {out.errors[0][0]} failed: {out.errors[0][1]}")
+        recs = [r for r in records(sub) if r["params"]["qps"] == qps and r["params"]["seed"] in seeds]
         by_seed = {r["params"]["seed"]: r for r in recs}
         return [SimpleNamespace(params={"qps": qps, "seed": s}, status=by_seed[s]["status"],
                                 summary=by_seed[s]["summary"] or {"slo_attainment": math.nan}) for s in seeds]
 
     system = load_config(task.system, system_overrides(task.system, task.params), kind="system")
-    run = dict(task.run)
-    spec = RunSpec(task.workload, qps=task.qps_start, seed=task.seed, **run)
+    spec = RunSpec(task.workload, qps=task.qps_start, seed=task.seed, **task.run_at(task.qps_start))
     prep = prepare(system, task.model, options=build(EngineOptions, dict(task.engine), where="engine"),
                    scheduler=spec.scheduler, kv_blocks=spec.kv_blocks, kv=spec.kv, bind=False)
     say = (lambda m: progress(f"{name}: {m}")) if progress else None
