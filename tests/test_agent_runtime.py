@@ -152,11 +152,12 @@ def test_early_return_waits_the_upload_and_is_counted():
     n = (t.rows["input_tokens"][0] + t.rows["output_tokens"][0] - 1) // BS
     assert c["mispredictions"] == 1 and c["late_uploads"] == 1 and c["early_uploads"] == 0
     assert c["uploads"] == 0 and c["loaded_blocks"] > 0  # nothing uploaded ahead: loaded when asked for
-    assert c["upload_wait_s"] == pytest.approx(c["loaded_blocks"] * 2e-3)  # exactly the copy of what was lost
+    assert c["upload_wait_s"] == 0.0 and c["kv_away_at_return"] == 0
+    assert c["load_wait_s"] == pytest.approx(c["loaded_blocks"] * 2e-3)  # exactly the copy of what was lost
     req = res.requests
     b = 1 if t.rows["app_id"][1] == 0 else 2
     assert req["prefix_hit_tokens"][b] == n * BS
-    assert req["first_token_s"][b] - req["arrival_s"][b] > c["upload_wait_s"]  # the wait is in its TTFT
+    assert req["first_token_s"][b] - req["arrival_s"][b] > c["load_wait_s"]  # the wait is in its TTFT
 
 
 def test_late_return_holds_memory_and_is_counted():

@@ -5,7 +5,8 @@ the runtimes). Rendered with results/report.py's markdown / csv / json writer.
 Columns: system, runtime, workload, rate (apps/s), apps, makespan mean / p99 (s), effective KV
 utilization and the share of KV memory held idle by pinned agents (%), prompt tokens computed / prompt
 tokens (the rest hit the prefix cache or came back from the store), preemptions, offloaded / uploaded GB
-(whole system), mispredictions, late and early uploads, seconds calls waited for their KV.
+(whole system), mispredictions, late and early uploads, stalls whose KV was away at the return for
+lack of memory, seconds calls waited for their KV (loads + uploads in flight).
 """
 
 from __future__ import annotations
@@ -30,8 +31,16 @@ COLUMNS = (
     ("mispredictions", "mispred.", True, lambda r, s: s.get("mispredictions")),
     ("late_uploads", "late", True, lambda r, s: s.get("late_uploads")),
     ("early_uploads", "early", True, lambda r, s: s.get("early_uploads")),
-    ("kv_wait_s", "KV wait s", True, lambda r, s: s.get("upload_wait_s", s.get("load_wait_s"))),
+    ("kv_away", "KV away", True, lambda r, s: s.get("kv_away_at_return")),
+    ("kv_wait_s", "KV wait s", True, lambda r, s: _wait(s)),
 )
+
+
+def _wait(s):
+    """Seconds calls waited for their KV: on loads from the store plus on uploads in flight."""
+    if "load_wait_s" not in s and "upload_wait_s" not in s:
+        return None
+    return s.get("load_wait_s", 0.0) + s.get("upload_wait_s", 0.0)
 
 
 def _pct(x):

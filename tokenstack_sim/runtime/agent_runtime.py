@@ -170,7 +170,6 @@ class StoreLoads:
         self.waiters: dict[int, set] = {}  # owner -> calls whose loaded blocks it holds until admitted
         self.loading: set[int] = set()
         self.landed: set[int] = set()  # calls back at the head of the queue with their KV loaded
-        self.wait_s: dict[int, float] = {}  # call -> seconds its loads took
 
     def scan(self, now: float) -> None:
         rt = self.rt
@@ -209,7 +208,6 @@ class StoreLoads:
             rt.c["loads"] += 1
             rt.c["loaded_blocks"] += k
             rt.c["load_wait_s"] += end - now
-            self.wait_s[r] = self.wait_s.get(r, 0.0) + end - now
             waiting.remove(r)
             self.loading.add(r)
             rt.loop.call_at(end, lambda t, o=owner, r=r, s=frozenset(load): self._landed(o, r, t, s))

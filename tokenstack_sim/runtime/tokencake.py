@@ -17,8 +17,10 @@ vLLM's KV connector does). On the return:
 - uploaded (or never offloaded): the calls are admitted at once; an upload that sat more than
   ``mispredict_tolerance_s`` past its planned landing before the return held memory early (counted,
   with its block-seconds);
-- the KV still away (upload in flight or not started: the tool returned early, or memory was short):
-  the calls wait for it (late, counted once per stall; the wait is summed in ``upload_wait_s``).
+- the KV still away: the calls wait for it. Late (a misprediction's cost, counted once per stall): the
+  tool returned before the upload landed or started, the wait for an upload in flight is summed in
+  ``upload_wait_s``; away (``kv_away_at_return``): the predictive upload found no memory. A call whose
+  KV is not uploaded loads it near the head of the queue (its wait in ``load_wait_s``).
 A stall not returned by its safety deadline (``deadline_factor`` x prediction, bounded to
 [``deadline_min_s``, ``deadline_max_s``], TokenCake docs) lets its KV go. Under memory pressure (the
 first waiting call does not fit, or fewer free blocks than running calls) held KV is freed: KV whose
@@ -74,7 +76,8 @@ class Stall:
     upload_end_s: float = math.nan
     uploaded: int = 0  # blocks held for the calls after the upload (re-pinned + copied back)
     pending: list = field(default_factory=list)  # (call, ready time) admitted when the upload lands
-    late: bool = False  # a call waited for the upload (counted once)
+    late: bool = False  # a call found the KV away at its return (counted once)
+    skipped: bool = False  # the predictive upload found no memory (the calls load the KV on demand)
     early: bool = False  # the upload landed well before a call could use it (counted once)
     released: bool = False  # a call after the tool was released (its KV is about to be used)
 
@@ -107,6 +110,7 @@ class TokenCake(AgentRuntime):
         self.c.update(stalls=0, offloads=0, uploads=0, mispredictions=0, late_uploads=0, early_uploads=0,
                       upload_wait_s=0.0, early_held_block_s=0.0, deadline_expired=0, dropped_under_pressure=0,
                       offloaded_under_pressure=0, deferred_calls=0, reserved_blocks_peak=0, uploads_skipped=0,
+                      kv_away_at_return=0,
                       loads=0, load_wait_s=0.0, loaded_blocks=0)
         self._deferred_once: set[int] = set()
 
@@ -180,7 +184,10 @@ class TokenCake(AgentRuntime):
                     self.c["early_held_block_s"] += early * st.uploaded
             elif st.state in (OFFLOADED, UPLOADING) and not st.late:
                 st.late = True  # the KV is away: the call waits for it (counted once per stall)
-                self.c["late_uploads"] += 1
+                if st.skipped:
+                    self.c["kv_away_at_return"] += 1  # no memory for the predictive upload: loaded on demand
+                else:
+                    self.c["late_uploads"] += 1  # returned before the upload landed (or started)
             if st.state == UPLOADING:
                 st.pending.append((r, t))  # admitted when the upload lands
                 return
@@ -259,6 +266,7 @@ class TokenCake(AgentRuntime):
         if k > avail:
             self.pins.release(st.owner)
             self.c["uploads_skipped"] += 1
+            st.skipped = True
             return
         todo = list(st.hashes[g:g + k])
         if todo:
@@ -308,9 +316,6 @@ class TokenCake(AgentRuntime):
         for r in rs:
             self._need.pop(r, None)
             if self.loads is not None:
-                w = self.loads.wait_s.pop(r, None)
-                if w is not None and r in self.waiting_on:
-                    self.c["upload_wait_s"] += w
                 self.loads.admitted(r)
             st = self.waiting_on.pop(r, None)
             if st is None:
