@@ -329,11 +329,12 @@ def gaps(results, base, f, quick) -> list[str]:
     if s_only_t:
         d_tt = pct(s_only_t["app_makespan_mean_s"], s_v["app_makespan_mean_s"])
         out.append(f"- **TokenStack, TokenCake {d_ts:+.0f}% vs vLLM + offload {d_to:+.0f}% (1 app/s).** Without its "
-                   f"spatial scheduler TokenCake gets {d_tt:+.0f}%: on this GPU decode is "
-                   f"{g_v['tpot_s_p50'] / s_v['tpot_s_p50']:.1f}x faster than on the H100, apps are limited by "
-                   "their tool waits rather than by the queue, and holding back calls with slack and reordering "
-                   "admissions (weights [E]) costs more than it saves; LMCache's store-everything also keeps the "
-                   "KV of calls followed directly by another call, which TokenCake leaves to the prefix cache.")
+                   f"spatial scheduler TokenCake gets {d_tt:+.0f}%, so here the spatial part (holding back calls "
+                   "within their predicted slack, reordering admissions; weights [E]) costs what it gains on the "
+                   "H100, likely because its slack estimate assumes 30 ms per output token while this GPU decodes "
+                   f"{g_v['tpot_s_p50'] / s_v['tpot_s_p50']:.1f}x faster than the H100 (a hypothesis: rerun with "
+                   "--runtime-opt critical_slack_s / w_* to test it); LMCache's store-everything also keeps the KV "
+                   "of calls followed directly by another call, which TokenCake leaves to the prefix cache.")
     own_v = _get(results, "tokenstack own pool", "vllm", 1.0)
     own_t = _get(results, "tokenstack own pool", "tokencake", 1.0)
     if own_v and own_t:

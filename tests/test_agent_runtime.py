@@ -247,3 +247,36 @@ def test_cli_runtimes(capsys, tmp_path):
     code, out, err = _cli(capsys, "run", "h100-tokencake", "--model", "qwen2.5-14b", "--memory-timing", "roofline",
                           "--workload", "azure-conv-like", "--requests", "2", "--runtime", "tokencake")
     assert code == 2 and "serves agent workloads" in err and err.startswith("error: --runtime:")
+
+
+def test_tokenstack_offload_to_capacity_keeps_tiers_consistent(opcost_cache, monkeypatch):
+    """TokenCake on tokenstack-hbm4 offloading to the capacity layers (base-die DMA): the tiers stay
+    consistent at every step while agents' KV is pinned, offloaded and uploaded (TieredKv.check), the
+    offload path is the capacity tier, and every call runs to its budget."""
+    from tokenstack_sim.kv.tiered import TieredKv
+    from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    checks = []
+    orig = TieredKv.begin_step
+
+    def begin_step(self):
+        self.check()
+        checks.append(1)
+        orig(self)
+
+    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
+    t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
+    prep = prepare("tokenstack-hbm4", "llama-3.1-8b", options=EngineOptions(memory_timing="roofline"), kv_blocks=700)
+    spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=700, runtime="tokencake",
+                   runtime_options={"offload_gain": 0.0})
+    res = run_prepared(prep, spec, table=t)
+    prep.step_model.kv.check()
+    s = res.summary
+    assert checks and s["output_tokens"] == int(t.rows["output_tokens"].sum())
+    assert s["offloads"] > 0 and s["offload_bytes"] > 0
+    # INT8 in the capacity layers: half an FP16 block plus one scale per 32 elements, per GPU, x 8 GPUs
+    sm = prep.step_model
+    n = s["offload_bytes"] / (sm.block_bytes * sm.capacity_ratio * 8)
+    assert sm.capacity_ratio < 1 and n == pytest.approx(round(n), abs=1e-6)
+    assert res.params["runtime"] == "tokencake"
