@@ -122,6 +122,7 @@ class TieredKv:
         self.step_index = 0
         self._moves = 0
         self._mig = np.zeros((3, max(self.U, 1)), np.int64)  # kind x unit, since the last take
+        self.migrations_pending = False  # anything in _mig (the step model skips the take when not)
         self._dropped = 0
         self.counters = {"demotions": 0, "promotions": 0, "dropped_cached": 0, "replicas_made": 0,
                          "replicas_dropped": 0, "replica_hits": 0, "shared_attaches": 0}
@@ -284,6 +285,7 @@ class TieredKv:
 
     def _record(self, kind: int, u: int) -> None:
         self._mig[kind, u] += 1
+        self.migrations_pending = True
         if kind != REPLICATE:
             self._moves += 1
         self.counters[("demotions", "promotions", "replicas_made")[kind]] += 1
@@ -494,6 +496,7 @@ class TieredKv:
         """Blocks moved since the last call: kind (DEMOTE, PROMOTE, REPLICATE) x unit; resets."""
         m = self._mig.copy()
         self._mig[:] = 0
+        self.migrations_pending = False
         return m
 
     # ---- checks ----------------------------------------------------------------------------------------
