@@ -54,6 +54,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.gpu.roofline import gemm_compute_efficiency
@@ -87,6 +88,7 @@ KV_FIELDS = ("kv_gathers", "kv_demoted_blocks", "kv_promoted_blocks", "kv_replic
 _SA = {a: i for i, a in enumerate(STACK_ACTIONS)}
 _READ, _WRITE = _SA["gpu_read_bits"], _SA["gpu_write_bits"]  # the interposer segment of GPU traffic
 _GPU_RD, _GPU_WR = path_vector("gpu_read"), path_vector("gpu_write")  # one bit's actions on every segment
+_I64, _BOOL = np.dtype(np.int64), np.dtype(np.bool_)
 
 
 def action_slot(component: str, action: str) -> int:
@@ -157,6 +159,10 @@ class Lookup:
         self.a_top = np.array([np.interp(self.top, self.ax, row) for row in self.A])
         # the fixed cost of one op: its time at the smallest characterized non-zero size
         self.fixed_ns = float(self.ts[1]) if len(self.ts) > 1 else 0.0
+        c = np.ascontiguousarray
+        # xs, ts, ax, A, a_top as the compiled kernels take them
+        self.arrays = (c(self.xs, np.float64), c(self.ts, np.float64), c(self.ax, np.float64), c(self.A, np.float64),
+                       c(self.a_top, np.float64))
 
     def _split(self, size: np.ndarray):
         if size.size and size.max() > self.top:
@@ -238,43 +244,398 @@ def pim_packed_load(items: np.ndarray, n_scopes: int) -> tuple[float, int]:
     return float(grid.sum(axis=0).max()), rows
 
 
+# --- the step's attention, compiled --------------------------------------------------------------------
+# `StepModel._step` on a batch whose KV placement a bound TieredKv gives (every step of a serving run),
+# the placement read straight from its arrays: one compiled call instead of ~40 numpy calls on arrays of
+# a few elements (a decode batch at the Azure conversation rate is ~5 sequences). Every quantity a step
+# time depends on is computed with the same floating-point operations in the same order as the numpy
+# path (np.interp's formula, numpy's pairwise sum for 1-D reductions and its row-by-row sum over axis 0,
+# the packed-load heap's float arithmetic), so step times and attended counts come out bit for bit as
+# the numpy path's (checked on random batches and on the Azure conversation hour, numpy 2.4); the PIM
+# units' action counts differ from the numpy path's BLAS matrix-vector product in summation order only
+# (< 1e-14 relative). tests/test_step_compiled.py checks the two paths against each other (1e-12).
+# `_stream_kernel` is `Lookup.scalar` plus `_stream1`'s update of the action vector, compiled, for every
+# path (bit for bit).
+
+
+@njit(cache=True)
+def _pw_block(a, lo, n):
+    """numpy's pairwise_sum of a[lo:lo + n] for n <= 128: 8 accumulators."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    end = n - n % 8
+    while i < end:
+        b = lo + i
+        r0 += a[b]
+        r1 += a[b + 1]
+        r2 += a[b + 2]
+        r3 += a[b + 3]
+        r4 += a[b + 4]
+        r5 += a[b + 5]
+        r6 += a[b + 6]
+        r7 += a[b + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _pw_sum(a, n):
+    """numpy's add.reduce of the contiguous float64 a[:n], bit for bit: blocks of up to 128 summed with 8
+    accumulators, larger spans halved (at a multiple of 8) and the halves added. The recursion runs on an
+    explicit stack (numba's cache does not keep recursive functions reliably)."""
+    lo = np.int64(0)  # not a literal: one compiled version of _pw_block
+    if n <= 128:
+        return _pw_block(a, lo, n)
+    s_lo = np.empty(64, np.int64)
+    s_n = np.empty(64, np.int64)
+    s_st = np.empty(64, np.int64)
+    vals = np.empty(64)
+    d = 0
+    nv = 0
+    s_lo[0], s_n[0], s_st[0] = lo, n, 0
+    while d >= 0:
+        flo, fn = s_lo[d], s_n[d]
+        if fn <= 128:
+            vals[nv] = _pw_block(a, flo, fn)
+            nv += 1
+            d -= 1
+            continue
+        n2 = fn // 2
+        n2 -= n2 % 8
+        if s_st[d] == 0:
+            s_st[d] = 1
+            d += 1
+            s_lo[d], s_n[d], s_st[d] = flo, n2, 0
+        elif s_st[d] == 1:
+            s_st[d] = 2
+            d += 1
+            s_lo[d], s_n[d], s_st[d] = flo + n2, fn - n2, 0
+        else:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+            d -= 1
+    return vals[0]
+
+
+@njit(cache=True)
+def _interp1(x, xp, fp):
+    """np.interp(x, xp, fp) for one x (increasing xp), bit for bit."""
+    n = xp.shape[0]
+    if x != x:
+        return x
+    if n == 1:
+        return fp[0]
+    if x < xp[0]:
+        return fp[0]
+    if x > xp[n - 1]:
+        return fp[n - 1]
+    j = np.searchsorted(xp, x, side="right") - 1
+    if j >= n - 1:
+        return fp[n - 1]
+    if xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    r = slope * (x - xp[j]) + fp[j]
+    if r != r:
+        r = slope * (x - xp[j + 1]) + fp[j + 1]
+        if r != r and fp[j] == fp[j + 1]:
+            r = fp[j]
+    return r
+
+
+@njit(cache=True)
+def _time1(x, split, xs, ts, top, t_top):
+    """`Lookup.time_ns` of one element of an array whose maximum is above the grid's top (`split`) or not."""
+    if split:
+        pieces = np.floor(x / top)
+        return _interp1(x - pieces * top, xs, ts) + pieces * t_top
+    return _interp1(x, xs, ts)
+
+
+@njit(cache=True)
+def _packed_load_few(items, n):
+    """`pim_packed_load` for 0 < len(items) < n (same operations, same result): the items split over the
+    scopes (the greedy heap's increments)."""
+    m = items.shape[0]
+    mx = items[0]
+    total = 0.0
+    for i in range(m):
+        mx = max(mx, items[i])
+        total += items[i]
+    if mx <= 0:
+        return 0.0
+    ks = np.empty(m, np.int64)
+    upper = -np.inf
+    for i in range(m):
+        k = max(1, int(items[i] * (n - m) / total))
+        upper = max(upper, items[i] / k)
+    s = 0
+    for i in range(m):
+        ks[i] = max(1, math.ceil(items[i] / upper - 1e-12))
+        s += ks[i]
+    # the heap's pops: the largest t_i / k_i, the lowest i among equals
+    for _ in range(n - s):
+        best = 0
+        bv = items[0] / ks[0]
+        for i in range(1, m):
+            v = items[i] / ks[i]
+            if v > bv:
+                best, bv = i, v
+        ks[best] += 1
+    bv = items[0] / ks[0]
+    for i in range(1, m):
+        bv = max(bv, items[i] / ks[i])
+    return bv
+
+
+@njit(cache=True)
+def _stream_kernel(x, xs, ts, ax, A, a_top, top, t_top, vec, o, k, write):
+    """`Lookup.scalar(x)` with its actions x k added to vec[o:] (read bits turned into written bits for a
+    write): `StepModel._stream1`'s characterized case, the same operations. Returns the time in ns."""
+    pieces = 0
+    if x > top:
+        pieces = math.floor(x / top)
+        x -= pieces * top
+    n = xs.shape[0]
+    i = min(max(np.searchsorted(xs, x, side="right"), 1), n - 1)
+    x0, x1 = xs[i - 1], xs[i]
+    f = min(max((x - x0) / (x1 - x0), 0.0), 1.0)
+    t = ts[i - 1] + f * (ts[i] - ts[i - 1])
+    na = ax.shape[0]
+    j = min(max(np.searchsorted(ax, x, side="right"), 1), na - 1)
+    g = min(max((x - ax[j - 1]) / (ax[j] - ax[j - 1]), 0.0), 1.0)
+    if pieces:
+        t += pieces * t_top
+    r = 0.0
+    for a in range(A.shape[0]):
+        v = A[a, j - 1] * (1.0 - g) + A[a, j] * g
+        if pieces:
+            v = v + pieces * a_top[a]
+        vec[o + a] += v * k
+        if a == _READ:
+            r = v * k
+    if write:  # the stream's read bits were written
+        vec[o + _READ] -= r
+        vec[o + _WRITE] += r
+    return t
+
+
+@njit(cache=True)
+def _attention_kernel(ids, new, ctx, emits, pim_cnt, cap_cnt, last_loc, ip, fp, xs, ts, ax, A, a_top, apim, per_out,
+                      out):
+    """The attention terms of a step (see above): decode tokens over KV in PIM units on the units, the
+    rest (prefill and recompute chunks, KV in the capacity tier, partial-result merges) on the GPU. ip:
+    kv.U, units U, has a PIM tier, packed, scopes, heads per stack; fp: grid top, time at top, fixed
+    cost, action scale. Writes the PIM units' actions (scaled) to `apim` and the terms to `out`; where the
+    most loaded unit's items need the snake deal (pim_packed_load), out[2] = -1 and the items go to
+    `per_out` (out[18] of them)."""
+    B = ids.shape[0]
+    kv_U, U, has_pim, packed, n_scopes, H = ip[0], ip[1], ip[2] != 0, ip[3] != 0, ip[4], ip[5]
+    top, t_top, fixed_ns, k_act = fp[0], fp[1], fp[2], fp[3]
+    Uv = pim_cnt.shape[1]
+    T = np.empty((B, U))
+    colsum = np.zeros(U)
+    flat = np.empty(B * U)
+    f = np.empty(U)
+    att = np.empty(B)
+    rc = np.empty(B)
+    g_fl = np.empty(B)
+    g_fp = np.empty(B)
+    g_fc = np.empty(B)
+    g_nq = np.empty(B)
+    tokens = 0
+    n_one = 0
+    gpu_lp = 0.0
+    gpu_nlp = 0.0
+    m = np.int64(0)
+    nflat = np.int64(0)
+    n_gpu = np.int64(0)
+    gathers = 0
+    n_wr = 0
+    pim_nlp = 0
+    for i in range(B):
+        r = ids[i]
+        c = float(ctx[i])
+        nq = float(new[i])
+        tokens += new[i]
+        n_one += new[i] == 1
+        att[i] = c + nq
+        s = np.int64(cap_cnt[r])
+        for u in range(Uv):
+            s += pim_cnt[r, u]
+        nblk = float(max(s, 1))
+        if Uv == U:
+            for u in range(U):
+                f[u] = pim_cnt[r, u] / nblk
+        else:  # interleaved: one count, split evenly over every unit
+            one = pim_cnt[r, 0] / nblk
+            for u in range(U):
+                f[u] = one / U
+        in_pim = _pw_sum(f, U)
+        fc = cap_cnt[r] / nblk
+        lp = last_loc[r] >= 0 and last_loc[r] < kv_U
+        if has_pim and nq == 1.0 and in_pim > 0:  # a decode token over KV in PIM units
+            key = c + 1.0
+            places = 0
+            for u in range(U):
+                tv = key * f[u]
+                T[m, u] = tv
+                colsum[u] += tv
+                if tv > 0:
+                    flat[nflat] = tv
+                    nflat += 1
+                    places += 1
+            if fc > 0:
+                places += 1
+            if places > 1:
+                gathers += places - 1
+            rc[m] = c * fc
+            if lp:
+                n_wr += 1
+            else:
+                pim_nlp += 1
+            m += 1
+        else:
+            g_fl[n_gpu] = nq * (c + (nq + 1.0) * 0.5)
+            g_fp[n_gpu] = c * in_pim
+            g_fc[n_gpu] = c * fc
+            g_nq[n_gpu] = nq
+            if lp:
+                gpu_lp += nq
+            else:
+                gpu_nlp += nq
+            n_gpu += 1
+    pim_ns = 0.0
+    att_pim = 0.0
+    rest_cap = 0.0
+    if m:
+        u_max = 0
+        for u in range(1, U):
+            if colsum[u] > colsum[u_max]:
+                u_max = u
+        per = np.empty(m)
+        npr = np.int64(0)
+        mx = -np.inf
+        for i in range(m):
+            v = T[i, u_max]
+            if v > 0:
+                per[npr] = v
+                npr += 1
+                mx = max(mx, v)
+        if not packed or npr == 1:
+            tt = np.empty(npr)
+            for i in range(npr):
+                tt[i] = _time1(per[i], mx > top, xs, ts, top, t_top)
+            pim_ns = _pw_sum(tt, npr)
+        elif npr * H < n_scopes:
+            items = np.empty(npr * H)
+            for i in range(npr):
+                for h in range(H):
+                    items[i * H + h] = per[i]
+            x = n_scopes * _packed_load_few(items, n_scopes) / H
+            pim_ns = _time1(x, x > top, xs, ts, top, t_top)  # one round: + 0 * fixed cost
+        else:  # as many items as scopes or more: dealt in snake order by pim_packed_load (numpy, rare)
+            pim_ns = -1.0
+            for i in range(npr):
+                per_out[i] = per[i]
+            out[18] = npr
+        # the units' actions (Lookup.actions over every (sequence, unit) share)
+        split = False
+        for i in range(nflat):
+            if flat[i] > top:
+                split = True
+        na = A.shape[0]
+        npts = ax.shape[0]
+        s0 = np.zeros(na)
+        s1 = np.zeros(na)
+        pieces_sum = 0.0
+        for i in range(nflat):
+            x = flat[i]
+            if split:
+                pieces = np.floor(x / top)
+                x = x - pieces * top
+                pieces_sum += pieces
+            j = np.searchsorted(ax, x, side="right")
+            j = min(max(j, 1), npts - 1)
+            x0, x1 = ax[j - 1], ax[j]
+            g = min(max((x - x0) / (x1 - x0), 0.0), 1.0)
+            w0 = 1.0 - g
+            for a in range(na):
+                s0[a] += A[a, j - 1] * w0
+                s1[a] += A[a, j] * g
+        for a in range(na):
+            v = s0[a] + s1[a]
+            if split:
+                v = v + a_top[a] * pieces_sum
+            apim[a] = v * k_act
+        att_pim = _pw_sum(flat, nflat)
+        rest_cap = _pw_sum(rc, m)
+    out[0] = _pw_sum(att, B)
+    out[1] = att_pim
+    out[2] = pim_ns
+    out[3] = m
+    out[4] = n_wr
+    out[5] = pim_nlp
+    out[6] = gathers
+    out[7] = rest_cap
+    out[8] = n_gpu
+    out[9] = _pw_sum(g_fl, n_gpu)
+    out[10] = _pw_sum(g_fp, n_gpu)
+    out[11] = _pw_sum(g_fc, n_gpu)
+    out[12] = gpu_lp
+    out[13] = gpu_nlp
+    n_emit = 0
+    for i in range(B):
+        n_emit += emits[i]
+    out[14] = n_emit
+    out[15] = tokens
+    out[16] = n_one
+    out[17] = _pw_sum(g_nq, n_gpu)
+
+
 class StepRecords:
     """What the step model records per step, in arrays that grow by doubling (a million-step run keeps
     ~0.4 GB less than a list of tuples and appends faster): `parts` (steps x STEP_PARTS), `actions`
     (steps x N_ACTIONS, whole system), `attended`, `attended_pim`, `decode_seqs`, and `kv` (steps x
     KV_FIELDS: where blocks are and what moved, zeros without tiered KV)."""
 
+    _NO_KV = (0.0,) * len(KV_FIELDS)
+
     def __init__(self, capacity: int = 4096):
         self.n = 0
-        self._parts = np.zeros((capacity, N_PARTS))
+        # per step: parts, then attended, attended_pim, decode_seqs, then the KV fields (one row, one store)
+        self._cols = np.zeros((capacity, N_PARTS + 3 + len(KV_FIELDS)))
         self._actions = np.zeros((capacity, N_ACTIONS))
-        self._scalars = np.zeros((capacity, 3))
-        self._kv = np.zeros((capacity, len(KV_FIELDS)))
 
     def add(self, parts, vec, attended: float, attended_pim: float, decode_seqs: int, kv=None) -> None:
-        if self.n == len(self._parts):
-            self._parts = np.concatenate([self._parts, np.zeros_like(self._parts)])
+        if self.n == len(self._cols):
+            self._cols = np.concatenate([self._cols, np.zeros_like(self._cols)])
             self._actions = np.concatenate([self._actions, np.zeros_like(self._actions)])
-            self._scalars = np.concatenate([self._scalars, np.zeros_like(self._scalars)])
-            self._kv = np.concatenate([self._kv, np.zeros_like(self._kv)])
         i = self.n
-        self._parts[i] = parts
+        self._cols[i] = (*parts, attended, attended_pim, decode_seqs, *(self._NO_KV if kv is None else kv))
         self._actions[i] = vec
-        self._scalars[i] = (attended, attended_pim, decode_seqs)
-        if kv is not None:
-            self._kv[i] = kv
         self.n += 1
 
     @property
     def kv(self) -> np.ndarray:
-        return self._kv[:self.n]
+        return self._cols[:self.n, N_PARTS + 3:]
 
     def __len__(self) -> int:
         return self.n
 
     @property
     def parts(self) -> np.ndarray:
-        return self._parts[:self.n]
+        return self._cols[:self.n, :N_PARTS]
 
     @property
     def actions(self) -> np.ndarray:
@@ -282,15 +643,15 @@ class StepRecords:
 
     @property
     def attended(self) -> np.ndarray:
-        return self._scalars[:self.n, 0]
+        return self._cols[:self.n, N_PARTS]
 
     @property
     def attended_pim(self) -> np.ndarray:
-        return self._scalars[:self.n, 1]
+        return self._cols[:self.n, N_PARTS + 1]
 
     @property
     def decode_seqs(self) -> np.ndarray:
-        return self._scalars[:self.n, 2]
+        return self._cols[:self.n, N_PARTS + 2]
 
 
 class StepModel:
@@ -355,7 +716,21 @@ class StepModel:
         self._allreduce_rows = [i for i, x in enumerate(names) if x.startswith("allreduce")]
         self._lookups: dict[str, Lookup] = {}
         self._fixed: dict[tuple[int, int], tuple] = {}  # (tokens, emitting) -> the step's non-attention part
+        # steps with a bound `kv` take the compiled path (`_compiled_step`); False: the numpy path only
+        # (tests compare the two)
+        self.compiled = True
+        self._dk_kv = None
+        self._fast_seqs = 0  # sequences the compiled path timed in this step, and the decode ones among them
+        self._fast_dec = 0
+        self._mig_any = False
+        self._dma_lookups = None
         self.records = StepRecords()
+        # per-step constants
+        self._L, self._g = model_cfg.num_layers, system.gpus
+        self._slot_pim_link = action_slot("pim_link", "link_bytes")
+        self._slot_flops_a = action_slot("gpu", f"flops_{self.a_dtype}")
+        self._slot_l2 = action_slot("gpu", "l2_bytes")
+        self._no_mig = None
 
     # --- characterized costs -------------------------------------------------------------------------
     def attention_op(self) -> OpSpec:
@@ -403,6 +778,8 @@ class StepModel:
                                  f"`tokenstack characterize {stack.config.name}`")
             self._lookups[k] = Lookup(tables[k])
         self._fixed.clear()
+        self._dk_kv = None
+        self._dma_lookups = None
 
     # --- pieces ---------------------------------------------------------------------------------------
     def _stream(self, nbytes: np.ndarray, tier: str, vec: np.ndarray, scale: float,
@@ -428,18 +805,15 @@ class StepModel:
     def _stream1(self, nbytes: float, tier: str, vec: np.ndarray, scale: float, write: bool = False) -> float:
         """`_stream` for one transfer (the common case inside a step), without numpy arrays."""
         o = OFFSET["gpu_stacks"]
-        g = self.system.gpus
+        g = self._g
         if self.options.memory_timing == "roofline":
             vec[o:o + len(STACK_ACTIONS)] += (nbytes * 8 * scale * g) * (_GPU_WR if write else _GPU_RD)
             return nbytes / (self.system.gpu_bw_GBps * 1e9 * self._eta_bw)
-        t_ns, a = self._lookups[f"stream-{tier}"].scalar(nbytes / self.n_stacks)
-        k = self.n_stacks * scale * g
-        vec[o:o + len(STACK_ACTIONS)] += a * k
-        if write:  # the stream's read bits were written
-            r = a[_READ] * k
-            vec[o + _READ] -= r
-            vec[o + _WRITE] += r
-        return t_ns * 1e-9
+        lk = self._lookups["stream-" + tier]
+        xs, ts, ax, A, a_top = lk.arrays
+        # Lookup.scalar and the actions' update, compiled (_stream_kernel: the same operations)
+        return _stream_kernel(nbytes / self.n_stacks, xs, ts, ax, A, a_top, lk.top, lk.t_top, vec, o,
+                              float(self.n_stacks * scale * g), write) * 1e-9
 
     def _fixed_part(self, tokens: int, emitting: int) -> tuple:
         """The part of a step that depends only on its token and emitting-sequence counts: the GEMMs, the
@@ -467,13 +841,14 @@ class StepModel:
             vec[action_slot("gpu", "l2_bytes")] += float(nbytes @ reps) * n
         # collectives: two all-reduces per layer, the embedding's all-reduce, the logits' all-gather
         tp, lk = self.system.tp, self.system.gpu_link
-        ar = ops.layer["comm_bytes"][self._allreduce_rows]
         emb, lmh = ops.step[0], ops.step[1]
+        # the layer's all-reduces and the embedding's, in one call each (elementwise: the same values)
+        ar = np.append(ops.layer["comm_bytes"][self._allreduce_rows], emb["comm_bytes"])
         alg = self.options.allreduce
-        allreduce_s = (float(np.sum(allreduce_time_s(lk, ar, tp, alg))) * L
-                       + float(allreduce_time_s(lk, emb["comm_bytes"], tp, alg)))
-        link_bytes = (float(np.sum(allreduce_link_bytes(ar, tp, alg, lk))) * L
-                      + float(allreduce_link_bytes(emb["comm_bytes"], tp, alg, lk)))
+        t_ar = allreduce_time_s(lk, ar, tp, alg)
+        b_ar = allreduce_link_bytes(ar, tp, alg, lk)
+        allreduce_s = float(np.sum(t_ar[:-1])) * L + float(t_ar[-1])
+        link_bytes = float(np.sum(b_ar[:-1])) * L + float(b_ar[-1])
         if tp > 1 and lmh["comm_bytes"] > 0:  # ring all-gather: each GPU receives p-1 chunks
             allreduce_s += (tp - 1) * (float(lmh["comm_bytes"]) / lk.effective_bw_Bps + lk.latency_s)
             link_bytes += (tp - 1) * float(lmh["comm_bytes"]) * tp
@@ -493,18 +868,27 @@ class StepModel:
         proportion to their share of the blocks in use."""
         kv = self.kv if request_ids is not None else None
         mig = None
+        ids = None
+        self._fast_seqs = self._fast_dec = 0
+        self._mig_any = False
         if kv is not None:
             kv.begin_step()
-        view = kv.view(np.asarray(request_ids)) if kv is not None else None
+            ids = np.asarray(request_ids)
         if self.options.overlap == "sub_batch" and len(new_tokens) >= 2:
-            t, parts, vec, att, att_pim = self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use, view)
+            t, parts, vec, att, att_pim = self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use, ids)
         else:
-            t, parts, vec, att, att_pim = self._step(new_tokens, context_tokens, emits, kv_blocks_in_use, view)
+            t, parts, vec, att, att_pim = self._step(new_tokens, context_tokens, emits, kv_blocks_in_use, ids)
         mig_s = 0.0
         if kv is not None:
-            mig = kv.take_migrations()
-            if mig.any():
-                mig_s = self._migration_s(mig, vec)
+            if kv.migrations_pending:
+                mig = kv.take_migrations()
+                if mig.any():
+                    self._mig_any = True
+                    mig_s = self._migration_s(mig, vec)
+            else:  # nothing moved: the zero counts, without the copy
+                mig = self._no_mig
+                if mig is None or mig.shape[1] != max(kv.U, 1):
+                    mig = self._no_mig = np.zeros((3, max(kv.U, 1)), np.int64)
         self.last_migrations = mig
         return t + mig_s, parts + (mig_s,), vec, att, att_pim
 
@@ -521,15 +905,22 @@ class StepModel:
         spu = self.stacks_per_unit
         per_block = self.block_bytes / spu  # FP16 bytes of one block on each stack of its unit
         worst = 0.0
+        dma = self._dma_lookups
+        if dma is None:
+            dma = self._dma_lookups = {promote: self._lookups[self.dma_op(promote).op_id] for promote in (False, True)}
+        m = mig.tolist()
         for u in np.flatnonzero(mig.sum(axis=0)).tolist():
             t = 0.0
             for kind, promote in ((DEMOTE, False), (PROMOTE, True)):
-                n = int(mig[kind, u])
+                n = m[kind][u]
                 if n:
-                    t_ns, a = self._lookups[self.dma_op(promote).op_id].scalar(n * per_block)
+                    lk = dma[promote]
+                    xs, ts, ax, A, a_top = lk.arrays
+                    # lk.scalar(n * per_block) with its actions x (spu * g) added to vec, compiled
+                    t_ns = _stream_kernel(n * per_block, xs, ts, ax, A, a_top, lk.top, lk.t_top, vec, o,
+                                          float(spu * g), False)
                     t += t_ns * 1e-9
-                    vec[o:o + len(STACK_ACTIONS)] += a * (spu * g)
-            n = int(mig[REPLICATE, u])
+            n = m[REPLICATE][u]
             if n:
                 b = n * self.block_bytes
                 t += self._stream1(b * self.n_stacks / spu, "pim", vec, 1.0)  # read on the master's stacks
@@ -538,7 +929,7 @@ class StepModel:
             worst = max(worst, t)
         return worst if self.kv_policy.migration_timing == "serial" else 0.0
 
-    def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, view=None):
+    def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, ids=None):
         """NeuPIMs-style sub-batch interleaving: the batch split in two halves (sequences alternate, so
         the halves are alike) whose chains interleave, the GPU working on one half while the PIM
         units (and the PIM link) work on the other. Each half is a full step of its own, so the
@@ -551,9 +942,8 @@ class StepModel:
         if np.ndim(emits) == 0:
             raise ValueError("sub-batching needs the per-sequence emits array")
         em = np.asarray(emits)
-        halves = [self._step(new[sel], ctx[sel], em[sel], kv_blocks_in_use,
-                             None if view is None else tuple(v[sel] for v in view))
-                  for sel in (slice(0, None, 2), slice(1, None, 2))]
+        halves = [self._step(new[sel], ctx[sel], em[sel], kv_blocks_in_use, None if ids is None else ids[sel])
+                  for sel in (np.arange(0, len(new), 2), np.arange(1, len(new), 2))]
         (ta, pa, va, aa, apa), (tb, pb, vb, ab, apb) = halves
         g = [x[0] + x[1] + x[4] + x[5] for x in (pa, pb)]
         q = [x[2] + x[3] for x in (pa, pb)]
@@ -562,7 +952,14 @@ class StepModel:
         parts = tuple((x + y) * k for x, y in zip(pa, pb))
         return t, parts, va + vb, aa + ab, apa + apb
 
-    def _step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, view=None):
+    def _step(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, ids=None):
+        """One step (or sub-batch) without migrations; `ids`: the requests, whose blocks the bound `kv`
+        places, or None for the proportional spread. With `ids` it runs `_compiled_step` where that applies."""
+        if ids is not None and self.compiled:
+            r = self._compiled_step(new_tokens, context_tokens, emits, ids)
+            if r is not None:
+                return r
+        view = self.kv.view(ids) if ids is not None else None
         new = np.asarray(new_tokens, np.float64)
         ctx = np.asarray(context_tokens, np.float64)
         n_emit = int(np.count_nonzero(emits)) if np.ndim(emits) else int(emits)
@@ -596,7 +993,6 @@ class StepModel:
         attended = float((ctx + new).sum()) * L
         attended_pim = 0.0
         gather_bytes = 0.0
-        ratio = self.capacity_ratio
         if on_pim.any():
             keys = ctx[on_pim] + 1.0  # the new K/V is written first, then attended
             t = keys[:, None] * f_pim[on_pim]  # tokens per PIM unit (per KV head of the unit's stacks)
@@ -613,14 +1009,7 @@ class StepModel:
             self.last_gathers = int(np.maximum(places - 1, 0).sum())
             n_dec = float(np.count_nonzero(on_pim))
             n_wr = float(np.count_nonzero(on_pim & last_pim))  # new K/V written into a PIM unit
-            qo, kv_new = n_dec * self.qo_tok_bytes, n_wr * self.kv_tok_bytes
-            if self.attacc:  # q and the new K/V to the device, the outputs back
-                plk = self.system.pim_link
-                link_s = (float(transfer_time_s(plk, qo / 2 + kv_new)) + float(transfer_time_s(plk, qo / 2))) * L
-                vec[action_slot("pim_link", "link_bytes")] += (qo + kv_new) * L * g
-                vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
-            else:  # through the stack's channels into / out of the PIM SID
-                attn_pim_s += self._stream1(qo + kv_new, "pim", vec, L, write=True) * L
+            attn_pim_s, link_s = self._pim_io(vec, n_dec, n_wr, attn_pim_s)
         else:
             self.last_gathers = 0
 
@@ -641,32 +1030,142 @@ class StepModel:
             else:
                 new_pim, new_cap = 0.0, float(nq.sum()) * self.kv_tok_bytes
             qo = float(nq.sum()) * self.qo_tok_bytes + gather_bytes
-            t_m = 0.0
-            pim_name = self.pim_tier.name if self.pim_tier is not None else None
-            if from_pim > 0:
-                if pim_name == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
-                    t_m += float(transfer_time_s(self.system.pim_link, from_pim))
-                    vec[action_slot("pim_link", "link_bytes")] += from_pim * L * g
-                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (from_pim * 8 * L * g) * _GPU_RD
-                else:
-                    t_m += self._stream1(from_pim, "pim", vec, L)
-            if from_cap > 0:
-                t_m += self._stream1(from_cap * ratio, self.weight_tier, vec, L)
-            if new_pim > 0:  # chunk K/V written where their sequence's newest block is
-                if pim_name == "pim_device":
-                    t_m += float(transfer_time_s(self.system.pim_link, new_pim))
-                    vec[action_slot("pim_link", "link_bytes")] += new_pim * L * g
-                    vec[pim_o:pim_o + len(STACK_ACTIONS)] += (new_pim * 8 * L * g) * _GPU_WR
-                else:
-                    t_m += self._stream1(new_pim, "pim", vec, L, write=True)
-            if new_cap > 0:  # quantized inline by the base die on its way into the capacity tier
-                t_m += self._stream1(new_cap * ratio, self.weight_tier, vec, L, write=True)
-            t_m += self._stream1(qo, self.weight_tier, vec, L)
-            t_c = flops / (self._eta_attn * self._peak_a)
-            attn_gpu_s = (self._launch_s + max(t_c, t_m)) * L
-            vec[action_slot("gpu", f"flops_{self.a_dtype}")] += flops * L * g
-            vec[action_slot("gpu", "l2_bytes")] += (from_pim + from_cap * ratio + new_pim + new_cap * ratio + qo) * L * g
+            attn_gpu_s = self._gpu_attention(vec, flops, from_pim, from_cap, new_pim, new_cap, qo)
         parts = (gemm_s, attn_gpu_s, attn_pim_s, link_s, allreduce_s, other_s + self.options.step_overhead_s)
+        return float(sum(parts)), parts, vec, attended, attended_pim
+
+    def _pim_io(self, vec, n_dec: float, n_wr: float, attn_pim_s: float) -> tuple[float, float]:
+        """q and the attention output of `n_dec` PIM-attended decode tokens, and the new K/V of the `n_wr`
+        of them whose newest block is in a PIM unit: (PIM attention time with it, PIM link time)."""
+        L, g = self._L, self._g
+        link_s = 0.0
+        qo, kv_new = n_dec * self.qo_tok_bytes, n_wr * self.kv_tok_bytes
+        if self.attacc:  # q and the new K/V to the device, the outputs back
+            plk = self.system.pim_link
+            link_s = (float(transfer_time_s(plk, qo / 2 + kv_new)) + float(transfer_time_s(plk, qo / 2))) * L
+            vec[self._slot_pim_link] += (qo + kv_new) * L * g
+            pim_o = OFFSET["pim"]
+            vec[pim_o:pim_o + len(STACK_ACTIONS)] += (kv_new * 8 * L * g) * _GPU_WR
+        else:  # through the stack's channels into / out of the PIM SID
+            attn_pim_s += self._stream1(qo + kv_new, "pim", vec, L, write=True) * L
+        return attn_pim_s, link_s
+
+    def _gpu_attention(self, vec, flops: float, from_pim: float, from_cap: float, new_pim: float, new_cap: float,
+                       qo: float) -> float:
+        """The GPU's attention kernel of one step, all layers: `flops`, KV bytes read from the PIM tier (or
+        device) and the capacity tier, new K/V bytes written to each, q / output / partial-result bytes."""
+        L, g = self._L, self._g
+        pim_o = OFFSET["pim"]
+        ratio = self.capacity_ratio
+        t_m = 0.0
+        pim_name = self.pim_tier.name if self.pim_tier is not None else None
+        if from_pim > 0:
+            if pim_name == "pim_device":  # AttAcc: cached context fetched from the PIM device over its link
+                t_m += float(transfer_time_s(self.system.pim_link, from_pim))
+                vec[self._slot_pim_link] += from_pim * L * g
+                vec[pim_o:pim_o + len(STACK_ACTIONS)] += (from_pim * 8 * L * g) * _GPU_RD
+            else:
+                t_m += self._stream1(from_pim, "pim", vec, L)
+        if from_cap > 0:
+            t_m += self._stream1(from_cap * ratio, self.weight_tier, vec, L)
+        if new_pim > 0:  # chunk K/V written where their sequence's newest block is
+            if pim_name == "pim_device":
+                t_m += float(transfer_time_s(self.system.pim_link, new_pim))
+                vec[self._slot_pim_link] += new_pim * L * g
+                vec[pim_o:pim_o + len(STACK_ACTIONS)] += (new_pim * 8 * L * g) * _GPU_WR
+            else:
+                t_m += self._stream1(new_pim, "pim", vec, L, write=True)
+        if new_cap > 0:  # quantized inline by the base die on its way into the capacity tier
+            t_m += self._stream1(new_cap * ratio, self.weight_tier, vec, L, write=True)
+        t_m += self._stream1(qo, self.weight_tier, vec, L)
+        t_c = flops / (self._eta_attn * self._peak_a)
+        attn_gpu_s = (self._launch_s + max(t_c, t_m)) * L
+        vec[self._slot_flops_a] += flops * L * g
+        vec[self._slot_l2] += (from_pim + from_cap * ratio + new_pim + new_cap * ratio + qo) * L * g
+        return attn_gpu_s
+
+    def _compiled_setup(self, kv) -> bool:
+        """The compiled decode path's constants for `kv`; False where it does not apply (then the general
+        path runs)."""
+        self._dk_kv = kv
+        U = max(self.pim_units, 1)
+        Uv = kv.pim_cnt.shape[1]
+        self._dk_ok = Uv == U or Uv == 1
+        has_pim = self.pim_tier is not None
+        if has_pim:
+            lk = self._lookups[self.key(self.pim_stack, self.attention_op())]
+            arrays = lk.arrays
+            top, t_top, fixed_ns = lk.top, lk.t_top, lk.fixed_ns
+        else:
+            z = np.zeros(2)
+            arrays = (z, z, z, np.zeros((len(STACK_ACTIONS), 2)), np.zeros(len(STACK_ACTIONS)))
+            top = t_top = fixed_ns = 0.0
+        self._dk_arrays = arrays
+        self._dk_ip = np.array([kv.U, U, has_pim, self.options.pim_batching == "packed",
+                                self.pim_scopes if has_pim else 1, max(self.pim_heads, 1)], np.int64)
+        self._dk_fp = np.array([top, t_top, fixed_ns, float(self.stacks_per_unit * self.cfg.num_layers * self.system.gpus)])
+        self._dk_apim = np.zeros(len(STACK_ACTIONS))
+        self._dk_out = np.zeros(19)
+        self._dk_per = np.zeros(0)
+        return self._dk_ok
+
+    def _compiled_step(self, new_tokens, context_tokens, emits, ids):
+        """`_step` of the requests `ids` placed by the bound `kv`, its attention terms from the compiled
+        `_attention_kernel` (same results; module section above it). None where it does not apply (other
+        dtypes; a placement of another shape): the numpy path runs."""
+        kv = self.kv
+        if kv is not self._dk_kv:
+            self._compiled_setup(kv)
+        if not (self._dk_ok and type(new_tokens) is np.ndarray and new_tokens.dtype is _I64
+                and type(context_tokens) is np.ndarray and context_tokens.dtype is _I64 and ids.dtype is _I64
+                and type(emits) is np.ndarray and emits.dtype is _BOOL):
+            return None
+        xs, ts, ax, A, a_top = self._dk_arrays
+        out = self._dk_out
+        if len(self._dk_per) < len(ids):
+            self._dk_per = np.zeros(2 * len(ids))
+        _attention_kernel(ids, new_tokens, context_tokens, emits, kv.pim_cnt, kv.cap_cnt, kv.last_loc,
+                          self._dk_ip, self._dk_fp, xs, ts, ax, A, a_top, self._dk_apim, self._dk_per, out)
+        (att, att_pim, pim_ns, m, n_wr, pim_nlp, gathers, rest_cap, n_gpu, s_fl, s_fp, s_fc, gpu_lp, gpu_nlp,
+         n_emit, tokens, n_one, nq_sum, n_per) = out.tolist()
+        if pim_ns < 0:  # many items on the most loaded unit: the numpy path's packing
+            lk = self._lookups[self.key(self.pim_stack, self.attention_op())]
+            pim_ns = self._pim_time_ns(lk, self._dk_per[:int(n_per)].copy())
+        key = (int(tokens), int(n_emit))
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            fixed = self._fixed[key] = self._fixed_part(*key)
+        gemm_s, allreduce_s, other_s, fvec = fixed
+        vec = fvec.copy()
+        L = self._L
+        attended = att * L
+        attn_pim_s = link_s = attn_gpu_s = 0.0
+        attended_pim = 0.0
+        gather_bytes = 0.0
+        if m:
+            attn_pim_s = pim_ns * 1e-9 * L
+            pim_o = OFFSET["pim"]
+            vec[pim_o:pim_o + len(STACK_ACTIONS)] += self._dk_apim
+            attended_pim = att_pim * L
+            gather_bytes = gathers * self.partial_bytes
+            self.last_gathers = int(gathers)
+            attn_pim_s, link_s = self._pim_io(vec, m, n_wr, attn_pim_s)
+        else:
+            self.last_gathers = 0
+        if n_gpu or rest_cap > 0 or gather_bytes > 0:
+            kvb = self.kv_tok_bytes
+            flops = float(self.attn_coef * s_fl) + self.attn_coef * rest_cap
+            from_pim = s_fp * kvb
+            from_cap = (s_fc + rest_cap) * kvb
+            if self.kv_tiers[0].pim:
+                new_pim, new_cap = gpu_lp * kvb, (gpu_nlp + pim_nlp) * kvb
+            else:
+                new_pim, new_cap = 0.0, nq_sum * kvb
+            qo = nq_sum * self.qo_tok_bytes + gather_bytes
+            attn_gpu_s = self._gpu_attention(vec, flops, from_pim, from_cap, new_pim, new_cap, qo)
+        parts = (gemm_s, attn_gpu_s, attn_pim_s, link_s, allreduce_s, other_s + self.options.step_overhead_s)
+        self._fast_seqs += len(new_tokens)
+        self._fast_dec += int(n_one)
         return float(sum(parts)), parts, vec, attended, attended_pim
 
     def _pim_time_ns(self, lk: "Lookup", per: np.ndarray) -> float:
@@ -705,7 +1204,10 @@ class StepModel:
         row = None
         if kv is not None:
             m = self.last_migrations
-            row = (self.last_gathers, m[0].sum(), m[1].sum(), m[2].sum(), int(kv.pim_used[:kv.U].sum()) - kv.replica_slots,
+            moved = (m[0].sum(), m[1].sum(), m[2].sum()) if self._mig_any else (0, 0, 0)
+            row = (self.last_gathers, *moved, sum(kv.pim_used[:kv.U].tolist()) - kv.replica_slots,
                    kv.cap_used, kv.replica_slots)
-        self.records.add(parts, vec, att, att_pim, int(np.count_nonzero(batch.new_tokens == 1)), row)
+        new = batch.new_tokens
+        decode_seqs = self._fast_dec if self._fast_seqs == len(new) else int(np.count_nonzero(new == 1))
+        self.records.add(parts, vec, att, att_pim, decode_seqs, row)
         return t
