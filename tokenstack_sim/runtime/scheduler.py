@@ -244,6 +244,7 @@ class VllmScheduler:
         self._ff_c = c
         self._ff_ones = np.ones(B, dtype=np.int64)
         self._ff_emits = np.ones(B, dtype=bool)
+        self._ff_cycle = -1  # block-size cycle whose hashes _ff_hash holds
         return k
 
     def decode_step(self, j: int) -> Batch | None:
@@ -270,11 +271,17 @@ class VllmScheduler:
         if self.hashes is not None:
             h = self._ff_groups[(j + 1) % bs]
             if len(h):
+                # within one cycle of block_size steps every running request fills exactly one block: its
+                # hash comes from the whole running set's, computed at the cycle's first use
+                cycle = (j + 1) // bs
+                if cycle != self._ff_cycle:
+                    self._ff_cycle = cycle
+                    self._ff_hash = self.hashes.at(run, self.num_hashed[run])
                 reqs = run[h]
                 have = self.num_hashed[reqs]
                 tables = self.block_tables
                 blocks = [tables[r][i] for r, i in zip(reqs.tolist(), have.tolist())]
-                self.pool.cache(np.asarray(blocks, dtype=np.int32), self.hashes.at(reqs, have))
+                self.pool.cache(np.asarray(blocks, dtype=np.int32), self._ff_hash[h])
                 self.num_hashed[reqs] = have + 1
         return Batch(run, self._ff_ones, self._ff_c + j, self._ff_emits, 0, 0, pool.num_in_use, len(run), 0)
 
