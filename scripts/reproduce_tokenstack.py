@@ -70,7 +70,11 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     cmd = "python scripts/reproduce_tokenstack.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     host = f"{os.cpu_count()} CPUs, {executor.describe()}"
-    text = markdown(g, command=cmd.strip(), wall_s=wall, host=host)
+    try:
+        root_text = str(out.absolute().relative_to(REPO))
+    except ValueError:
+        root_text = str(out)
+    text = markdown(g, command=cmd.strip(), wall_s=wall, host=host, root_text=root_text)
     report.parent.mkdir(parents=True, exist_ok=True)
     from tokenstack_sim.atomic_io import atomic_write
 

@@ -161,32 +161,45 @@ def capacity_gap(g) -> str:
                                                       "stacks to PIM)")
         parts.append(f"for {m} the first failing rate missed TTFT more than TPOT in {ttft} of {len(t)} searches, "
                      f"so its capacity is set by {bound}")
+    same = sum(1 for (label, m, w, sd), res in g.capacity.items() if label == tp.TOKENSTACK and _ok(res)
+               and g.splits.get((m, w)) is not None
+               and _ok(aa := g.capacity.get((attacc_label(g.splits[(m, w)]), m, w, sd)))
+               and (res.capacity_qps, res.failing_qps) == (aa.capacity_qps, aa.failing_qps))
+    pairs = sum(1 for (label, _, _, _), res in g.capacity.items() if label == tp.TOKENSTACK and _ok(res))
+    parts.append(f"in {same} of {pairs} (model, workload, seed) pairs both searches ended in the same bracket, so "
+                 f"the two capacities are within the {100 * g.plan.capacity_tolerance:g}% bracket width of each other "
+                 "and the ratio reads 1.00")
     text = "; ".join(parts)
     return (text[0].upper() + text[1:] + ". A capacity ratio near 1 follows where TTFT binds; the paper's "
             "1.70x needs capacity set by decode (tighter TPOT targets, longer outputs or contexts).")
 
 
 def energy_gap(g, energy: dict) -> str:
-    diffs = {c: [] for c in COMPONENTS}
+    """Per cell, each component's difference (TokenStack minus AttAcc) as a share of AttAcc's energy per
+    token, averaged over the cells: where TokenStack saves and where it pays."""
+    shares = {c: [] for c in COMPONENTS}
     for (m, w, x) in energy:
         aa = attacc_label(g.splits[(m, w)])
         a, b = _energy_components(g, tp.TOKENSTACK, m, w, x), _energy_components(g, aa, m, w, x)
-        for c in COMPONENTS:
-            diffs[c].append(a[c] - b[c])
-    mean = {c: _mean(v) for c, v in diffs.items()}
-    mean = {c: v for c, v in mean.items() if math.isfinite(v)}
+        total = sum(v for v in b.values() if math.isfinite(v))
+        if total > 0:
+            for c in COMPONENTS:
+                shares[c].append(100 * (a[c] - b[c]) / total)
+    mean = {c: _mean(v) for c, v in shares.items()}
+    mean = {c: v for c, v in mean.items() if math.isfinite(v) and abs(v) >= 0.05}
     if not mean:
         return "No cell has energy from both systems."
     saves = sorted((k for k, v in mean.items() if v < 0), key=lambda k: mean[k])
     pays = sorted((k for k, v in mean.items() if v > 0), key=lambda k: -mean[k])
-    fmt = lambda ks: ", ".join(f"`{k}` {mean[k]:+.0f} mJ" for k in ks) or "nothing"  # noqa: E731
-    text = (f"Per output token, averaged over the cells, TokenStack minus AttAcc is {sum(mean.values()):+.0f} mJ: "
-            f"it saves in {fmt(saves)} and pays more in {fmt(pays)}.")
+    fmt = lambda ks: ", ".join(f"`{k}` {mean[k]:+.1f}" for k in ks) or "nothing"  # noqa: E731
+    text = (f"TokenStack minus AttAcc per output token, as a share of AttAcc's and averaged over the cells, is "
+            f"{sum(mean.values()):+.1f}%: it saves in {fmt(saves)} and pays in {fmt(pays)} (percentage points).")
     if saves:
         text += f" The largest saving, `{saves[0]}`, is {COMPONENTS[saves[0]]}"
         text += f"; the largest extra cost, `{pays[0]}`, is {COMPONENTS[pays[0]]}." if pays else "."
-    return text + (" Static power is charged over each run's span (first arrival to last step), so a design that "
-                   "finishes the same requests sooner also pays less of it.")
+    return text + (" TokenStack's PIM dies sit in its GPU stacks, so their background power counts under "
+                   "`gpu_stacks`, where AttAcc's PIM stacks count under `pim`; static power is charged over each "
+                   "run's span, so a design that finishes the same requests sooner pays less of it.")
 
 
 def headline(g) -> dict:
@@ -197,14 +210,16 @@ def headline(g) -> dict:
             "energy": (stats.summary(energy), energy)}
 
 
-def markdown(g, *, command: str, wall_s: float, host: str) -> str:
+def markdown(g, *, command: str, wall_s: float, host: str, root_text: str | None = None) -> str:
     from tokenstack_sim.sweep.progress import hms
 
     p = g.plan
     h = headline(g)
     (rt, tput), (rc, _), (re_, energy) = h["throughput"], h["capacity"], h["energy"]
     lines = [f"# TokenStack vs AttAcc: reproduction, mode `{p.name}`", "",
-             f"Written by `{command}` in {hms(wall_s)} on {host} ({', '.join(f'{k} {hms(v)}' for k, v in g.wall_s.items())}). "
+             f"Written by `{command}` in {hms(wall_s)} on {host} ({', '.join(f'{k} {hms(v)}' for k, v in g.wall_s.items())}; "
+             f"points finished by an earlier call are reused). The points' own run times sum to "
+             f"{hms(sum(g.compute_s.values()))} ({', '.join(f'{k} {hms(v)}' for k, v in g.compute_s.items())}). "
              f"This is the **{p.name}** subset: {p.describe()}.", "",
              "Systems at equal resources (8 x b200-class GPUs, 8 stack sites x 12 HBM4 dies per GPU; "
              "arch_configs/systems): `tokenstack-hbm4` with its KV management (kv/policy.py defaults), "
@@ -247,7 +262,7 @@ def markdown(g, *, command: str, wall_s: float, host: str) -> str:
     lines += split_section(g) + capacity_section(g) + ablation_section(g)
     lines += ["", "## Rerun and cost", "",
               "Sweep folders (one HDF5 file per point, `index.json`; `tokenstack report FOLDER` plots one) are under "
-              f"`{g.root}`. Rerunning the same command skips every finished point and capacity probe. Modes: "
+              f"`{root_text or g.root}`. Rerunning the same command skips every finished point and capacity probe. Modes: "
               + "; ".join(f"`--mode {k}` ({v.summary})" for k, v in tp.PLANS.items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -323,4 +338,18 @@ def ablation_section(g) -> list[str]:
                          f"{_f(100 * col('slo_attainment'), '.0f', '%')} | "
                          f"{_f(1e3 * col('energy_per_output_token_j'), ',.0f')} | "
                          f"{_f(100 * col('pim_attention_share'), '.0f', '%')} | {_f(col('kv_migrations_per_s'), ',.0f')} |")
+    best = []
+    for knob in tp.ABLATIONS:
+        vals = {}
+        for (k, v, sd), r in g.ablations.items():
+            if k == knob and r["status"] == "ok":
+                vals.setdefault(v, []).append(r["summary"].get("output_tokens_per_s"))
+        base_t = _mean((r or {}).get("output_tokens_per_s") for r in base)
+        means = {v: _mean(t) for v, t in vals.items()}
+        means = {v: t for v, t in means.items() if math.isfinite(t)}
+        if means and math.isfinite(base_t) and base_t > 0:
+            v = max(means, key=means.get)
+            best.append(f"{knob} {v}: {100 * (means[v] / base_t - 1):+.1f}%")
+    if best:
+        note += ["", "Best variant of each knob by output throughput, against the default: " + "; ".join(best) + "."]
     return lines + note

@@ -32,6 +32,7 @@ class Gathered:
     errors: list = field(default_factory=list)  # messages of failed points or sweeps
     wall_s: dict = field(default_factory=dict)  # phase -> seconds
     native: dict = field(default_factory=dict)  # workload -> its own rate (req/s)
+    compute_s: dict = field(default_factory=dict)  # phase -> sum of its points' run times (finished earlier too)
 
 
 def attacc_label(split) -> str:
@@ -55,6 +56,16 @@ def _index(gathered: Gathered) -> None:
     for knob, (table, key, _) in tp._ablation_dims(plan.ablation).items():
         for r in records(tp.ablation_folder(root, knob)):
             gathered.ablations[(knob, r["params"][table][key], r["params"]["seed"])] = r
+    gathered.compute_s["grids"] = sum(r.get("wall_s") or 0.0 for r in gathered.runs.values())
+    gathered.compute_s["ablations"] = sum(r.get("wall_s") or 0.0 for r in gathered.ablations.values())
+
+
+def capacity_compute_s(root: Path) -> float:
+    """Sum of the run times of every capacity probe point under root/capacity."""
+    from tokenstack_sim.repro.sweep_io import records
+
+    return sum(r.get("wall_s") or 0.0 for f in sorted((Path(root) / "capacity").glob("*/q*"))
+               for r in records(f))
 
 
 def goodput(summary: dict) -> float:
@@ -133,4 +144,5 @@ def run_plan(plan, root: str | Path, executor, *, workers: int | None = None,
         if isinstance(res, Exception):
             g.errors.append(f"capacity {folder.name}: {type(res).__name__}: {res}")
     g.wall_s["capacity"] = time.perf_counter() - t1
+    g.compute_s["capacity"] = capacity_compute_s(root)
     return g
