@@ -170,8 +170,9 @@ def capacity_gap(g) -> str:
                  f"the two capacities are within the {100 * g.plan.capacity_tolerance:g}% bracket width of each other "
                  "and the ratio reads 1.00")
     text = "; ".join(parts)
-    return (text[0].upper() + text[1:] + ". A capacity ratio near 1 follows where TTFT binds; the paper's "
-            "1.70x needs capacity set by decode (tighter TPOT targets, longer outputs or contexts).")
+    return (text[0].upper() + text[1:] + ". Where TTFT binds, a ratio near 1 follows from the shared GPU work; "
+            "where TPOT binds, a difference smaller than the bracket does not show (a tighter --mode full "
+            "bracket resolves more).")
 
 
 def energy_gap(g, energy: dict) -> str:
