@@ -5,10 +5,10 @@ model, workload, seed) with a `serve` hook: each probed rate becomes a one-point
 `folder/q<rate>/` (run_sweep skips it when finished), so a killed search resumes from its finished
 probes. With `duration_s` set, a probe at rate r serves N = ceil(r x duration_s) requests (at most
 `request_cap`; repro/tokenstack_plan.py says why a count and not a window); without it the task's `run`
-keys apply to every probe as they are. The rule, the
-doubling and the geometric bisection are capacity_search's own (sim/capacity.py). One seed per search:
-the reproduction searches each seed on its own and puts the interval over seeds on the capacities
-(repro/stats.py), where capacity_search's several-seed mode would give one capacity per rate rule.
+keys apply to every probe as they are. The rule, the doubling and the geometric bisection are
+capacity_search's own (sim/capacity.py). One seed per search: the reproduction searches each seed on
+its own and puts the interval over seeds on the capacities (repro/stats.py), where capacity_search's
+several-seed mode would give one capacity by its mean-attainment rule.
 
 `search_all(tasks, executor)` runs many searches at once, each in a thread, all through the shared
 executor (repro/pool.py). A probe whose point failed stops its search with that point's message.
