@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+import numpy as np
+
 from tokenstack_sim.config.schema import spec
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.runtime.agent_scheduler import cached_prefix
@@ -142,6 +144,16 @@ class AgentRuntime:
         return dict(self.c)
 
     # helpers
+    def running_need(self) -> int:
+        """Blocks the running calls still need for the tokens they know (unfinished prefills) plus the
+        next decode step's: memory a runtime must not take for itself, or a running call preempts."""
+        sched = self.sched
+        run = sched.running
+        if len(run) == 0:
+            return 0
+        known = -(-sched.num_tokens[run] // self.bs)
+        return int(np.maximum(known - sched.num_blocks[run], 0).sum()) + len(run) // self.bs + 1
+
     def prompt_hashes(self, r: int) -> list[int]:
         """Hashes of request r's full prompt blocks that a lookup may hit (capped at num_tokens - 1)."""
         h = self.sched.hashes
@@ -177,7 +189,7 @@ class StoreLoads:
         waiting = sched.waiting
         if not waiting:
             return
-        budget = pool.num_free - sched.num_running // bs - 1  # keep the next decode step's blocks
+        budget = pool.num_free - rt.running_need()  # never take what running calls still need
         for r in list(waiting)[: self.SCAN]:
             owner = self.owner_of(r)
             hashes = rt.prompt_hashes(r)
@@ -193,7 +205,7 @@ class StoreLoads:
             if budget < 0:
                 break  # it would not be admitted once loaded: hold no memory for it
             rt.pins.pin_cached(owner, hashes, g)  # keep the GPU part while the rest loads
-            k = min(k, pool.num_free - sched.num_running // bs - 1)
+            k = min(k, pool.num_free - rt.running_need())
             if k <= 0:
                 if owner not in self.waiters:
                     rt.pins.release(owner)

@@ -97,6 +97,7 @@ class TokenCake(AgentRuntime):
         self.waiting_on: dict[int, Stall] = {}  # call -> the stall whose KV it extends
         self.deferred: list[int] = []
         self._next_priority_s = -math.inf
+        self._preempts = 0
         self._waiting_seen = 0
         self._resident: dict[int, float] = {}
         self._need: dict[int, int] = {}
@@ -260,7 +261,7 @@ class TokenCake(AgentRuntime):
             return
         g = self.pins.pin_cached(st.owner, st.hashes)  # what survived in GPU memory
         k = self.store.prefix(st.hashes, g, now)
-        avail = self.pool.num_free - self.sched.num_running // self.bs - 1
+        avail = self.pool.num_free - self.running_need()
         if self.sched.waiting and not st.critical:
             avail -= self._head_need()
         if k > avail:
@@ -372,10 +373,14 @@ class TokenCake(AgentRuntime):
         sched = self.sched
         if self.p.temporal and self.stalls:
             short = self._head_need() - self.pool.num_free if sched.waiting else 0
-            low = sched.num_running - self.pool.num_free
+            low = self.running_need() - self.pool.num_free
             need = max(short, low)
+            preempted = sched.total_preemptions != self._preempts
+            self._preempts = sched.total_preemptions
             if need > 0:
-                self._relieve(now, need)
+                # a running call was preempted for lack of blocks while KV is held: held KV goes first,
+                # critical KV too (else a long prefill could lose its work to held KV again and again)
+                self._relieve(now, need, everything=preempted and low > 0)
         if self.p.spatial:
             self._spatial(now)
         if self.loads is not None:
@@ -455,12 +460,14 @@ class TokenCake(AgentRuntime):
         return not self.deferred
 
     def quiet_steps(self, k: int) -> int:
-        """Decode steps before held KV could have to be freed (fewer free blocks than running calls):
-        each running call takes a block every block_size steps at most."""
+        """Decode steps before held KV could have to be freed (free blocks below `running_need`, which in a
+        pure-decode run is at most one block per call + calls / block_size + 1): each running call takes
+        a block every block_size steps at most."""
         if not (self.p.temporal and self.stalls):
             return k
         run = max(self.sched.num_running, 1)
-        return max(0, (self.pool.num_free - run) // run) * self.bs
+        worst = run + run // self.bs + 1
+        return max(0, (self.pool.num_free - worst) // run) * self.bs
 
     def pending_work(self) -> bool:
         return bool(self.deferred)
