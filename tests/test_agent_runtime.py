@@ -26,6 +26,7 @@ from tokenstack_sim.runtime.params import SchedulerParams
 from tokenstack_sim.workload import agents
 from tokenstack_sim.workload.agent_apps import instantiate
 from tokenstack_sim.workload.tool_time import Fixed
+from _cli import tokenstack as _cli  # tests/_cli.py
 
 pytestmark = pytest.mark.unit
 
@@ -214,19 +215,6 @@ def test_errors_name_the_option():
     with pytest.raises(InputError, match="agent workload"):
         from tokenstack_sim.workload.source import load_workload
         serve_agents(load_workload("azure-conv-like", max_requests=3), SchedulerParams(num_kv_blocks=100), Cost())
-
-
-def _cli(capsys, *args):
-    from tokenstack_sim.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_runtimes(capsys, tmp_path):

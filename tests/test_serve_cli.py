@@ -14,26 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenstack_sim.cli import main
 from tokenstack_sim.results.h5 import read_runs
 from tokenstack_sim.sim.engine import RunSpec, run
 from tokenstack_sim.sim.step_cost import EngineOptions
+from _cli import tokenstack  # tests/_cli.py
 
 pytestmark = pytest.mark.unit
 
 FAST = ("--model", "llama-3.1-8b", "--memory-timing", "roofline")
-
-
-def tokenstack(capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `tokenstack ARGS`."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(capsys, *args) -> str:

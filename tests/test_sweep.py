@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenstack_sim.cli import main
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.results.h5 import read_runs
 from tokenstack_sim.sweep import index as idx
@@ -35,6 +34,7 @@ from tokenstack_sim.sweep.executor import LocalExecutor
 from tokenstack_sim.sweep.points import expand, point_id
 from tokenstack_sim.sweep.runner import run_sweep
 from tokenstack_sim.sweep.spec import Dim, Range, load_sweep_spec
+from _cli import tokenstack  # tests/_cli.py
 
 pytestmark = pytest.mark.unit
 
@@ -51,18 +51,6 @@ duration_s = 5.0
 [engine]
 memory_timing = "roofline"
 """
-
-
-def tokenstack(capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `tokenstack ARGS`, in process."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_spec(tmp_path: Path, text: str = SPEC, name: str = "spec.toml") -> Path:

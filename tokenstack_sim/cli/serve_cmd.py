@@ -43,38 +43,34 @@ def _scheduler_overrides(items) -> dict:
     return out
 
 
-def _kv_overrides(items) -> dict:
-    """`--kv KEY=VALUE` items as KvPolicy fields (kv/policy.py), checked by name and value."""
+def _checked_overrides(items, cls, option: str) -> dict:
+    """`KEY=VALUE` items as fields of dataclass `cls`, checked by name and value; errors blamed on `option`."""
     from tokenstack_sim.config.loader import parse_override
     from tokenstack_sim.config.schema import build
-    from tokenstack_sim.kv.policy import KvPolicy
 
     out = {}
     for item in items:
         path, value = parse_override(item)
         out[".".join(path)] = value
     try:
-        build(KvPolicy, out)
+        build(cls, out)
     except InputError as exc:
-        raise InputError(f"{exc.message} (at {exc.where})", where="--kv") from None
+        raise InputError(f"{exc.message} (at {exc.where})", where=option) from None
     return out
+
+
+def _kv_overrides(items) -> dict:
+    """`--kv KEY=VALUE` items as KvPolicy fields (kv/policy.py)."""
+    from tokenstack_sim.kv.policy import KvPolicy
+
+    return _checked_overrides(items, KvPolicy, "--kv")
 
 
 def _runtime_overrides(items) -> dict:
     """`--runtime-opt KEY=VALUE` items as AgentRuntimeParams fields (runtime/agent_runtime.py)."""
-    from tokenstack_sim.config.loader import parse_override
-    from tokenstack_sim.config.schema import build
     from tokenstack_sim.runtime.agent_runtime import AgentRuntimeParams
 
-    out = {}
-    for item in items:
-        path, value = parse_override(item)
-        out[".".join(path)] = value
-    try:
-        build(AgentRuntimeParams, out)
-    except InputError as exc:
-        raise InputError(f"{exc.message} (at {exc.where})", where="--runtime-opt") from None
-    return out
+    return _checked_overrides(items, AgentRuntimeParams, "--runtime-opt")
 
 
 def _common(command):
