@@ -171,8 +171,7 @@ def capacity_gap(g) -> str:
                  "and the ratio reads 1.00")
     text = "; ".join(parts)
     return (text[0].upper() + text[1:] + ". Where TTFT binds, a ratio near 1 follows from the shared GPU work; "
-            "where TPOT binds, a difference smaller than the bracket does not show (a tighter --mode full "
-            "bracket resolves more).")
+            "where TPOT binds, a difference smaller than the bracket does not show.")
 
 
 def energy_gap(g, energy: dict) -> str:
