@@ -104,7 +104,8 @@ def _common(command):
                      help="Share of requests (last by arrival) left out of the statistics."),
         click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the runs to an HDF5 file."),
         click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
-                     show_default=True),
+                     show_default=True, help="Tables as markdown, csv or one JSON document (several tables: an "
+                                             "object of them by name)."),
         click.option("--workers", type=int, default=None, help="Processes for characterizing missing op costs."),
     ]
     for option in reversed(options):
@@ -169,12 +170,23 @@ def _prepare_all(configs, model, spec, options, workers):
 
 
 def _print_tables(runs, fmt: str) -> None:
+    """The runs table, the per-seed-group table when a group has several seeds, and for agent runs the app
+    table (results/agent_report.py). JSON is one document: the runs table's list alone, or an object
+    {"runs": [...], "seeds": [...], "agent_apps": [...]} of the tables printed."""
+    import json
+
+    from tokenstack_sim.results.agent_report import agent_table, is_agent_run
     from tokenstack_sim.results.report import runs_table, seed_groups, seeds_table
 
-    click.echo(runs_table(runs, fmt))
+    tables = [("runs", runs_table(runs, fmt))]
     if any(len(g) > 1 for g in seed_groups(runs)):
-        click.echo("")
-        click.echo(seeds_table(runs, fmt))
+        tables.append(("seeds", seeds_table(runs, fmt)))
+    if any(is_agent_run(r) for r in runs):  # agent apps: makespans, KV use, offloads
+        tables.append(("agent_apps", agent_table(runs, fmt)))
+    if fmt == "json" and len(tables) > 1:
+        click.echo(json.dumps({k: json.loads(t) for k, t in tables}, indent=2))
+        return
+    click.echo("\n".join(t for _, t in tables))
 
 
 @click.command()
@@ -233,11 +245,6 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
         write_runs(out, runs)
         click.echo(f"wrote {len(runs)} run(s) to {out}", err=True)
     _print_tables(runs, fmt)
-    from tokenstack_sim.results.agent_report import agent_table, is_agent_run
-
-    if any(is_agent_run(r) for r in runs):  # agent apps: makespans, KV use, offloads (results/agent_report.py)
-        click.echo("")
-        click.echo(agent_table(runs, fmt))
 
 
 @click.command()

@@ -78,7 +78,7 @@ class AgentLoop:
 
     def __init__(self, table, params: SchedulerParams, cost, *, runtime: str = "vllm", runtime_params=None,
                  path=None, kv=None, progress: Callable[[int, int], None] | None = None,
-                 fast_forward: bool = True):
+                 fast_forward: bool = True, perturb=None):
         from tokenstack_sim.runtime.agent_runtime import AgentRuntimeParams, make_runtime
 
         validate(table)
@@ -108,10 +108,13 @@ class AgentLoop:
         self.now = float(d.app_arrival_s.min())
         self.finished = 0
         self.steps: list[tuple] = []
+        self._uncharged = None  # transfer actions queued before the first step was recorded
         self._waiting_ids: set[int] = set()
         self.rt = make_runtime(runtime, self, rp, path)
         for i in np.flatnonzero(self.pending == 0).tolist():
             self.push(float(d.app_arrival_s[d.app[i]]), _READY, i)
+        if perturb is not None:  # robust/perturb.py: slow-down windows as timed calls
+            perturb.attach(self)
 
     # ---- events -------------------------------------------------------------------------------------
     def push(self, t: float, kind: int, payload) -> None:
@@ -208,6 +211,8 @@ class AgentLoop:
                 if k:
                     sched.decode_finish(taken)
                 if taken:
+                    self._charge_transfers()
+                if taken:
                     continue
             waiting_before = self._waiting_ids if sched.num_waiting else ()
             batch = sched.schedule()
@@ -251,6 +256,7 @@ class AgentLoop:
             done = sched.finish_step(batch, self.now)
             self.steps.append((start, self.now, batch.size, int(batch.new_tokens.sum()), int(batch.emits.sum()),
                                batch.kv_blocks_in_use, batch.num_waiting, batch.preemptions, batch.prefix_hit_tokens))
+            self._charge_transfers()
             if len(done):
                 self.finished += len(done)
                 for r in done.tolist():
@@ -259,9 +265,25 @@ class AgentLoop:
                 self.progress(self.finished, n)
         # the tool calls after the last LLM call (and zero-time collect nodes) still end their apps
         self._process(math.inf, calls=False)
+        self._charge_transfers()
         if self.progress is not None:
             self.progress(self.finished, n)
         return self._result()
+
+    def _charge_transfers(self) -> None:
+        """Add the actions of the KV the runtime moved since the last step to the last recorded step (the
+        step model's `records`; kv_transfer.py: copies overlap with the steps, their energy is charged)."""
+        vec = self.rt.take_transfer_actions()
+        if vec is None:
+            return
+        recs = getattr(self.cost, "records", None)
+        if recs is None or len(recs) == 0:
+            self._uncharged = vec if self._uncharged is None else self._uncharged + vec
+            return
+        if self._uncharged is not None:
+            vec = vec + self._uncharged
+            self._uncharged = None
+        recs.actions[len(recs) - 1] += vec
 
     def _account_hits(self, admitted, t: float) -> None:
         sched, bs = self.sched, self.params.block_size
@@ -341,22 +363,23 @@ class AgentLoop:
 
 
 def serve_agents(table, params: SchedulerParams, cost, *, runtime: str = "vllm", runtime_params=None, path=None,
-                 kv=None, progress: Callable[[int, int], None] | None = None, fast_forward: bool = True) -> ServeResult:
+                 kv=None, progress: Callable[[int, int], None] | None = None, fast_forward: bool = True,
+                 perturb=None) -> ServeResult:
     """Serve an `AgentTable` with the named runtime; see the module docstring. ``path``: the offload path
     (`kv_transfer.TransferPath`) for runtimes that move KV out of the pool."""
     loop = AgentLoop(table, params, cost, runtime=runtime, runtime_params=runtime_params, path=path, kv=kv,
-                     progress=progress, fast_forward=fast_forward)
+                     progress=progress, fast_forward=fast_forward, perturb=perturb)
     return loop.run()
 
 
 def serve_prepared(prep, table, params: SchedulerParams, runtime: str, runtime_options: dict, *, kv=None,
-                   progress=None, fast_forward: bool = True) -> ServeResult:
+                   progress=None, fast_forward: bool = True, perturb=None) -> ServeResult:
     """`serve_agents` on a prepared (system, model) pair (sim/engine.py): the runtime's parameters from
     `runtime_options` (AgentRuntimeParams fields) and its offload path from the system (``vllm-offload``:
     the host link, as LMCache's CPU backend; ``tokencake``: ``offload_target``)."""
     from tokenstack_sim.config.schema import build
     from tokenstack_sim.runtime.agent_runtime import AgentRuntimeParams
-    from tokenstack_sim.runtime.kv_transfer import choose_path
+    from tokenstack_sim.runtime.kv_transfer import capacity_store_blocks, choose_path
 
     rp = build(AgentRuntimeParams, dict(runtime_options or {}), where="runtime_options")
     sm = prep.step_model
@@ -364,6 +387,10 @@ def serve_prepared(prep, table, params: SchedulerParams, runtime: str, runtime_o
     if runtime == "vllm-offload":
         path = choose_path("host", prep.system, sm, sm.block_bytes)
     elif runtime == "tokencake":
-        path = choose_path(rp.offload_target, prep.system, sm, sm.block_bytes)
+        free = None
+        if sm.migrates and rp.offload_target != "host":  # the capacity tier's room beside the pool
+            pool_cap = kv.C if kv is not None else sum(t.blocks for t in prep.tiers if not t.pim)
+            free = capacity_store_blocks(prep, pool_cap)
+        path = choose_path(rp.offload_target, prep.system, sm, sm.block_bytes, free)
     return serve_agents(table, params, sm, runtime=runtime, runtime_params=rp, path=path, kv=kv,
-                        progress=progress, fast_forward=fast_forward)
+                        progress=progress, fast_forward=fast_forward, perturb=perturb)

@@ -27,7 +27,7 @@ import numpy as np
 from tokenstack_sim.config.schema import spec
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.runtime.agent_scheduler import cached_prefix
-from tokenstack_sim.runtime.kv_transfer import TARGETS, Channels, KvStore
+from tokenstack_sim.runtime.kv_transfer import TARGETS, Channels, KvStore, store_blocks
 
 GIB = 2 ** 30
 
@@ -56,6 +56,11 @@ class AgentRuntimeParams:
     # [E] a return more than this off the prediction counts as a misprediction (and when uploaded early, as
     # memory held)
     mispredict_tolerance_s: float = spec(0.1, min=0.0, doc="tokencake: misprediction tolerance, s")
+    # [E] 0: the DAG's predictions as given. > 0: the temporal scheduler sees each tool call's predicted
+    # duration times exp(sigma x N(0, 1)), drawn per tool node from the workload's seed (claims.md: "inject
+    # ... tool-time misprediction"; no source gives a predictor's error distribution)
+    prediction_error: float = spec(0.0, min=0.0, max=5.0,
+                                   doc="tokencake: sigma of the log error of each tool-time prediction")
     # --- tokencake: spatial scheduler ---
     spatial: bool = spec(True, doc="tokencake: priorities, reserved pool, critical agents protected")
     # [E] share of the pool reserved for critical agents (TokenCake sizes it dynamically; not published)
@@ -141,7 +146,26 @@ class AgentRuntime:
         pass
 
     def counters(self) -> dict:
-        return dict(self.c)
+        return self._with_transfer_energy(dict(self.c))
+
+    def take_transfer_actions(self):
+        """Step actions of the KV moved since the last call, or None (kv_transfer.Channels.take)."""
+        ch = getattr(self, "ch", None)
+        return None if ch is None else ch.take()
+
+    def _with_transfer_energy(self, out: dict) -> dict:
+        """Counters plus the energy of every transfer (J, whole system; in the run's energy breakdown too)."""
+        ch = getattr(self, "ch", None)
+        store = getattr(self, "store", None)
+        if store is not None:
+            out["store_blocks"] = store.capacity
+        if ch is not None:
+            e = ch.energy_j()
+            out["transfer_energy_j"] = float(sum(e.values()))
+            for c, j in e.items():
+                if j:
+                    out[f"transfer_energy_j_{c}"] = float(j)
+        return out
 
     # helpers
     def running_need(self) -> int:
@@ -259,7 +283,7 @@ class VllmOffload(AgentRuntime):
         if path is None:
             raise InputError("vllm-offload needs an offload path (the system's host link)", where="--runtime")
         self.ch = Channels(path)
-        self.store = KvStore(int(params.store_gib * GIB / path.stored_bytes_per_block))
+        self.store = KvStore(store_blocks(path, params.store_gib))
         self.cb = max(1, params.chunk_tokens // self.bs)  # blocks per chunk
         rows = self.sched.table.rows
         self.loads = StoreLoads(self, self.store, self.ch, lambda r: int(rows["parent_id"][r]))
@@ -286,7 +310,7 @@ class VllmOffload(AgentRuntime):
         return self.loads.relieve()
 
     def counters(self):
-        out = dict(self.c)
+        out = self._with_transfer_energy(dict(self.c))
         out["store_evictions"] = self.store.evictions
         return out
 

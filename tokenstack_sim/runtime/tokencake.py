@@ -27,6 +27,8 @@ first waiting call does not fit, or fewer free blocks than running calls) held K
 calls are not released yet first, non-critical before critical, furthest predicted return first;
 offloaded when the round trip still fits before the predicted return, else dropped to the prefix cache
 (a stored copy stays loadable). Mispredictions: returns more than the tolerance off the prediction.
+``prediction_error`` > 0 multiplies each tool's predicted duration by a lognormal error (seeded by the
+workload's seed) for the temporal scheduler; the spatial scheduler's slack stays the DAG's.
 
 Spatial scheduler (``spatial``). A call is *critical* when its slack to its app's critical path
 (predicted times, `agents.critical_path`) is below ``critical_slack_s``. Waiting calls are ordered by a
@@ -54,9 +56,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenstack_sim.runtime.agent_runtime import GIB, AgentRuntime, StoreLoads
+from tokenstack_sim.runtime.agent_runtime import AgentRuntime, StoreLoads
 from tokenstack_sim.runtime.agent_scheduler import cached_prefix
-from tokenstack_sim.runtime.kv_transfer import Channels, KvStore
+from tokenstack_sim.runtime.kv_transfer import Channels, KvStore, store_blocks
 
 HELD, OFFLOADING, OFFLOADED, UPLOADING, READY, DROPPED = "held", "offloading", "offloaded", "uploading", "ready", "dropped"
 
@@ -89,7 +91,7 @@ class TokenCake(AgentRuntime):
         super().__init__(loop, params, path)
         p = params
         self.ch = Channels(path) if path is not None else None
-        self.store = KvStore(int(p.store_gib * GIB / path.stored_bytes_per_block)) if path is not None else None
+        self.store = KvStore(store_blocks(path, p.store_gib)) if path is not None else None
         rows = self.sched.table.rows
         self.loads = StoreLoads(self, self.store, self.ch, lambda r: self._owner_of(r, rows)) \
             if path is not None else None
@@ -108,6 +110,7 @@ class TokenCake(AgentRuntime):
         self._app_depth = np.ones(d.n_apps)
         np.maximum.at(self._app_depth, d.app, d.depth.astype(float))
         self._fan_norm = max(float(d.fanout.max()), 1.0)
+        self._pred = self._predictions(p.prediction_error)
         self.c.update(stalls=0, offloads=0, uploads=0, mispredictions=0, late_uploads=0, early_uploads=0,
                       upload_wait_s=0.0, early_held_block_s=0.0, deadline_expired=0, dropped_under_pressure=0,
                       offloaded_under_pressure=0, deferred_calls=0, reserved_blocks_peak=0, uploads_skipped=0,
@@ -116,6 +119,17 @@ class TokenCake(AgentRuntime):
         self._deferred_once: set[int] = set()
 
     # ---- graph helpers ---------------------------------------------------------------------------------
+    def _predictions(self, sigma: float) -> np.ndarray:
+        """Tool durations the temporal scheduler expects: the DAG's predictions, times exp(sigma x N(0, 1))
+        per node when ``prediction_error`` > 0 (drawn from the workload's seed, so every runtime option
+        of one seed sees the same errors)."""
+        d = self.dag
+        if sigma <= 0:
+            return d.predicted_s
+        seed = int(self.sched.table.meta.get("seed", 0))
+        z = np.random.default_rng([seed, 0x70CA4E]).standard_normal(d.n_nodes)
+        return d.predicted_s * np.exp(sigma * z)
+
     def _llm_after(self, node: int) -> set[int]:
         """Requests of the LLM nodes after `node`, looking through tool nodes."""
         d, out, stack = self.dag, set(), list(self.dag.succs(node).tolist())
@@ -212,7 +226,7 @@ class TokenCake(AgentRuntime):
                 for w in waiters:
                     self.waiting_on[w] = st
                 continue
-            pred = float(d.predicted_s[node])
+            pred = float(self._pred[node])
             hashes = self.sequence_hashes(owner)
             held = self.pins.pin_cached(owner, hashes)
             deadline = min(self.p.deadline_max_s, max(self.p.deadline_min_s, self.p.deadline_factor * pred))
@@ -231,6 +245,8 @@ class TokenCake(AgentRuntime):
         return self.ch.time_s("down", len(self.store.missing(st.hashes))) + self.ch.time_s("up", n)
 
     def _worth_offloading(self, st: Stall, now: float, pressure: float) -> bool:
+        if len(st.hashes) > self.store.capacity:
+            return False  # the store cannot hold it (a capacity tier with little room beside the pool)
         left = st.predicted_end_s - now
         rt = self._round_trip_s(st)
         return left > rt + self.p.upload_margin_s and left * pressure >= self.p.offload_gain * rt

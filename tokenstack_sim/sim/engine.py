@@ -15,7 +15,9 @@ Energy = counted actions × the energy tables of each component + static power �
 (first arrival to last step end), each static term its own "static" action of its component: the stacks'
 background and refresh power (per stack), the GPUs' idle power (`static_power_w` per GPU, excluding the
 stacks), and the links' idle power (`static_power_w` per GPU port: the GPU link when there are ≥ 2 GPUs,
-AttAcc's PIM-device link per GPU). The host link moves nothing in a serving run and is not charged.
+AttAcc's PIM-device link per GPU). The host link carries only agent runtimes' KV offloads and uploads
+(runtime/kv_transfer.py): its bytes are charged per bit, its idle power is left out (the host side is
+outside the compared systems).
 Static power is charged over the whole span, busy or idle; the dynamic rise of a busy chip over idle is
 in the per-action tables. `energy_pj` reads only counts and the span, so a sweep over energy technology
 reuses a run's timing.
@@ -83,6 +85,7 @@ class RunSpec:
     kv: dict = field(default_factory=dict)  # KvPolicy fields (kv/policy.py); {} = TokenStack's design
     runtime: str = "vllm"  # agent runtime (runtime/agent_runtime.py): vllm | vllm-offload | tokencake
     runtime_options: dict = field(default_factory=dict)  # AgentRuntimeParams fields
+    perturb: list = field(default_factory=list)  # injector tables (robust/injectors.py); [] = the nominal run
 
     def __post_init__(self) -> None:
         """Refuse bad values before any simulation runs (a long run is never wasted on them)."""
@@ -103,6 +106,10 @@ class RunSpec:
         if self.runtime not in RUNTIMES:
             raise InputError(f"unknown runtime {self.runtime!r}; known: {', '.join(sorted(RUNTIMES))}", where="runtime")
         build(AgentRuntimeParams, dict(self.runtime_options), where="runtime_options")
+        if self.perturb:
+            from tokenstack_sim.robust.injectors import parse_injectors
+
+            parse_injectors(self.perturb)  # names the bad key
         for name in ("slo_ttft_s", "slo_tpot_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
@@ -317,16 +324,32 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
               "kv": dataclasses.asdict(prep.kv_policy)}
     if spec.runtime != "vllm" or spec.runtime_options:
         params |= {"runtime": spec.runtime, "runtime_options": dict(spec.runtime_options)}
+    injectors = None
+    if spec.perturb:  # robust/: uncertainty injectors (none: the nominal path, untouched)
+        from tokenstack_sim.robust.injectors import parse_injectors
+
+        injectors = parse_injectors(spec.perturb)
+        params["perturb"] = [i.as_dict() for i in injectors]
+        name += "/perturbed"
     if not prep.fits:
         return RunResult(name, "does_not_fit", params, provenance=provenance(), reason=prep.reason,
                          summary={"requests": 0})
     if table is None:
         table = load_workload(spec.workload, seed=spec.seed, qps=spec.qps, duration_s=spec.duration_s,
                               max_requests=spec.max_requests)
+    pert = None
+    if injectors is not None:
+        from tokenstack_sim.robust.perturb import Perturbation
+
+        pert = Perturbation(injectors, prep, spec.seed)
+        table = pert.perturb_table(table)
+        pert.prime()
     sm = prep.step_model
     sm.records = StepRecords()
     kvm = tiered_kv(prep, len(table))
     sm.kv = kvm
+    if pert is not None:
+        pert.bind(kvm)
     total_blocks = kvm.num_blocks
     sp = SchedulerParams(num_kv_blocks=total_blocks, **prep.scheduler)
     t0 = time.perf_counter()
@@ -339,14 +362,17 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
             from tokenstack_sim.runtime.agent_loop import serve_prepared
 
             res = serve_prepared(prep, table, sp, spec.runtime, spec.runtime_options, kv=kvm, progress=progress,
-                                 fast_forward=fast_forward)
+                                 fast_forward=fast_forward, **({"perturb": pert} if pert is not None else {}))
         else:
-            res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward, kv=kvm)
+            res = serve(table, sp, sm, progress=progress, fast_forward=fast_forward, kv=kvm,
+                        **({"perturb": pert} if pert is not None else {}))
     except InputError as exc:
         if exc.where != "num_kv_blocks":
             raise
         raise InputError(f"{exc.message} ({prep.system.name} holds {total_blocks} blocks for "
                          f"{prep.model.config.name}; --kv-blocks overrides)", where="kv_blocks") from None
+    finally:
+        lost = pert.finish() if pert is not None else {}
     wall_s = time.perf_counter() - t0
 
     req = np.zeros(len(res.requests), REQUEST_DTYPE)
@@ -378,6 +404,7 @@ def run_prepared(prep: Prepared, spec: RunSpec, *, progress: Callable[[int, int]
     a = req["arrival_s"]
     summary["offered_qps"] = len(a) / float(a.max() - a.min()) if len(a) > 1 and a.max() > a.min() else float("nan")
     summary.update(res.counters.get("agent", {}))  # app makespans, effective KV use, offloads (agent runs)
+    summary.update(lost)  # perturbed runs: work lost (robust/perturb.py)
     summary["wall_s"] = wall_s  # provenance-like: excluded from determinism checks by its name
     return RunResult(name, "ok", params, configs=_configs(prep, table.meta), provenance=provenance() | {"wall_s": wall_s},
                      requests=req, steps=steps, actions=actions, energy_pj=energy,
@@ -423,6 +450,9 @@ def energy_pj(system, actions: dict, span_s: float) -> dict:
         out["pim_link"] = {"link_bytes": float(link_energy_pj(system.pim_link,
                                                               actions["pim_link"]["link_bytes"].sum())),
                            "static": system.pim_link.static_power_w * system.gpus * span_s * PJ_PER_J}
+    host = actions.get("host_link")  # absent in results written before agent offloads were charged
+    if host is not None and float(host["link_bytes"].sum()) > 0:
+        out["host_link"] = {"link_bytes": float(link_energy_pj(system.host_link, host["link_bytes"].sum()))}
     return out
 
 
@@ -440,7 +470,7 @@ def _summary(req, steps, energy, counters, spec: RunSpec, total_blocks: int) -> 
     out["energy_j_gpu"] = j.get("gpu", 0.0)
     out["energy_j_stacks"] = j.get("gpu_stacks", 0.0)
     out["energy_j_pim"] = j.get("pim", 0.0)
-    out["energy_j_links"] = j.get("gpu_link", 0.0) + j.get("pim_link", 0.0)
+    out["energy_j_links"] = j.get("gpu_link", 0.0) + j.get("pim_link", 0.0) + j.get("host_link", 0.0)
     out["energy_j_total"] = sum(j.values())
     gen = int(req["output_tokens"].sum())
     out["output_tokens"] = gen

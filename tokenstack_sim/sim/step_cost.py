@@ -73,8 +73,9 @@ GPU_ACTIONS = ("flops_bf16", "flops_fp16", "flops_fp8", "flops_fp32", "l2_bytes"
 LINK_ACTIONS = ("link_bytes",)
 # Counted actions per component, whole system. 'pim' holds the PIM units' work and the traffic to the
 # PIM device (AttAcc); the PIM SID's plain reads and writes by the GPU count under 'gpu_stacks'.
+# 'host_link': KV that agent runtimes offload to or upload from host memory (runtime/kv_transfer.py).
 COMPONENTS = {"gpu": GPU_ACTIONS, "gpu_stacks": STACK_ACTIONS, "pim": STACK_ACTIONS,
-              "gpu_link": LINK_ACTIONS, "pim_link": LINK_ACTIONS}
+              "gpu_link": LINK_ACTIONS, "pim_link": LINK_ACTIONS, "host_link": LINK_ACTIONS}
 OFFSET = {}
 _n = 0
 for _c, _a in COMPONENTS.items():

@@ -296,7 +296,7 @@ def instantiate(template: Callable[[np.random.Generator], nx.DiGraph] | nx.DiGra
                                            dag.seg_lens[dag.seg_offsets[r]:dag.seg_offsets[r + 1]],
                                            HASH_BLOCK_TOKENS) for r in range(len(rows))])
     label = name or templates[0].graph.get("name", "agents")
-    meta = {"source": "agent-dag", "workload": label, "apps": int(n_apps), "app_rate": float(rate),
+    meta = {"source": "agent-dag", "workload": label, "seed": int(seed), "apps": int(n_apps), "app_rate": float(rate),
             "arrival": arrival, "predictor": predictor, "nodes": n_nodes, "llm_calls": len(rows),
             "tool_calls": int(np.count_nonzero(dag.kind == 1))}
     return AgentTable(rows, offsets, flat, HASH_BLOCK_TOKENS, meta, dag=dag)
