@@ -7,8 +7,9 @@ results/sweep_report.py).
 - Killed after 2 points (a progress hook raises) and resumed, it equals an uninterrupted run point by
   point (HDF5 content apart from provenance); a corrupt point file is run again; a lost index is rebuilt
   from the files.
-- Local processes (-j 2) and a local Dask cluster (--dask-local 2; skipped where dask.distributed is not
-  installed) give the same files as this process; without dask the Dask options fail in one line.
+- Local processes (-j 2), a local Dask cluster (--dask-local 2) and a real `dask scheduler` + `dask worker`
+  started as subprocesses on localhost, reached by --dask ADDRESS (both skipped where dask.distributed is
+  not installed), give the same files as this process; without dask the Dask options fail in one line.
 - The report's PNGs decode, each plot shows the expected series, and report.html is well-formed with
   every image inline.
 - Spec errors name the file and the key, through the CLI with exit status 2 and no traceback.
@@ -174,6 +175,65 @@ def test_local_dask_cluster_equals_local_processes(reference, capsys, tmp_path):
     code, _, err = tokenstack(capsys, "sweep", write_spec(tmp_path), "--out", out, "--dask-local", "2")
     assert code == 0, err
     assert "local Dask cluster of 2" in err and "4 run (4 ok)" in err
+    assert_same_points(reference, out)
+
+
+@pytest.fixture
+def dask_scheduler(tmp_path):
+    """A real `dask scheduler` and one `dask worker` (2 processes of 1 thread) on localhost, started as
+    subprocesses of their own, as a remote cluster would be; yields the scheduler's address. The workers
+    get an empty op-cost cache of their own (a remote machine shares none: run_sweep hands each Dask job
+    the costs it reads) and this checkout on their path. Stopped (terminate, then kill) afterwards."""
+    import os
+    import subprocess
+    import time
+
+    pytest.importorskip("dask.distributed")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+           "TOKENSTACK_CACHE": str(tmp_path / "worker-cache"),
+           "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # as DaskExecutor's own local clusters
+    sched_file = tmp_path / "scheduler.json"
+    logs = [open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "worker")]
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              env=env, cwd=tmp_path, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        deadline, address = time.monotonic() + 60, None
+        while address is None and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.2)
+            try:
+                address = json.loads(sched_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                pass  # not written yet, or not whole yet
+        if address is None:
+            pytest.fail(f"dask scheduler did not start: {(tmp_path / 'scheduler.log').read_text()[-2000:]}")
+        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nworkers", "2",
+                                       "--nthreads", "1", "--no-dashboard"],
+                                      env=env, cwd=tmp_path, stdout=logs[1], stderr=subprocess.STDOUT))
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+def test_remote_dask_scheduler_equals_local_processes(reference, dask_scheduler, capsys, tmp_path):
+    out = tmp_path / "remote"
+    code, _, err = tokenstack(capsys, "sweep", write_spec(tmp_path), "--out", out, "--dask", dask_scheduler)
+    assert code == 0, err
+    assert f"the Dask scheduler at {dask_scheduler}" in err and "4 run (4 ok)" in err
     assert_same_points(reference, out)
 
 
