@@ -127,6 +127,9 @@ class TieredKv:
         self.counters = {"demotions": 0, "promotions": 0, "dropped_cached": 0, "replicas_made": 0,
                          "replicas_dropped": 0, "replica_hits": 0, "shared_attaches": 0}
         self.sched = None
+        # robust/perturb.py: the output lengths the workload-aware oracle sees instead of the true ones
+        # (output-length misprediction); None = the request table's lengths
+        self.out_pred = None
 
     # ---- wiring ---------------------------------------------------------------------------------------
     def bind(self, scheduler) -> None:
@@ -321,7 +324,7 @@ class TieredKv:
         the requests have generated beyond the scheduler's counters (its fast decode path advances them
         at the end of a run of steps)."""
         budget = self.policy.max_migrations_per_step
-        out = self.sched.output_tokens
+        out = self.sched.output_tokens if self.out_pred is None else self.out_pred
         gen = self.sched.generated
         bl = np.asarray(blocks).tolist()
         for b in bl:  # cached free blocks reused by the pool: their old content is gone
@@ -347,7 +350,7 @@ class TieredKv:
         bl = np.asarray(blocks).tolist()
         if not bl:
             return
-        out = self.sched.output_tokens
+        out = self.sched.output_tokens if self.out_pred is None else self.out_pred
         gen = self.sched.generated
         self.fin[r] = self.step_index + float(out[r] - gen[r])
         if self.U and self.home[r] < 0 and self.policy.placement == "topology-aware":
@@ -498,6 +501,58 @@ class TieredKv:
         self._mig[:] = 0
         self.migrations_pending = False
         return m
+
+    # ---- faults (robust/perturb.py) -------------------------------------------------------------------
+    def _lost_mask(self, units, capacity: bool) -> np.ndarray:
+        lost = np.zeros(self.U + 2, bool)  # indexed by location + 1 (-1: no slot)
+        lost[np.asarray(list(units), np.int64) + 1] = True
+        lost[self.CAP + 1] = capacity
+        return lost
+
+    def holders_on(self, units, capacity: bool) -> list[int]:
+        """Requests holding a block with data on PIM units `units` (or reading a replica there), or in the
+        capacity tier when `capacity`."""
+        lost = self._lost_mask(units, capacity)
+        out: set[int] = set()
+        for b in np.flatnonzero(lost[self.loc + 1]).tolist():
+            if self.holders[b]:
+                out.update(self.holders[b])
+        for reps in self.replicas.values():
+            for u, users in reps.items():
+                if lost[u + 1]:
+                    out.update(users)
+        return sorted(out)
+
+    def drop_lost(self, units, capacity: bool) -> int:
+        """The data on PIM units `units` (and the capacity tier when `capacity`) is gone, once its holders
+        let go (`holders_on`, preempted first): replicas there are dropped, cached blocks leave their slot
+        and the prefix cache. Returns the blocks dropped."""
+        lost = self._lost_mask(units, capacity)
+        for u in units:
+            while self.replica_slots and self._drop_one_replica(u):
+                pass
+        blocks = np.flatnonzero(lost[self.loc + 1]).tolist()
+        for b in blocks:
+            if self.holders[b]:
+                raise RuntimeError(f"block {b} on a lost location still has holders {self.holders[b]}")
+            self._drop_cached(b)
+        return len(blocks)
+
+    def disable_unit(self, u: int) -> int:
+        """PIM unit u's slots are gone for good (its PIM layer failed; empty by `drop_lost` first): as many
+        logical blocks are taken out of the pool for the rest of the run (allocated, never freed), so
+        that every block the pool hands out still finds a slot. Returns the slots removed."""
+        n = int(self.P[u])
+        if self.pim_used[u]:
+            raise RuntimeError(f"PIM unit {u} still holds {int(self.pim_used[u])} blocks")
+        if n > self.pool.num_free:
+            raise RuntimeError(f"cannot take {n} blocks out of a pool with {self.pool.num_free} free")
+        self.P[u] = 0
+        for b in self.pool.allocate(n).tolist():
+            if self.loc[b] >= 0:  # a cached free block elsewhere: its data goes with its slot
+                self._leave(b, int(self.loc[b]))
+        self.replica_cap = min(self.replica_cap, int(self.policy.replication_budget * self.P[: self.U].sum()))
+        return n
 
     # ---- checks ----------------------------------------------------------------------------------------
     def check(self) -> None:

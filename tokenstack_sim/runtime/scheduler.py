@@ -342,6 +342,20 @@ class VllmScheduler:
         self.preemptions[r] += 1
         self.waiting.appendleft(r)
 
+    def drop_kv(self, requests) -> None:
+        """Preempt the running `requests` whose KV was lost to a fault (robust/perturb.py), as vLLM's
+        recompute preemption does (`_preempt`); they go back to the head of the waiting queue in their
+        running order. Counted as preemptions. Waiting requests hold no KV and are left alone."""
+        lost = set(int(r) for r in requests)
+        if not lost:
+            return
+        run = self.running.tolist()
+        victims = [r for r in run if r in lost]
+        for r in reversed(victims):
+            self._preempt(r)
+        self.running = np.asarray([r for r in run if r not in lost], dtype=np.int64)
+        self.total_preemptions += len(victims)
+
     def _schedule_running_slow(self, ids, take, want):
         """vLLM's sequential loop for a step that runs out of blocks: preempt the newest running
         request until the allocation fits or the request preempted itself."""

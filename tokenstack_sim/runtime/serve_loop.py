@@ -65,14 +65,15 @@ PROGRESS_EVERY_STEPS = 256
 
 def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
           scheduler: str = "vllm", progress: Callable[[int, int], None] | None = None,
-          fast_forward: bool = True, kv=None) -> ServeResult:
+          fast_forward: bool = True, kv=None, perturb=None) -> ServeResult:
     """Run every request of ``table`` to completion; see the module docstring. ``progress(finished,
     total)`` is called every PROGRESS_EVERY_STEPS steps and at the end. ``fast_forward``: take runs of
     pure-decode steps of an unchanged running set through the scheduler's `decode_run_length` /
     `decode_step` (where it has them), which schedule such a step without re-deriving the batch; the
     steps, their times and every record are the same as step by step (tests/test_fast_forward.py).
     ``kv``: a `kv.tiered.TieredKv` to bind to the scheduler (where blocks live across tiers); None for
-    one undivided pool."""
+    one undivided pool. ``perturb``: a `robust.perturb.Perturbation` whose events (slow-downs starting or
+    ending, failures) fire at the first step boundary at or after their time (None: the nominal loop)."""
     validate(table)  # sorted arrivals, lengths >= 1 prompt token, hash counts: the loop relies on them
     sched = make_scheduler(scheduler, table, params)
     if kv is not None:
@@ -88,8 +89,12 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
         while nxt < n and arrival_s[nxt] <= now_s:
             sched.add_request(nxt)
             nxt += 1
+        if perturb is not None and now_s >= perturb.next_s:
+            now_s, stall = perturb.fire(now_s, sched)
+            steps.extend(stall)
+            continue  # arrivals during a stall join now
         if sched.num_running == 0 and sched.num_waiting == 0:
-            now_s = float(arrival_s[nxt])
+            now_s = float(arrival_s[nxt]) if perturb is None else max(now_s, min(float(arrival_s[nxt]), perturb.next_s))
             continue
         if fast_forward and sched.num_waiting == 0:
             k = sched.decode_run_length()
@@ -97,6 +102,8 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
             while taken < k:
                 if taken and nxt < n and arrival_s[nxt] <= now_s:
                     break  # it joins at this step's end: the normal path admits it
+                if taken and perturb is not None and now_s >= perturb.next_s:
+                    break  # an injector's event is due
                 batch = sched.decode_step(taken)
                 if batch is None:
                     break  # out of blocks: the normal path preempts
