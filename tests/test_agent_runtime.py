@@ -280,3 +280,132 @@ def test_presets_finish_under_memory_pressure(runtime):
         loop, res = run(t, runtime, blocks=need + 200)
         assert (res.requests["output_tokens"] == t.rows["output_tokens"]).all()
         assert np.isfinite(loop.app_done_s).all()
+
+
+def test_noisy_predictions_are_mispredicted_and_seeded():
+    """prediction_error > 0: the temporal scheduler's predictions are off by a lognormal factor, drawn from
+    the workload's seed, so returns are counted as mispredictions (late or early, with their cost)."""
+    t = instantiate(chain(30.0, 30.0), 4, 0.05, seed=7, arrival="even")
+    opts = {"offload_gain": 0.0, "spatial": False}
+    _, exact = run(t, "tokencake", opts=opts)
+    assert exact.counters["agent"]["mispredictions"] == 0
+    _, noisy = run(t, "tokencake", opts=opts | {"prediction_error": 0.5})
+    _, again = run(t, "tokencake", opts=opts | {"prediction_error": 0.5})
+    c = noisy.counters["agent"]
+    assert c["mispredictions"] == 4  # every return is off its (noisy) prediction by more than 0.1 s
+    assert c["late_uploads"] + c["early_uploads"] >= 1
+    assert c["early_uploads"] == 0 or c["early_held_block_s"] > 0
+    assert again.counters["agent"] == pytest.approx(c)
+
+
+def test_app_slo_attainment():
+    t = instantiate(chain(30.0, 30.0), 2, 0.05, seed=0, arrival="even")
+    loop, res = run(t, opts={"slo_makespan_s": 1000.0})
+    assert res.counters["agent"]["app_slo_attainment"] == 1.0
+    mk = loop.app_done_s - t.dag.app_arrival_s
+    cut = float(mk.mean())  # between the two makespans when they differ
+    _, res = run(t, opts={"slo_makespan_s": 1.0})
+    assert res.counters["agent"]["app_slo_attainment"] == 0.0
+    _, res = run(t, opts={"slo_makespan_s": cut})
+    assert res.counters["agent"]["app_slo_attainment"] == pytest.approx(float(np.mean(mk <= cut)))
+    _, res = run(t)
+    assert "app_slo_attainment" not in res.counters["agent"]
+
+
+def test_store_without_room_is_not_used():
+    """A store medium with room for fewer blocks than a stalled agent holds (a capacity tier the pool
+    fills) takes no offload: the KV stays held."""
+    t = with_flood(chain(30.0, 30.0))
+    small = path()
+    small.max_store_blocks = 1
+    _, res = run(t, "tokencake", blocks=FLOOD_BLOCKS, opts={"offload_gain": 0.0, "spatial": False}, p=small)
+    c = res.counters["agent"]
+    assert c["store_blocks"] == 1 and c["offloads"] == 0 and c["offload_bytes"] == 0
+
+
+def test_host_offload_energy_is_charged():
+    """Host offloads and uploads: their bytes cross the host link (its pJ/bit, in the run's energy by
+    component) and are read from / written into the GPU's stacks, in the step action vectors."""
+    from tokenstack_sim.hw.link import link_energy_pj
+    from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 3, 2.0, seed=3)
+    prep = prepare("h100-tokencake", "qwen2.5-14b", options=EngineOptions(memory_timing="roofline"), kv_blocks=600)
+    spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=600, runtime="tokencake",
+                   runtime_options={"offload_gain": 0.0})
+    res = run_prepared(prep, spec, table=t)
+    s = res.summary
+    moved = s["offload_bytes"] + s["upload_bytes"]
+    assert s["offloads"] > 0 and moved > 0
+    assert float(res.actions["host_link"]["link_bytes"].sum()) == pytest.approx(moved)
+    e_host = float(link_energy_pj(prep.system.host_link, moved)) * 1e-12
+    assert sum(res.energy_pj["host_link"].values()) * 1e-12 == pytest.approx(e_host)
+    assert s["transfer_energy_j_host_link"] == pytest.approx(e_host)
+    assert s["transfer_energy_j_gpu_stacks"] > 0  # the stacks' side of the copies
+    assert s["energy_j_links"] == pytest.approx(e_host)  # one GPU: no GPU-link energy otherwise
+    base = run_prepared(prep, RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=600), table=t)
+    assert "host_link" not in base.energy_pj and float(base.actions["host_link"]["link_bytes"].sum()) == 0
+
+
+def test_capacity_store_is_the_tiers_free_room():
+    """On TokenStack the capacity-tier store gets the tier's stored-format slots the pool does not own:
+    none when the pool is the system's own (auto then offloads to the host, capacity is refused)."""
+    from tokenstack_sim.runtime.kv_transfer import capacity_store_blocks, choose_path
+    from tokenstack_sim.sim.engine import prepare, tiered_kv
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    o = EngineOptions(memory_timing="roofline")
+    own = prepare("tokenstack-hbm4", "llama-3.1-8b", options=o, bind=False)
+    kv = tiered_kv(own, 1)
+    assert capacity_store_blocks(own, kv.C) == 0
+    sm = own.step_model
+    assert choose_path("auto", own.system, sm, sm.block_bytes, 0).name == "host"
+    with pytest.raises(InputError, match="no room") as e:
+        choose_path("capacity", own.system, sm, sm.block_bytes, 0)
+    assert e.value.where == "offload_target"
+    small = prepare("tokenstack-hbm4", "llama-3.1-8b", options=o, kv_blocks=700, bind=False)
+    kv_small = tiered_kv(small, 1)
+    free = capacity_store_blocks(small, kv_small.C)
+    assert free == kv.C - kv_small.C > 0  # the tier's slots less the small pool's share of them
+
+
+def test_json_output_is_one_document(capsys):
+    import json
+
+    code, out, err = _cli(capsys, "run", "h100-tokencake", "--model", "qwen2.5-14b", "--memory-timing", "roofline",
+                          "--workload", "codewriter-like", "--qps", "1", "--requests", "1", "--warmup", "0",
+                          "--drain", "0", "--runtime", "vllm", "--runtime", "tokencake", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"runs", "agent_apps"} and len(doc["runs"]) == len(doc["agent_apps"]) == 2
+    assert [r["runtime"] for r in doc["agent_apps"]] == ["vllm", "tokencake"]
+
+
+def test_capacity_runtime_options_are_checked(capsys):
+    base = ("capacity", "h100-tokencake", "--model", "qwen2.5-14b", "--requests", "2")
+    code, _, err = _cli(capsys, *base, "--workload", "azure-conv-like", "--slo-makespan", "100s")
+    assert code == 2 and err.startswith("error: --slo-makespan:"), err
+    code, _, err = _cli(capsys, *base, "--workload", "codewriter-like", "--slo-makespan", "soon")
+    assert code == 2 and err.startswith("error: --slo-makespan:"), err
+    code, _, err = _cli(capsys, *base, "--workload", "codewriter-like", "--runtime", "nope")
+    assert code == 2 and err.startswith("error: --runtime:"), err
+
+
+def test_capacity_search_on_app_slo_attainment():
+    """capacity_search(metric=...) applies the rule to the named summary key (agent apps: the share of
+    apps meeting the makespan SLO)."""
+    from types import SimpleNamespace
+
+    from tokenstack_sim.sim.capacity import capacity_search
+    from tokenstack_sim.sim.engine import RunSpec
+
+    prep = SimpleNamespace(fits=True, system=SimpleNamespace(name="s"), model=SimpleNamespace(config=SimpleNamespace(name="m")))
+    spec = RunSpec("codewriter-like", max_requests=4, runtime="tokencake", runtime_options={"slo_makespan_s": 100.0})
+
+    def serve(qps, seeds):  # apps meet the SLO up to 0.3 apps/s; the calls' SLO would always pass
+        return [SimpleNamespace(params={"qps": qps}, summary={"app_slo_attainment": 1.0 if qps <= 0.3 else 0.5,
+                                                                "slo_attainment": 1.0}) for _ in seeds]
+
+    res = capacity_search(prep, spec, qps_start=1.0, tolerance=0.05, serve=serve, metric="app_slo_attainment")
+    assert res.status == "ok" and res.capacity_qps <= 0.3 < res.failing_qps and res.failing_qps / res.capacity_qps <= 1.05

@@ -255,19 +255,36 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Runs per probed rate (seeds seed .. seed+N-1); a rate meets the SLO when the mean over them does.")
+@click.option("--runtime", "runtime", default=None, metavar="NAME",
+              help="Agent runtime for agent workloads (vllm | vllm-offload | tokencake): rates are apps/s.")
+@click.option("--runtime-opt", "runtime_opts", multiple=True, metavar="KEY=VALUE",
+              help="Agent runtime parameter, as for `run`.")
+@click.option("--slo-makespan", default=None,
+              help="Agent apps: an app meets the SLO when its makespan is within this (e.g. 300s); without it, "
+                   "the LLM calls' TTFT/TPOT SLO is used.")
 def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
              pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
-             tolerance, target, seeds) -> None:
+             tolerance, target, seeds, runtime=None, runtime_opts=(), slo_makespan=None) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
 
     With --seeds N every probed rate is served N times; the rate meets the SLO when the MEAN SLO
     attainment over the N seeds is >= --target. Each probed rate is listed with that mean and its 95%
     Student-t confidence interval over the seeds; the capacity is given with its bracket.
 
+    Agent workloads (codewriter-like, ...): rates are apps/s and --requests the apps per run; with
+    --slo-makespan the attainment is the share of apps whose makespan meets it, else the share of LLM
+    calls meeting --slo-ttft / --slo-tpot.
+
     \b
     tokenstack capacity tokenstack-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
         --duration 300 --slo-ttft 2s --slo-tpot 100ms --seeds 3 --out capacity.h5
+    tokenstack capacity h100-tokencake --model qwen2.5-14b --workload codewriter-like --requests 12 \\
+        --runtime tokencake --slo-makespan 300s --qps-start 0.25 --memory-timing roofline
     """
+    import dataclasses
+
+    from tokenstack_sim.workload.agent_workloads import is_agent_workload
+
     from tokenstack_sim.results.h5 import write_runs
     from tokenstack_sim.sim.capacity import capacity_search, capacity_table, probes_table, rule_line
     from tokenstack_sim.sim.step_cost import EngineOptions
@@ -279,13 +296,27 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     if spec.duration_s is None and spec.max_requests is None:
         raise InputError("a capacity search needs --duration (or --requests) so every rate serves a like window",
                          where="--duration")
+    metric = "slo_attainment"
+    if runtime is not None or runtime_opts or slo_makespan is not None:
+        if not is_agent_workload(workload):
+            where = "--runtime" if runtime is not None else ("--slo-makespan" if slo_makespan else "--runtime-opt")
+            raise InputError(f"{where} is for agent workloads (codewriter-like, deep-research-like, random-dag or a "
+                             f"DAG CSV), not {workload!r}", where=where)
+        rt_opts = _runtime_overrides(runtime_opts)
+        if slo_makespan is not None:
+            rt_opts["slo_makespan_s"] = parse_time_s(slo_makespan, "--slo-makespan")
+            metric = "app_slo_attainment"
+        try:
+            spec = dataclasses.replace(spec, runtime=runtime or "vllm", runtime_options=rt_opts)
+        except InputError as exc:
+            raise InputError(exc.message, where="--runtime" if exc.where == "runtime" else "--runtime-opt") from None
     options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
                             allreduce=allreduce)
     preps = _prepare_all(configs, model, spec, options, workers)
     results, runs = [], []
     for prep in preps:
         res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, seeds=seeds,
-                              progress=_note)
+                              progress=_note, metric=metric)
         results.append(res)
         runs += res.runs
     if out:

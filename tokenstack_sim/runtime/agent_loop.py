@@ -358,6 +358,9 @@ class AgentLoop:
             "prompt_tokens": float(self.table.rows["input_tokens"].sum()),
             "output_tokens_requested": float(out.sum()),
         }
+        slo = self.rt.p.slo_makespan_s
+        if slo > 0:  # share of apps whose makespan meets the SLO (an app that never ended fails it)
+            res["app_slo_attainment"] = float(np.mean(np.nan_to_num(mk, nan=np.inf) <= slo))
         res.update(self.rt.counters())
         return res
 

@@ -14,6 +14,7 @@ decides when a ready call enters the scheduler and what happens to an agent's KV
   nothing (only cross-app prefixes could be stored for it; the presets share none). Left out: the GPU
   copy a store write reads may be evicted before the write completes (writes take milliseconds).
 - ``tokencake`` (`tokencake.TokenCake`): the temporal and spatial schedulers.
+- ``pic``, ``tokendance`` (`collective.py`): KV reuse across All-Gather rounds, per request or collective.
 Build parameters with `config.schema.build(AgentRuntimeParams, raw)` (`--runtime-opt KEY=VALUE`).
 """
 
@@ -43,6 +44,8 @@ class AgentRuntimeParams:
     # [E] effective KV utilization counts an idle block read again within this window (TokenCake does not
     # publish its window; 5 s is longer than most tool calls of workloads.md's mixture, shorter than its tail)
     util_window_s: float = spec(5.0, min=0.0, doc="window of 'read again' for effective KV utilization, s")
+    # the app SLO of `tokenstack capacity --slo-makespan` (no source: a user's choice); 0 = none
+    slo_makespan_s: float = spec(0.0, min=0.0, doc="app makespan SLO for app_slo_attainment, s (0: none)")
     # --- tokencake: temporal scheduler ---
     temporal: bool = spec(True, doc="tokencake: offload stalled agents' KV and upload it ahead of the return")
     # [E] offload when predicted idle time x memory pressure >= this x the round trip (offload + upload)
@@ -83,6 +86,9 @@ class AgentRuntimeParams:
     w_wait: float = spec(0.5, min=0.0, doc="tokencake: weight of waiting time (per wait_norm_s)")
     w_age: float = spec(1.0, min=0.0, doc="tokencake: weight of the app's age (per wait_norm_s)")
     wait_norm_s: float = spec(10.0, min=0.001, doc="tokencake: waiting time that adds w_wait, s")
+    # --- pic / tokendance (runtime/collective.py) ---
+    # serving.md §2.4: CacheBlend-15 recomputes ~15% of the reused tokens
+    recompute_ratio: float = spec(0.15, min=0.0, max=1.0, doc="pic/tokendance: share of a reused output recomputed")
 
     def __post_init__(self):
         if self.offload_target not in TARGETS:
@@ -321,7 +327,16 @@ def _tokencake():
     return TokenCake
 
 
-RUNTIMES = {"vllm": lambda: AgentRuntime, "vllm-offload": lambda: VllmOffload, "tokencake": _tokencake}
+def _collective(name):
+    def get():
+        from tokenstack_sim.runtime import collective
+
+        return {"pic": collective.Pic, "tokendance": collective.TokenDance}[name]
+    return get
+
+
+RUNTIMES = {"vllm": lambda: AgentRuntime, "vllm-offload": lambda: VllmOffload, "tokencake": _tokencake,
+            "pic": _collective("pic"), "tokendance": _collective("tokendance")}
 
 
 def make_runtime(name: str, loop, params: AgentRuntimeParams, path=None) -> AgentRuntime:

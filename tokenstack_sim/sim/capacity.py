@@ -65,8 +65,8 @@ class CapacityResult:
         return next((p for p in self.probes if p.qps == qps), None)
 
 
-def _attainment(run) -> float:
-    return float(run.summary.get("slo_attainment", float("nan")))
+def _attainment(run, metric: str = "slo_attainment") -> float:
+    return float(run.summary.get(metric, float("nan")))
 
 
 def probe(qps: float, attainments, target: float) -> Probe:
@@ -82,8 +82,11 @@ def probe(qps: float, attainments, target: float) -> Probe:
 
 def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.05, target: float = 0.9,
                     seeds: int = 1, progress: Callable[[str], None] | None = None,
-                    serve: Callable[[float, list], list] | None = None) -> CapacityResult:
-    """Highest rate meeting the SLO by the mean over `seeds` seeds (see the module docstring)."""
+                    serve: Callable[[float, list], list] | None = None,
+                    metric: str = "slo_attainment") -> CapacityResult:
+    """Highest rate meeting the SLO by the mean over `seeds` seeds (see the module docstring). `metric`: the
+    summary key taken as a run's SLO attainment (agent apps: ``app_slo_attainment``, the share of apps
+    whose makespan meets ``slo_makespan_s``, runtime/agent_loop.py)."""
     from tokenstack_sim.sim.engine import run_prepared
 
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -106,7 +109,7 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
         else:
             runs = [run_prepared(prep, dataclasses.replace(spec, qps=qps, seed=s)) for s in seed_list]
         res.runs += runs
-        p = probe(qps, [_attainment(r) for r in runs], target)
+        p = probe(qps, [_attainment(r, metric) for r in runs], target)
         res.probes.append(p)
         if progress:
             ci = "" if p.ci95 is None else f" ± {100 * p.ci95:.1f}"
