@@ -1,0 +1,581 @@
+"""KV reuse for All-Gather rounds (workload/allgather.py): per-request position-independent caching
+(``pic``, CacheBlend/EPIC-like) and collective sharing (``tokendance``: KV Collector + Diff-Aware
+Storage, TokenDance, serving.md §3.2).
+
+In round t >= 1 agent a's prompt is history H | reused region R | template T (allgather.py). Every output
+in R already has KV (its agent generated it in round t-1) but computed at another position after other
+content. Both runtimes reuse it instead of prefilling it; the plain ``vllm`` runtime prefills it (its
+prefix cache misses R: the outputs are not a common prefix).
+
+The mechanism, per reused output c (a *chunk*, ``O_c`` real tokens, padded to whole blocks):
+- **Positional correction**: the stored K of every reused token is re-rotated to its new position (a
+  memory pass: read + write of the chunk's KV).
+- **Selection rule** (which tokens are recomputed): a chunk that lands after content other than the
+  content its KV was computed after gets its leading ``n_c = ceil(rho * O_c)`` tokens recomputed.
+  ``rho`` = 0.15 is CacheBlend-15's recompute ratio (serving.md §2.4); taking the *leading* tokens is
+  EPIC's finding that the deviation sits at the chunk start (LegoLink recomputes the first k tokens of
+  each chunk, serving.md §2.4). [E] A token's deviation is set by the chunk's immediate predecessor:
+  two placements of c after the same predecessor chunk give the same recomputed KV (locality of the
+  junction, EPIC's premise). Those ``n_c`` tokens touch the chunk's first ``ceil(n_c / B)`` blocks
+  (chunks start block-aligned, allgather.py), which are therefore context-dependent; its other blocks
+  depend only on the chunk.
+- ``pic`` (per request): every chunk of R follows other content than where it was generated, so each
+  request recomputes ``sum n_c`` tokens and corrects all of R, and holds a private copy of R (all its
+  blocks, stored per agent). Paid per request: the recompute enters the step that admits the call.
+- ``tokendance``: the **KV Collector** builds one *master* per round: every output of round t-1 in
+  agent order (each chunk after its canonical predecessor), corrected and with its leading tokens
+  recomputed once. Agent a's R is the master's blocks in a's order except where a chunk follows another
+  predecessor in a's prompt than in the master (its own output right after its private history, the
+  first output after its own, an output after a gap in its visible set, any shuffled order): those
+  chunks' leading blocks are a's **diff blocks**, recomputed for a. The master and every agent's diffs
+  are computed in one collective step per round (one batched pass, charged when the round's first call
+  runs). **Diff-Aware Storage**: master blocks stored once, diff blocks per agent (`DiffStore`: block
+  table = master indices + diffs; equal diffs of two agents are one block in the pool, keyed by
+  content). Restore maps the agent's block table onto master and diff blocks (no copy: attention reads
+  the master's blocks, the fused sparse restore).
+Costs are charged by the engine's step model (`ChargingCost`): the recompute tokens as extra prefill
+tokens of the step (the step's time with them minus without them, both from `StepModel.step`), the
+correction as a stream of KV bytes (`StepModel._stream1`), added to the step's time, parts (``other_s``
+for the stream) and actions (energy).
+Memory: a call's history and its output (the next round's chunk) are held (`Pins`) from its end until
+every call of the next round is admitted; reused blocks are allocated when the call is admitted, as
+far as the pool allows (the rest wait, first come first served).
+Leaves out: the quality of the approximation (outputs are unchanged by reuse here), CacheBlend's
+per-layer selection pass (EPIC's position rule needs none), the rotation cost of the fused restore, the
+load of chunks from a CPU store (the chunks' KV stays on the GPU between rounds), partial-block reuse
+when outputs are not padded to the engine's block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tokenstack_sim.errors import InputError
+from tokenstack_sim.runtime.agent_runtime import AgentRuntime
+from tokenstack_sim.runtime.agent_scheduler import DagHashes, Pins
+from tokenstack_sim.workload.agent_apps import sequence_hashes
+from tokenstack_sim.workload.hashing import derive
+
+# CacheBlend-15: recompute ~15% of the reused tokens (serving.md §2.4)
+RECOMPUTE_RATIO = 0.15
+_CHUNK = np.uint64(0xC4C4_0000_0000_0001)
+_PRIVATE = np.uint64(0x9817_0000_0000_0001)
+_MASTER_START = np.uint64(0x3A57_0000_0000_0001)
+_TAIL = np.uint64(0x7A17_0000_0000_0001)
+
+
+def recompute_tokens(out_tokens, ratio: float = RECOMPUTE_RATIO) -> np.ndarray:
+    """The selection rule's count per chunk: ceil(ratio x tokens), at most the chunk."""
+    o = np.asarray(out_tokens, np.int64)
+    return np.minimum(np.ceil(ratio * o - 1e-9).astype(np.int64), o)
+
+
+def _h(x) -> int:
+    return int(x)
+
+
+class ChunkKeys:
+    """Content keys of reused blocks (module docstring): block k of chunk c after predecessor p."""
+
+    def __init__(self, ag, block_size: int, ratio: float):
+        pad = ag.params.pad_tokens
+        if pad % block_size:
+            raise InputError(f"All-Gather outputs are padded to {pad} tokens; the engine's block of {block_size} "
+                             f"tokens must divide it for block-level reuse", where="block_size")
+        self.ag, self.B = ag, block_size
+        self.n_rec = recompute_tokens(ag.out_tokens, ratio)
+        self.blocks = ag.padded(ag.out_tokens) // block_size
+        self.lead = np.minimum(-(-self.n_rec // block_size), self.blocks)
+
+    def chunk(self, c: int, pred: int) -> list[int]:
+        base = derive(_CHUNK, np.uint64(c))
+        ks = derive(base, np.arange(int(self.blocks[c]), dtype=np.uint64))
+        lead = int(self.lead[c])
+        if lead:
+            ks[:lead] = derive(ks[:lead], np.uint64(pred))
+        return ks.tolist()
+
+    @staticmethod
+    def private(r: int) -> int:
+        """The predecessor key of the first chunk of R: request r's own private history."""
+        return _h(derive(_PRIVATE, np.uint64(r)))
+
+    @staticmethod
+    def chunk_pred(c: int) -> int:
+        return _h(derive(_CHUNK, np.uint64(c)))
+
+
+class RoundPlan:
+    """Round t's reuse (t >= 1): the master (chunks in agent order), each call's R as block keys, its
+    diff blocks and recompute tokens under both rules."""
+
+    def __init__(self, keys: ChunkKeys, t: int):
+        ag = keys.ag
+        self.t = t
+        self.calls = ag.round_calls[t]
+        producers = ag.round_calls[t - 1]
+        self.master: list[int] = []
+        self.master_pred: dict[int, int] = {}
+        pred = _h(_MASTER_START)
+        for c in producers.tolist():
+            self.master_pred[c] = pred
+            self.master += keys.chunk(c, pred)
+            pred = ChunkKeys.chunk_pred(c)
+        self.master_tokens = int(ag.padded(ag.out_tokens[producers]).sum())
+        self.master_recompute = int(keys.n_rec[producers].sum())
+        self.region: dict[int, list[int]] = {}
+        self.diff_recompute: dict[int, int] = {}
+        self.pic_recompute: dict[int, int] = {}
+        for r in self.calls.tolist():
+            ks, dtok = [], 0
+            pred = ChunkKeys.private(r)
+            for c in ag.chunks(r).tolist():
+                ks += keys.chunk(c, pred)
+                if pred != self.master_pred[c]:
+                    dtok += int(keys.n_rec[c])
+                pred = ChunkKeys.chunk_pred(c)
+            self.region[r] = ks
+            self.diff_recompute[r] = dtok
+            self.pic_recompute[r] = int(keys.n_rec[ag.chunks(r)].sum())
+
+
+class DiffStore:
+    """Diff-Aware Storage of one round: the master's blocks once, each sibling as a block table of master
+    indices and its own diff blocks (module docstring). Counts exactly what is stored."""
+
+    def __init__(self, master: list[int]):
+        self.master = list(master)
+        self._index = {k: i for i, k in enumerate(self.master)}
+        self.tables: dict[int, np.ndarray] = {}  # sibling -> per block: master index, or -1 - diff index
+        self.diffs: dict[int, list[int]] = {}
+
+    def add(self, sibling: int, keys: list[int]) -> None:
+        table = np.empty(len(keys), np.int64)
+        diffs = []
+        for j, k in enumerate(keys):
+            i = self._index.get(k)
+            if i is None:
+                table[j] = -1 - len(diffs)
+                diffs.append(k)
+            else:
+                table[j] = i
+        self.tables[sibling] = table
+        self.diffs[sibling] = diffs
+
+    def restore(self, sibling: int) -> list[int]:
+        """The sibling's block table (content keys), rebuilt from the master and its diffs."""
+        t, d = self.tables[sibling], self.diffs[sibling]
+        return [self.master[i] if i >= 0 else d[-1 - i] for i in t.tolist()]
+
+    @property
+    def diff_blocks(self) -> int:
+        return sum(len(d) for d in self.diffs.values())
+
+    @property
+    def distinct_diff_blocks(self) -> int:
+        """Diff blocks once per content (equal diffs of two siblings are one block in the pool)."""
+        return len({k for d in self.diffs.values() for k in d})
+
+    @property
+    def stored_blocks(self) -> int:
+        """Master + every sibling's diffs (the exact count; `distinct_diff_blocks` for the pool's)."""
+        return len(self.master) + self.diff_blocks
+
+    @property
+    def logical_blocks(self) -> int:
+        """Blocks the siblings' tables name (what per-agent copies would store)."""
+        return sum(len(t) for t in self.tables.values())
+
+    def compression(self) -> float:
+        return self.logical_blocks / self.stored_blocks if self.stored_blocks else float("nan")
+
+
+class LayoutHashes(DagHashes):
+    """Per-request block hashes in the tokendance layout: H as it was stored (S + P chained; the agent's
+    older outputs under the keys they had in the R that reused them), R as master/diff keys, then T and
+    the output unique to the call."""
+
+    def __init__(self, table, keys: ChunkKeys, block_size: int, output_tokens: np.ndarray, fallback):
+        ag, dag = table.ag, table.dag
+        n = len(table)
+        parts, counts = [], np.zeros(n, np.int64)
+        hist_keys: dict[int, list[int]] = {}
+        for r in range(n):
+            a, t = int(ag.agent[r]), int(ag.round[r])
+            if t <= 1:  # S + P_a (round 0 and 1 have no older outputs)
+                s = dag.seg_offsets[r]
+                h = sequence_hashes(dag.seg_ids[s:s + 2] if ag.params.shared_tokens else dag.seg_ids[s:s + 1],
+                                    dag.seg_lens[s:s + 2] if ag.params.shared_tokens else dag.seg_lens[s:s + 1],
+                                    block_size, partial_last=False).tolist()
+            else:  # the previous call's H + its own chunk as it was keyed in that call's R
+                p = int(ag.prev[r])
+                own = int(ag.chunks(p)[0])
+                h = hist_keys[p] + keys.chunk(own, ChunkKeys.private(p))
+            hist_keys[r] = h
+            if int(ag.hist_tokens[r]) != len(h) * block_size:
+                raise AssertionError("history is not block-aligned")  # allgather.py pads S + P and outputs
+            region: list[int] = []
+            if t >= 1:
+                pred = ChunkKeys.private(r)
+                for c in ag.chunks(r).tolist():
+                    region += keys.chunk(c, pred)
+                    pred = ChunkKeys.chunk_pred(c)
+            total = -(-int(table.rows["input_tokens"][r] + output_tokens[r]) // block_size)
+            tail = derive(derive(_TAIL, np.uint64(r)), np.arange(total - len(h) - len(region), dtype=np.uint64))
+            seq = np.asarray(h + region, np.uint64)
+            parts.append(np.concatenate([seq, tail]))
+            counts[r] = total
+        self.offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self.flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        self.counts = counts
+        self.fallback = fallback
+        self.block_size = block_size
+
+
+class ChargingCost:
+    """The loop's step cost with the runtime's reuse work added to the step that runs it (module docstring);
+    everything else is the step model's."""
+
+    def __init__(self, inner, rt: "_ReuseRuntime"):
+        self.inner, self.rt = inner, rt
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step_time_s(self, batch) -> float:
+        t = float(self.inner.step_time_s(batch))
+        work = self.rt.take_charge(batch)
+        if work is None:
+            return t
+        new, ctx, nbytes = work
+        sm = self.inner
+        emits = np.asarray(batch.emits, bool)
+        t0, p0, v0, _, _ = sm.step(batch.new_tokens, batch.context_tokens, emits, batch.kv_blocks_in_use)
+        t1, p1, v1, _, _ = sm.step(np.concatenate([batch.new_tokens, new]),
+                                   np.concatenate([batch.context_tokens, ctx]),
+                                   np.concatenate([emits, np.zeros(len(new), bool)]), batch.kv_blocks_in_use)
+        extra = max(0.0, float(t1) - float(t0))
+        parts = np.maximum(np.asarray(p1, float) - np.asarray(p0, float), 0.0)
+        vec = np.maximum(np.asarray(v1) - np.asarray(v0), 0.0)
+        mem = 0.0
+        if nbytes > 0:  # positional correction: read and write the reused KV once
+            tier = self.rt.stream_tier
+            mem = sm._stream1(nbytes, tier, vec, 1.0) + sm._stream1(nbytes, tier, vec, 1.0, write=True)
+        parts[5] += mem  # STEP_PARTS "other_s"
+        recs = getattr(sm, "records", None)
+        if recs is not None and len(recs):
+            recs.parts[len(recs) - 1] += parts
+            recs.actions[len(recs) - 1] += vec
+        self.rt.c["reuse_step_s"] += extra + mem
+        return t + extra + mem
+
+
+class _ReuseRuntime(AgentRuntime):
+    """What ``pic`` and ``tokendance`` share: held calls, pins across the barrier, charges."""
+    collective = False
+
+    def __init__(self, loop, params, path=None):
+        super().__init__(loop, params, path)
+        table = loop.table
+        ag = getattr(table, "ag", None)
+        if ag is None:
+            raise InputError(f"runtime {self.name!r} reuses All-Gather rounds: use generative-agents-like or "
+                             f"agentsociety-like", where="--runtime")
+        self.ag = ag
+        self.keys = ChunkKeys(ag, self.bs, params.recompute_ratio)
+        self.plans: dict[int, RoundPlan] = {}
+        self.stores: dict[int, DiffStore] = {}
+        self.held: list[tuple[int, float]] = []  # (request, ready time), agent order
+        self.queued: dict[int, int] = {}  # admitted, not yet scheduled: request -> blocks its tail needs
+        self.uncharged: dict[int, tuple] = {}  # request -> (new tokens, context, correction bytes)
+        self.round_charge: dict[int, tuple] = {}  # round -> collective work (tokendance)
+        self.round_left = {t: len(c) for t, c in enumerate(ag.round_calls)}
+        self.owners: dict[int, list[int]] = {}  # round -> previous-round calls whose chunks it reuses
+        self.src_pins = Pins(self.sched, loop.kv)  # chunk sources and masters, per generating call
+        self.unsourced: set[int] = set()
+        sm = loop.cost
+        self.kv_tok_bytes = float(getattr(sm, "block_bytes", 0.0)) / self.bs  # one shard's KV per token
+        system = getattr(sm, "system", None)
+        self.gpus = int(system.gpus) if system is not None else 1
+        self.stream_tier = "pim" if getattr(sm, "pim_tier", None) is not None else getattr(sm, "weight_tier", "")
+        loop.cost = ChargingCost(sm, self)
+        self.c.update(reuse_step_s=0.0, recompute_tokens=0, reused_tokens=0, correction_bytes=0.0,
+                      collective_steps=0, fallback_calls=0, relieved=0, region_blocks=0, stored_region_blocks=0,
+                      master_blocks=0, diff_blocks=0, reuse_calls=0)
+
+    # --- plan ----------------------------------------------------------------------------------------
+    def plan(self, t: int) -> RoundPlan:
+        if t not in self.plans:
+            self.plans[t] = RoundPlan(self.keys, t)
+        return self.plans[t]
+
+    def hist_blocks(self, r: int) -> int:
+        return int(self.ag.hist_tokens[r]) // self.bs
+
+    def region_hashes(self, r: int) -> list[int]:
+        h0 = self.hist_blocks(r)
+        return self.sched.hashes.first(r, h0 + int(self.ag.region_tokens[r]) // self.bs)[h0:]
+
+    def tail_need(self, r: int) -> int:
+        """Blocks a call takes on admission besides H and R: its template and output (+1 partial)."""
+        return -(-int(self.ag.template_tokens[r] + self.sched.output_tokens[r]) // self.bs) + 1
+
+    # --- hooks ---------------------------------------------------------------------------------------
+    def release(self, r: int, t: float) -> None:
+        if self.ag.round[r] == 0:
+            self.loop.admit(r, t)
+            return
+        self.held.append((r, t))
+
+    def finished(self, r: int, t: float) -> None:
+        nxt = int(self.ag.next[r])
+        if nxt < 0:
+            return
+        # hold the agent's history (its next call starts with it) until that call is admitted, and this
+        # call's output (the next round's chunk) until the whole next round is
+        self.pins.pin_cached(r, self.sched.hashes.first(r, self.hist_blocks(nxt)))
+        seq = self.sequence_hashes(r)
+        first = int(self.sched.num_tokens[r] - self.sched.output_tokens[r]) // self.bs
+        self.src_pins.pin_cached(r, seq[first:])
+        self.owners.setdefault(int(self.ag.round[nxt]), []).append(r)
+
+    def admitted(self, rs, t):
+        for r in rs:
+            self.queued.pop(r, None)
+            p = int(self.ag.prev[r])
+            if p >= 0:
+                self.pins.release(p)  # the call holds its history and reused blocks itself now
+            rd = int(self.ag.round[r])
+            self.round_left[rd] -= 1
+            if self.round_left[rd] == 0:
+                for o in self.owners.pop(rd, []):
+                    self.src_pins.release(o)
+
+    def relieve(self, now: float, need_idle: bool = False) -> bool:
+        """Admission is stuck with nothing running: let go of the chunk sources and masters of the rounds
+        still held (their calls not yet admitted are served without reuse), else of held calls' histories."""
+        freed = 0
+        for rd in sorted(self.owners):
+            for o in self.owners.pop(rd):
+                freed += self.src_pins.release(o)
+            self.unsourced.add(rd)
+        if freed:
+            self.c["relieved"] += 1
+            return True
+        for r, _ in reversed(self.held):
+            freed += self.pins.release(int(self.ag.prev[r]))
+        if freed:
+            self.c["relieved"] += 1
+        return freed > 0
+
+    def fallback(self) -> None:
+        """Held calls of rounds whose chunks were let go enter without reuse."""
+        keep = []
+        for r, t in self.held:
+            if int(self.ag.round[r]) in self.unsourced:
+                self.c["fallback_calls"] += 1
+                self.queued[r] = self.tail_need(r)
+                self.loop.admit(r, t)
+            else:
+                keep.append((r, t))
+        self.held = keep
+
+    def quiet(self) -> bool:
+        return not self.held and not self.uncharged and not self.round_charge
+
+    def pending_work(self) -> bool:
+        return bool(self.held)
+
+    def flush(self, now: float) -> None:
+        """Nothing runs and the held calls' reuse does not fit: serve them without reuse (counted)."""
+        for r, t in self.held:
+            self.c["fallback_calls"] += 1
+            self.loop.admit(r, t)
+            self.queued[r] = self.tail_need(r)
+        self.held = []
+
+    def budget(self) -> int:
+        return self.pool.num_free - self.running_need() - sum(self.queued.values())
+
+    def land(self, owner: int, hashes: list[int], pins=None) -> int:
+        """Allocate and cache blocks for those of `hashes` not cached yet (their KV is written by the
+        reuse step); returns how many were allocated."""
+        cached = self.pool._cached
+        new, seen = [], set()
+        for h in hashes:
+            if h not in cached and h not in seen:
+                seen.add(h)
+                new.append(h)
+        if new:
+            pins = self.pins if pins is None else pins
+            pins.allocate(owner, new)
+            pins.land(owner)
+        return len(new)
+
+    def missing(self, hashes: list[int]) -> int:
+        cached = self.pool._cached
+        return len({h for h in hashes if h not in cached})
+
+    def take_charge(self, batch):
+        """The reuse work of calls in this batch not charged yet: (new tokens, contexts, bytes) or None."""
+        if not self.uncharged and not self.round_charge:
+            return None
+        new, ctx, nbytes = [], [], 0.0
+        for r in batch.request_ids.tolist():
+            w = self.uncharged.pop(r, None)
+            if w is not None:
+                new += w[0]
+                ctx += w[1]
+                nbytes += w[2]
+            rd = int(self.ag.round[r])
+            w = self.round_charge.pop(rd, None)
+            if w is not None:
+                new += w[0]
+                ctx += w[1]
+                nbytes += w[2]
+        if not new and nbytes <= 0:
+            return None
+        keep = [i for i, x in enumerate(new) if x > 0]
+        return (np.asarray([new[i] for i in keep], np.int64), np.asarray([ctx[i] for i in keep], np.int64), nbytes)
+
+    def counters(self) -> dict:
+        out = dict(self.c)
+        out["compression"] = (out["region_blocks"] / out["stored_region_blocks"]
+                              if out["stored_region_blocks"] else float("nan"))
+        return out
+
+
+class Pic(_ReuseRuntime):
+    """``pic``: per-request position-independent caching (module docstring)."""
+    name = "pic"
+
+    def before_step(self, now: float) -> None:
+        if self.unsourced:
+            self.fallback()
+        if not self.held:
+            return
+        budget = self.budget()
+        keep = []
+        for i, (r, t) in enumerate(self.held):
+            hashes = self.region_hashes(r)
+            need = self.missing(hashes) + self.tail_need(r)
+            if need > budget:
+                keep = self.held[i:]
+                break
+            owner = int(self.ag.prev[r])
+            got = self.land(owner, hashes)
+            budget -= got + self.tail_need(r)
+            plan = self.plan(int(self.ag.round[r]))
+            rec = plan.pic_recompute[r]
+            region = int(self.ag.region_tokens[r])
+            nbytes = region * self.kv_tok_bytes
+            ctx = int(self.ag.hist_tokens[r]) + region - rec
+            self.uncharged[r] = ([rec], [ctx], nbytes)
+            self.c["recompute_tokens"] += rec
+            self.c["reused_tokens"] += region
+            self.c["correction_bytes"] += nbytes * self.gpus
+            nb = len(hashes)
+            self.c["region_blocks"] += nb
+            self.c["stored_region_blocks"] += nb  # a private copy per agent
+            self.c["reuse_calls"] += 1
+            self.queued[r] = self.tail_need(r)
+            self.loop.admit(r, t)
+        self.held = keep
+
+
+class TokenDance(_ReuseRuntime):
+    """``tokendance``: KV Collector + Diff-Aware Storage (module docstring)."""
+    name = "tokendance"
+    collective = True
+
+    def __init__(self, loop, params, path=None):
+        super().__init__(loop, params, path)
+        sched = self.sched
+        sched.hashes = LayoutHashes(loop.table, self.keys, self.bs, sched.output_tokens, sched.hashes.fallback
+                                    if isinstance(sched.hashes, DagHashes) else sched.hashes)
+        self.built: set[int] = set()
+
+    def collect(self, t: int) -> bool:
+        """The KV Collector for round t: master + every call's diffs in one collective step, if the pool
+        has room for them; True when done."""
+        plan = self.plan(t)
+        calls = [r for r, _ in self.held if int(self.ag.round[r]) == t]
+        need_master = self.missing(plan.master)
+        in_master = set(plan.master)
+        diffs = {r: [k for k in plan.region[r] if k not in in_master] for r in calls}
+        need = need_master + len({k for d in diffs.values() for k in d})
+        if need > self.budget():
+            return False
+        producers = self.ag.round_calls[t - 1].tolist()
+        bpc = self.keys.blocks
+        j = 0
+        for c in producers:  # the master's blocks, each chunk held for the call that generated it
+            nb = int(bpc[c])
+            self.land(c, plan.master[j:j + nb], self.src_pins)
+            j += nb
+        store = DiffStore(plan.master)
+        new, ctx = [plan.master_recompute], [plan.master_tokens - plan.master_recompute]
+        for r in calls:
+            self.land(int(self.ag.prev[r]), diffs[r])
+            store.add(r, plan.region[r])
+            d = plan.diff_recompute[r]
+            new.append(d)
+            ctx.append(int(self.ag.hist_tokens[r] + self.ag.region_tokens[r]) - d)
+        self.stores[t] = store
+        nbytes = plan.master_tokens * self.kv_tok_bytes
+        self.round_charge[t] = (new, ctx, nbytes)
+        self.c["collective_steps"] += 1
+        self.c["recompute_tokens"] += int(sum(new))
+        self.c["reused_tokens"] += int(sum(int(self.ag.region_tokens[r]) for r in calls))
+        self.c["correction_bytes"] += nbytes * self.gpus
+        self.c["region_blocks"] += store.logical_blocks
+        self.c["stored_region_blocks"] += store.stored_blocks
+        self.c["master_blocks"] += len(store.master)
+        self.c["diff_blocks"] += store.diff_blocks
+        self.c["reuse_calls"] += len(calls)
+        self.built.add(t)
+        return True
+
+    def before_step(self, now: float) -> None:
+        if self.unsourced:
+            self.fallback()
+        if not self.held:
+            return
+        t = int(self.ag.round[self.held[0][0]])
+        if t not in self.built and not self.collect(t):
+            return
+        budget = self.budget()
+        keep = []
+        for i, (r, tr) in enumerate(self.held):
+            need = self.missing(self.region_hashes(r)) + self.tail_need(r)
+            if need > budget:
+                keep = self.held[i:]
+                break
+            budget -= need
+            self.queued[r] = self.tail_need(r)
+            self.loop.admit(r, tr)
+        self.held = keep
+
+
+def round_metrics(table, requests) -> dict:
+    """Per-round figures of an All-Gather run from its per-request results: prefill time per round (the
+    round's release to its last call's first token; rounds >= 1, where R is reused), the round's span
+    (release to its last call's end), the p95 TTFT of rounds >= 1."""
+    ag = table.ag
+    pre, span, ttft = [], [], []
+    for t, calls in enumerate(ag.round_calls):
+        if t == 0:
+            continue
+        rel = requests["arrival_s"][calls]
+        first = requests["first_token_s"][calls]
+        fin = requests["finish_s"][calls]
+        start = float(np.nanmin(rel))
+        pre.append(float(np.nanmax(first)) - start)
+        span.append(float(np.nanmax(fin)) - start)
+        ttft += (first - rel).tolist()
+    return {"round_prefill_s": float(np.mean(pre)) if pre else math.nan,
+            "round_span_s": float(np.mean(span)) if span else math.nan,
+            "ttft_p95_s": float(np.nanpercentile(ttft, 95)) if ttft else math.nan}
