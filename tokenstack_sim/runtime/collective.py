@@ -579,3 +579,24 @@ def round_metrics(table, requests) -> dict:
     return {"round_prefill_s": float(np.mean(pre)) if pre else math.nan,
             "round_span_s": float(np.mean(span)) if span else math.nan,
             "ttft_p95_s": float(np.nanpercentile(ttft, 95)) if ttft else math.nan}
+
+
+def round_storage(table, block_size: int, layout: str, ratio: float = RECOMPUTE_RATIO) -> list[dict]:
+    """Per round: the KV blocks every agent's cache (prompt + output) takes if all are resident at once,
+    counted exactly as distinct block contents (equal content is one block, as in the prefix cache):
+    ``private`` (vllm, pic: every agent its own copy of R; S and each agent's own history shared by
+    hash) or ``tokendance`` (R as master + diffs). Returns dicts with ``blocks`` and ``per_agent_blocks``."""
+    if layout not in ("private", "tokendance"):
+        raise InputError(f"expected private or tokendance, got {layout!r}", where="layout")
+    out_tok = table.rows["output_tokens"].astype(np.int64)
+    if layout == "private":
+        hashes = DagHashes(table.dag, block_size, out_tok, None)
+    else:
+        hashes = LayoutHashes(table, ChunkKeys(table.ag, block_size, ratio), block_size, out_tok, None)
+    res = []
+    for calls in table.ag.round_calls:
+        blocks = set()
+        for r in calls.tolist():
+            blocks.update(hashes.flat[hashes.offsets[r]:hashes.offsets[r + 1]].tolist())
+        res.append({"blocks": len(blocks), "per_agent_blocks": len(blocks) / len(calls)})
+    return res
