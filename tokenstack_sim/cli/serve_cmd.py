@@ -183,6 +183,10 @@ def _print_tables(runs, fmt: str) -> None:
         tables.append(("seeds", seeds_table(runs, fmt)))
     if any(is_agent_run(r) for r in runs):  # agent apps: makespans, KV use, offloads
         tables.append(("agent_apps", agent_table(runs, fmt)))
+    from tokenstack_sim.results.allgather_report import allgather_table, is_allgather_run
+
+    if any(is_allgather_run(r) for r in runs):  # All-Gather rounds: prefill per round, KV per agent
+        tables.append(("allgather_rounds", allgather_table(runs, fmt)))
     if fmt == "json" and len(tables) > 1:
         click.echo(json.dumps({k: json.loads(t) for k, t in tables}, indent=2))
         return
@@ -196,7 +200,8 @@ def _print_tables(runs, fmt: str) -> None:
 @click.option("--seeds", type=int, default=1, show_default=True, help="Runs with seeds seed .. seed+N-1.")
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
               help="Agent runtime, for agent workloads (codewriter-like, deep-research-like, random-dag): vllm "
-                   "(default) | vllm-offload | tokencake; repeat to compare.")
+                   "(default) | vllm-offload | tokencake; for All-Gather rounds (generative-agents-like, "
+                   "agentsociety-like; --requests = agents) also pic | tokendance; repeat to compare.")
 @click.option("--runtime-opt", "runtime_opts", multiple=True, metavar="KEY=VALUE",
               help="Agent runtime parameter (offload_target=auto|host|capacity, store_gib=100, reserve_share=0.2, "
                    "temporal=false, spatial=false, ...; docs in runtime/agent_runtime.py).")

@@ -1,0 +1,106 @@
+"""The table of All-Gather round runs (workload/allgather.py) and the agent-count capacity search.
+
+Per run: system, runtime, workload, agents, rounds; prefill time per round (a round's release to its
+last call's first token, mean over rounds >= 1, where outputs are reused), round span (release to the
+last call's end), p95 TTFT of those rounds, SLO attainment; per-agent KV storage (MiB: the blocks every
+agent's cache takes when all are resident, counted exactly as distinct block contents,
+`runtime.collective.round_storage`, largest round, over agents); compression of the reused region
+(logical blocks / stored blocks: 1 for per-agent copies, master + diffs for tokendance) and the reuse
+work the engine charged (s). The table is rebuilt from the run's parameters (same seed, same table).
+
+`agents_capacity`: the largest number of agents whose calls meet the SLO, by `sim.capacity.
+capacity_search` with the agent count as its "rate" (a probe at x serves round(x) agents).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tokenstack_sim.results.report import _render
+
+MIB = 2 ** 20
+
+
+def is_allgather_run(run) -> bool:
+    from tokenstack_sim.workload.allgather import is_allgather_workload
+
+    return run.status == "ok" and is_allgather_workload(str(run.params.get("workload")))
+
+
+def table_of(run):
+    from tokenstack_sim.workload.allgather import load_allgather
+
+    p = run.params
+    return load_allgather(p["workload"], seed=int(p.get("seed", 0)), max_requests=p.get("max_requests"))
+
+
+def run_figures(run, table=None, block_bytes: float | None = None) -> dict:
+    """The figures of one All-Gather run (module docstring)."""
+    from tokenstack_sim.runtime.collective import round_metrics, round_storage
+
+    table = table if table is not None else table_of(run)
+    s = run.summary
+    bs = int((run.params.get("scheduler") or {}).get("block_size", 16))
+    rt = run.params.get("runtime", "vllm")
+    opts = run.params.get("runtime_options") or {}
+    layout = "tokendance" if rt == "tokendance" else "private"
+    storage = round_storage(table, bs, layout, opts.get("recompute_ratio", 0.15))
+    per_agent = max(x["per_agent_blocks"] for x in storage)
+    out = dict(round_metrics(table, run.requests))
+    out.update(agents=table.ag.params.agents, rounds=table.ag.params.rounds, per_agent_blocks=per_agent,
+               per_agent_mib=per_agent * block_bytes / MIB if block_bytes else None,
+               compression=s.get("compression", 1.0) if rt in ("pic", "tokendance") else None,
+               reuse_step_s=s.get("reuse_step_s"), recompute_tokens=s.get("recompute_tokens"),
+               fallback_calls=s.get("fallback_calls"), slo_attainment=s.get("slo_attainment"))
+    return out
+
+
+COLUMNS = (
+    ("system", "system", False), ("runtime", "runtime", False), ("workload", "workload", False),
+    ("agents", "agents", True), ("rounds", "rounds", True), ("round_prefill_s", "prefill/round s", True),
+    ("round_span_s", "round span s", True), ("ttft_p95_s", "TTFT p95 s", True),
+    ("slo_pct", "SLO met %", True), ("per_agent_blocks", "KV blocks/agent", True),
+    ("per_agent_mib", "KV MiB/agent", True), ("compression", "R compression", True),
+    ("reuse_step_s", "reuse work s", True), ("fallback_calls", "no-reuse calls", True),
+)
+
+
+def block_bytes_of(run) -> float:
+    """Bytes of one KV block of the run's model (all layers, K and V, every KV head: summed over GPUs)."""
+    from tokenstack_sim.config.loader import load_config
+
+    m = load_config(str(run.params["model"]), kind="model").config
+    bs = int((run.params.get("scheduler") or {}).get("block_size", 16))
+    return 2.0 * m.num_layers * m.num_kv_heads * m.head_dim * m.dtype.kv_bytes * bs
+
+
+def allgather_table(runs, fmt: str = "markdown") -> str:
+    rows = []
+    for r in runs:
+        if not is_allgather_run(r):
+            continue
+        f = run_figures(r, block_bytes=block_bytes_of(r))
+        f.update(system=r.params.get("system"), runtime=r.params.get("runtime", "vllm"),
+                 workload=r.params.get("workload"),
+                 slo_pct=None if f["slo_attainment"] is None else 100 * f["slo_attainment"])
+        rows.append([f.get(c[0]) for c in COLUMNS])
+    return _render([c[0] for c in COLUMNS], [c[1] for c in COLUMNS], [c[2] for c in COLUMNS], rows, fmt)
+
+
+def agents_capacity(prep, spec, *, start: int = 8, tolerance: float = 0.05, target: float = 0.9,
+                    progress=None, runs_out: list | None = None):
+    """Largest agent count meeting the SLO (module docstring); `spec.max_requests` is replaced per probe.
+    Returns the `CapacityResult` (capacity_qps / failing_qps are agent counts)."""
+    from tokenstack_sim.sim.capacity import capacity_search
+    from tokenstack_sim.sim.engine import run_prepared
+
+    def serve(x, seeds):
+        n = max(2, int(round(x)))
+        runs = [run_prepared(prep, dataclasses.replace(spec, max_requests=n, seed=s)) for s in seeds]
+        if runs_out is not None:
+            runs_out += runs
+        return runs
+
+    res = capacity_search(prep, spec, qps_start=float(start), tolerance=tolerance, target=target, serve=serve,
+                          progress=progress)
+    return res
