@@ -10,7 +10,7 @@ from tokenstack_sim.config.loader import load_config
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.opcost import OpCosts, OpSpec, characterize
 from tokenstack_sim.hw.opcost import cache
-from tokenstack_sim.hw.opcost.simulate import refresh_dues, simulate_op
+from tokenstack_sim.hw.opcost.simulate import refresh_dues, simulate_op, size_breaks
 
 TS = "hbm4-12h-tokenstack"
 from tokenstack_sim.hw.opcost.table import _geometric
@@ -35,19 +35,11 @@ def stack(*ov):
     return load_config(TS, list(ov), kind="stack")
 
 
-DMA_UNDER_LOAD = pytest.mark.xfail(strict=True, reason=(
-    "a DMA under background load is a sawtooth in size: its last writes drain at the write watermark or "
-    "wait for the write-age timer (256 cycles), a ~170 ns step between sizes one write apart (e.g. 107 ns at "
-    "29 KB, 268 ns at 36 KB, 307/475/313 ns at 107.5/108.5/109.5 KB under load 0.2); no table coarser than one "
-    "write per channel follows it, and midpoint refinement down to one access per channel misses it by up "
-    "to ~50% below ~200 KB"))
-
-
 @pytest.mark.validation
 @pytest.mark.parametrize("op,grid", [
     (OpSpec("stream", tier="capacity"), SMALL),
     (OpSpec("dma", src="pim", dst="capacity", fmt="int8"), {**SMALL, "shares": [0.0]}),
-    pytest.param(OpSpec("dma", src="pim", dst="capacity", fmt="int8"), SMALL, marks=DMA_UNDER_LOAD),
+    (OpSpec("dma", src="pim", dst="capacity", fmt="int8"), SMALL),  # the write-drain sawtooth (characterize)
     (OpSpec("attention", heads=8, gqa=8), SMALL_TOKENS)])
 def test_table_matches_kernel_at_held_out_sizes_and_loads(op, grid):
     st = stack()
@@ -148,7 +140,7 @@ def test_refresh_steps_are_located_not_smeared():
 def test_ensure_in_parallel_equals_serial_characterization(cache_tmp):
     st = stack()
     ops = [OpSpec("stream", tier="capacity"), OpSpec("dma", src="pim", dst="capacity", fmt="int8")]
-    grid = {**SMALL, "shares": [0.0, 0.1]}
+    grid = {"sizes": _geometric(4096, 256 << 10, 4096), "shares": [0.0, 0.1]}  # short: it characterizes twice
     lines = []
     costs = OpCosts(st, progress=lines.append)  # error mode: ensure() characterizes anyway
     got = costs.ensure(ops, workers=2, grid=grid)
@@ -212,11 +204,16 @@ def test_refresh_dues_count_whole_intervals():
 
 
 @pytest.mark.validation
-def test_refinement_splits_where_the_line_misses_and_holds_at_dense_held_out_sizes():
+def test_refinement_splits_where_the_line_misses_and_holds_at_dense_held_out_sizes(monkeypatch):
+    import importlib
+
+    ch = importlib.import_module("tokenstack_sim.hw.opcost.characterize")
+    monkeypatch.setattr(ch, "DENSE_TOL", float("inf"))  # the refinement alone, without the fine tabulation
     st = stack()
     op = OpSpec("stream", tier="pim")
     grid = {**SMALL, "shares": [0.0]}
     tab = characterize(st, op, grid)
+    assert tab.dense_max == [0.0]
     info = tab.meta["refine"][0]
     assert info["checked"] > 0 and info["split"] > 0 and info["left"] == 0
     assert len(tab.sizes[0]) > len(grid["sizes"])
@@ -235,3 +232,48 @@ def test_between_level_checks_are_recorded():
     between = tab.meta["validation_between_levels"]
     assert between and all(v[1] == pytest.approx(0.1) for v in between)
     assert tab.max_rel_error_between_levels == max(abs(v[4]) for v in between)
+
+
+@pytest.mark.unit
+def test_size_breaks_bound_runs_of_the_same_op():
+    """simulate.size_breaks: every size in (previous break, break] is the op of the break (same time under
+    load, where the sawtooth would show a mistake), and the time changes somewhere across breaks."""
+    st = stack()
+    rng = np.random.default_rng(5)
+    for op in (OpSpec("dma", src="pim", dst="capacity", fmt="int8"), OpSpec("stream", tier="pim"),
+               OpSpec("dma", src="capacity", dst="pim", fmt="int8", dequantize=True)):
+        breaks = size_breaks(st, op, 96 * 1024)
+        assert np.all(np.diff(breaks) > 0) and breaks[-1] <= 96 * 1024
+        times = []
+        for i in rng.choice(np.arange(1, len(breaks)), 6, replace=False):
+            lo, hi = breaks[i - 1], breaks[i]
+            t_hi = simulate_op(st, op, float(hi), 0.2)[0]
+            times.append(t_hi)
+            for x in (lo + 1, (lo + hi) / 2):
+                assert simulate_op(st, op, float(x), 0.2)[0] == t_hi, (op.op_id, x, lo, hi)
+        assert len(set(times)) > 1
+
+
+@pytest.mark.validation
+def test_sawtooth_under_load_is_tabulated_exactly_where_it_matters():
+    """Under load a DMA's time jumps by ~100-190 ns between neighbouring sizes (write drain vs the
+    write-age timer): the level is tabulated at every break up to dense_max, where the table is the
+    kernel's own time; at load 0 the probe finds less structure and the table stays coarser."""
+    from tokenstack_sim.hw.opcost.simulate import size_breaks
+
+    st = stack()
+    op = OpSpec("dma", src="pim", dst="capacity", fmt="int8")
+    tab = characterize(st, op, {**SMALL, "shares": [0.0, 0.2]})
+    top = tab.dense_max[1]
+    assert top >= 256 * 1024 and tab.meta["refine"][1]["dense_probes"]
+    assert set(size_breaks(st, op, top).tolist()) <= set(tab.sizes[1].tolist())
+    rng = np.random.default_rng(3)
+    for size in np.exp(rng.uniform(np.log(4096), np.log(top), 12)):
+        k, _, _ = simulate_op(st, op, float(size), 0.2)
+        assert float(tab.time(size, 0.2)) == pytest.approx(k, rel=1e-12), size
+    assert tab.to_json()["dense_max"] == tab.dense_max
+    from tokenstack_sim.hw.opcost.table import OpTable
+
+    again = OpTable.from_json(tab.to_json())
+    sizes = np.linspace(1, tab.max_size, 257)
+    assert np.array_equal(again.time(sizes, 0.2), tab.time(sizes, 0.2))

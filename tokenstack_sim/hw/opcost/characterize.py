@@ -1,20 +1,23 @@
 """Characterize ops on the cycle kernel and serve their costs from the on-disk cache.
 
-Method per (op, load level): a geometric size grid; refresh steps located by bisection; then adaptive
-refinement: every segment is checked at its midpoint and split where the line misses the kernel by
-more than REFINE_TOL, cheapest segments first, down to one access per channel, within a deterministic
-budget (see `_fit_level`). Each table is then checked at held-out sizes on its levels
-(`OpTable.validation`) and at loads half-way between levels (`meta["validation_between_levels"]`).
+Method per (op, load level): a geometric size grid; for streams and DMAs, a probe of structure at the
+scale of one access per channel and, where it is found, a tabulation at every size where the op
+changes (`_dense_limit`); refresh steps located by bisection; then adaptive refinement: every segment
+is checked at its midpoint and split where the line misses the kernel by more than REFINE_TOL,
+cheapest segments first, down to one access per channel, within a deterministic budget (see
+`_fit_level`). Each table is then checked at held-out sizes on its levels (`OpTable.validation`) and
+at loads half-way between levels (`meta["validation_between_levels"]`).
 
 Accuracy (measured, `python scripts/bench_ops.py --scan 24` on hbm4-12h-tokenstack, 96 held-out sizes
-per op across the levels): streams and PIM attention within 5% at all but 3 of 278 points (max 4.9%
-stream-capacity, 3.6% attention; stream-pim 3 points up to 12%). The misses are structure finer than
-any table: under load, a stream's time dips ~10% for 1-2 KB-wide windows of size where its last
-requests fall into step with the background; a DMA's time jumps by ~170 ns between sizes one write
-apart (its last writes drain at the watermark or wait for the write-age timer), up to ~50% below
-~200 KB (DMAs: 14 and 5 of 96 points over 5%). Between load levels the look-up (the level above) misses
-by far more where time is not monotonic in load: stream-capacity is 2.6x slower under 0.2 than under
-0.15 (up to 163% at held-out points); see OpTable.
+per op across the levels; figures in the commit that set them): at the levels, every op within 5% at
+all but one of 470 points (a DMA of 14 MB under load 0.3: 5.4%); before the fine tabulation the DMAs
+missed by up to 53% (14 and 5 of 96 points over 5%) and stream-pim by 12%. The mechanism: with
+background reads always queued, a DMA's writes drain only at the write buffer's high watermark or when
+the oldest has waited write_max_age_cycles, so whether its last writes wait for the timer flips from
+one size to the next (teeth of ~100-190 ns); a stream dips where its last requests fall into step with
+the background. Between load levels the look-up (the level above) still misses by far more where time
+is not monotonic in load: stream-capacity is 2.6x slower under 0.2 than under 0.15 (up to 155% at
+held-out points), the DMAs up to 116-174% at small sizes under 0.05; see OpTable.
 
 `OpCosts(stack)` is what the serving engine holds: `costs.table(op)` returns the op's `OpTable`,
 read from the cache, or characterized now when `on_missing="characterize"`; with
@@ -47,6 +50,14 @@ STEP_MAX_NS = 20_000.0  # refresh steps are located for ops shorter than this (l
 STEP_WIDTH = 0.02  # ... to within this relative width in size
 REFINE_TOL = 0.02  # a segment whose line misses the kernel at its midpoint by more than this is split
 REFINE_BUDGET_MS = 1500.0  # per load level: estimated kernel milliseconds for refinement (sim_cost_ms)
+# Structure at the scale of one access per channel, under load only (see _dense_limit): probed with
+# DENSE_PROBE consecutive sizes at each grid size whose op lasts under DENSE_MAX_NS; where the probe's
+# points stray from their own line by more than DENSE_TOL of the op's time, the level is tabulated at
+# every access per channel up to the end of that grid segment, within DENSE_BUDGET_MS (sim_cost_ms).
+DENSE_PROBE = 8
+DENSE_TOL = 0.02  # [E] half of the 5% contract: what is left for the line above the dense region
+DENSE_MAX_NS = 8_000.0  # [E] the teeth are <= ~200 ns (write-age wait + drain): < 2.5% of ops this long
+DENSE_BUDGET_MS = 3000.0  # [E] per load level, to keep one config near the 60 s target (~1 MB of DMA at 0.2)
 
 
 def sim_cost_ms(time_ns: float, share: float) -> float:
@@ -87,6 +98,8 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
 
     for x in sizes0:
         sim(float(x))
+    dense = (_dense_limit(stack, op, sim, sizes0, quantum, share) if op.kind != "attention"
+             else {"dense_max": 0.0})
     for a, b in zip(sizes0[1:], sizes0[2:]):
         a, b = float(a), float(b)
         if pts[a][2] == pts[b][2] or pts[b][0] > STEP_MAX_NS:
@@ -127,8 +140,53 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
             push(a, m, depth + 1)
             push(m, b, depth + 1)
     xs = np.array(sorted(pts), np.float64)
-    info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent}
+    info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent, **dense}
     return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}, info
+
+
+def _dense_limit(stack, op, sim, sizes0: np.ndarray, quantum: float, share: float) -> dict:
+    """Tabulate a loaded level at every size where its slice changes (simulate.size_breaks) where its time
+    has structure at the scale of one access per channel,
+    and return {"dense_max": the size up to which it did (0: nowhere), ...figures}.
+
+    Why (measured on hbm4-12h-tokenstack under load 0.2, scripts/bench_ops.py --scan): with background
+    reads always queued, a DMA's writes drain only at the write buffer's high watermark or when the oldest
+    has waited write_max_age_cycles; whether its last writes fall into a drain or wait for the timer
+    flips from one write per channel to the next, so its time is a sawtooth in size with teeth of
+    ~100-190 ns (e.g. 199.5 / 107 / 265.5 ns at 28 / 29 / 35 KB; +-7% between neighbouring sizes at 1 MB)
+    that no coarser table follows: interpolating between every other size already misses by 7% at 1 MB
+    and 70% below 128 KB. A stream dips for one or two sizes where its last requests fall into step with
+    the background. Without a background neither happens (load 0 is left to the refinement).
+
+    The probe: at each grid size s whose op lasts under DENSE_MAX_NS, DENSE_PROBE consecutive sizes
+    s + k x quantum; their largest distance from their own least-squares line, relative to the shortest,
+    is the structure's share of the op. From size 0 to the end of the last grid segment that starts at a
+    probe above DENSE_TOL, every break is simulated, which makes the table exact there (a size between
+    two breaks is the op of the break above; OpTable.time looks it up there), cheapest first, until
+    DENSE_BUDGET_MS (sim_cost_ms) is spent; the region stops at the last break reached."""
+    from tokenstack_sim.hw.opcost.simulate import size_breaks
+
+    probes = []
+    end = 0.0
+    for i, s in enumerate(sizes0[1:-1], start=1):
+        s = float(s)
+        if sim(s)[0] > DENSE_MAX_NS:
+            break
+        x = s + quantum * np.arange(DENSE_PROBE)
+        t = np.array([sim(float(v))[0] for v in x])
+        line = np.polyval(np.polyfit(x, t, 1), x)
+        stray = float(np.max(np.abs(t - line)) / max(t.min(), 1e-9))
+        probes.append((s, stray))
+        if stray > DENSE_TOL:
+            end = float(sizes0[i + 1])
+    spent, dense_max = 0.0, 0.0
+    for x in (size_breaks(stack, op, end) if end else ()):
+        if spent >= DENSE_BUDGET_MS:
+            break
+        t = sim(float(x))[0]
+        spent += sim_cost_ms(t, share)
+        dense_max = float(x)
+    return {"dense_max": dense_max, "dense_wanted": end, "dense_probes": probes, "dense_spent_ms": spent}
 
 
 class _Expect:
@@ -198,7 +256,8 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
         if progress:
             progress(f"{op.op_id}: load {share:g}: {len(xs)} sizes, {info['checked']} midpoints checked, "
                      f"{info['split']} split, {info['left']} left unchecked ({time.perf_counter() - t0:.1f} s)")
-    table = OpTable(op.op_id, op.size_unit, shares, level_sizes, level_times, action_sizes, actions)
+    table = OpTable(op.op_id, op.size_unit, shares, level_sizes, level_times, action_sizes, actions,
+                    dense_max=[float(i.get("dense_max", 0.0)) for i in refine])
     rng = np.random.default_rng(12345)
     between = []
     for j, share in enumerate(shares):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.stack.dma import DmaJob, GpuStream
 from tokenstack_sim.hw.stack.pim import attention_programs
@@ -83,6 +85,35 @@ def size_quantum(stack, op: OpSpec) -> float:
         return 1.0
     tiers = (op.src, op.dst) if op.kind == "dma" else (op.tier,)
     return float(stack.dram.access_bytes * _slice_channel(stack, tiers)[1])
+
+
+def size_breaks(stack, op: OpSpec, top: float) -> np.ndarray:
+    """Sizes (bytes, ascending, up to `top`) at which a stream's or a DMA's slice changes: the last size of
+    each run of sizes that simulate_op serves as the same requests. The slice moves ceil(size / channels)
+    bytes per channel; a stream issues ceil(bytes / access) reads (hw/stack/dma.py build_streams), a DMA
+    ceil(bytes x r / dma_bytes) reads and writes with r the format's size ratio on each side (the same
+    expressions, in the same floating-point order). Every size in (previous break, break] is therefore
+    the op of that break: its time is the break's."""
+    if op.kind == "attention":
+        raise InputError("attention sizes are whole tokens; size_breaks is for streams and DMAs")
+    from tokenstack_sim.hw.stack import quantize
+
+    tiers = (op.src, op.dst) if op.kind == "dma" else (op.tier,)
+    n_ch = _slice_channel(stack, tiers)[1]
+    per_ch = np.arange(1, math.ceil(top / n_ch) + 2, dtype=np.float64)  # bytes per channel, one past top
+    acc = stack.dram.access_bytes
+    if op.kind == "stream":
+        keys = [np.ceil(per_ch / acc)]
+    else:
+        dma_bytes = int(acc * stack.config.basedie.tsv_width_mult)
+        ratio = quantize.size_ratio(op.fmt, op.group)
+        keys = [np.ceil(per_ch * (ratio if op.dequantize else 1) / dma_bytes),
+                np.ceil(per_ch * (1 if op.dequantize else ratio) / dma_bytes)]
+    change = np.zeros(len(per_ch) - 1, bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    ends = per_ch[:-1][change] * n_ch
+    return ends[ends <= top]
 
 
 def simulate_op(stack, op: OpSpec, size: float, share: float,

@@ -6,7 +6,10 @@ Each segment between two sizes is affine (a fixed cost plus a rate: what a strea
 row-by-row PIM sweep is). The size grid starts geometric and is refined where the kernel's curve bends
 (a refresh landing inside the op, a tier map wrapping to the next row, queues filling): a segment whose
 midpoint the line misses by more than the tolerance is split, so each level has its own sizes
-(characterize.py). A load is looked up at the level at or above it. Time is not monotonic in load
+(characterize.py). Under load, where the time has structure at the scale of one access per channel
+(a DMA's write-drain sawtooth), a level holds every size where the slice's requests change up to
+`dense_max[level]`, and a size there takes the time of the point at or above it (a size between two
+such points is the op of the one above; simulate.size_breaks). A load is looked up at the level at or above it. Time is not monotonic in load
 (a stream of the capacity tier is 2.6x slower under 0.2 than under 0.15 and faster again under 0.3:
 two sequential sweeps of one channel fall into step), so that look-up neither bounds nor closely
 approximates the time at a load between levels; `max_rel_error_between_levels` says by how much it
@@ -52,6 +55,8 @@ class OpTable:
     actions: dict[str, np.ndarray] = field(default_factory=dict)  # per action: counts at action_sizes
     validation: list = field(default_factory=list)  # (size, share, kernel ns, table ns, rel error)
     meta: dict = field(default_factory=dict)
+    dense_max: list = field(default_factory=list)  # per level: every size where the op changes is a point
+    # up to here (0: none), and a size there takes the time of the point at or above it
 
     @property
     def max_size(self) -> float:
@@ -92,7 +97,16 @@ class OpTable:
         out = np.empty(size.shape)
         for j in np.unique(lv):
             m = lv == j
-            out[m] = np.interp(size[m], self.sizes[j], self.time_ns[j])
+            x = size[m]
+            t = np.interp(x, self.sizes[j], self.time_ns[j])
+            top = self.dense_max[j] if j < len(self.dense_max) else 0.0
+            if top > 0:
+                # every size where the op changes is a point here, and a size between two points is the
+                # op of the point above (characterize._dense_limit)
+                inside = (x <= top) & (x > 0)
+                up = np.searchsorted(self.sizes[j], x[inside], side="left")
+                t[inside] = self.time_ns[j][up]
+            out[m] = t
         return out
 
     def action_counts(self, size) -> dict[str, np.ndarray]:
@@ -105,7 +119,7 @@ class OpTable:
                 "sizes": [x.tolist() for x in self.sizes], "time_ns": [x.tolist() for x in self.time_ns],
                 "action_sizes": self.action_sizes.tolist(),
                 "actions": {k: v.tolist() for k, v in self.actions.items()}, "validation": self.validation,
-                "meta": self.meta}
+                "meta": self.meta, "dense_max": list(self.dense_max)}
 
     @classmethod
     def from_json(cls, d: dict) -> "OpTable":
@@ -113,4 +127,4 @@ class OpTable:
         return cls(d["op_id"], d["size_unit"], np.array(d["shares"], f), [np.array(x, f) for x in d["sizes"]],
                    [np.array(x, f) for x in d["time_ns"]], np.array(d["action_sizes"], f),
                    {k: np.array(v, f) for k, v in d["actions"].items()}, [tuple(v) for v in d["validation"]],
-                   d.get("meta", {}))
+                   d.get("meta", {}), [float(x) for x in d.get("dense_max", [])])
