@@ -226,14 +226,16 @@ class StoreLoads:
             need = -(-int(sched.num_tokens[r]) // bs)
             if owner < 0 or not hashes:
                 budget -= need
+                if budget < 0:
+                    break  # the budget only falls: no later call would load either
                 continue
             g = len(cached_prefix(pool, hashes))
-            k = self.store.prefix(hashes, g, now)
             budget -= need - g  # blocks it takes on admission (the GPU part it hits is there already)
+            if budget < 0:
+                break  # it (and every later call) would not be admitted once loaded: hold no memory for it
+            k = self.store.prefix(hashes, g, now)
             if k == 0:
                 continue
-            if budget < 0:
-                break  # it would not be admitted once loaded: hold no memory for it
             rt.pins.pin_cached(owner, hashes, g)  # keep the GPU part while the rest loads
             k = min(k, pool.num_free - rt.running_need())
             if k <= 0:

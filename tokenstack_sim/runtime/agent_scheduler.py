@@ -73,11 +73,12 @@ class AgentScheduler(VllmScheduler):
 
 def cached_prefix(pool, hashes, limit: int | None = None) -> list[int]:
     """Blocks of the longest cached prefix of `hashes` (at most `limit`), without counting a query."""
-    cached = pool._cached  # read only: BlockPool's hash -> block map
+    get = pool._cached.get  # read only: BlockPool's hash -> block map
+    if isinstance(hashes, np.ndarray):
+        hashes = hashes.tolist()
     out = []
-    n = len(hashes) if limit is None else min(limit, len(hashes))
-    for j in range(n):
-        b = cached.get(int(hashes[j]))
+    for h in (hashes if limit is None or limit >= len(hashes) else hashes[:max(limit, 0)]):
+        b = get(h)
         if b is None:
             break
         out.append(b)

@@ -266,7 +266,11 @@ class KvStore:
 
     def prefix(self, hashes, start: int, now: float) -> int:
         """How many of ``hashes[start:]`` in a row are readable from the store at `now`."""
-        k = start
-        while k < len(hashes) and self.has(hashes[k], now):
+        get = self._ready.get
+        k, n = start, len(hashes)
+        while k < n:
+            t = get(hashes[k])
+            if t is None or t > now:
+                break
             k += 1
         return k - start
