@@ -125,7 +125,9 @@ FLOOD_BLOCKS = 130
 def _stall_probe(loop, when_s, out):
     """Record pool use and pins at an absolute time."""
     def probe(t):
-        out.update(in_use=loop.sched.pool.num_in_use, pins=loop.pins.total, stored=len(loop.rt.store), t=t)
+        store = getattr(loop.rt, "store", None)
+        out.update(in_use=loop.sched.pool.num_in_use, pins=loop.pins.total, t=t,
+                   stored=len(store) if store is not None else 0)
     loop.call_at(when_s, probe)
 
 
@@ -409,3 +411,20 @@ def test_capacity_search_on_app_slo_attainment():
 
     res = capacity_search(prep, spec, qps_start=1.0, tolerance=0.05, serve=serve, metric="app_slo_attainment")
     assert res.status == "ok" and res.capacity_qps <= 0.3 < res.failing_qps and res.failing_qps / res.capacity_qps <= 1.05
+
+
+def test_vllm_hold_stalled_keeps_kv_until_pressure():
+    """vllm with hold_stalled: a stalled agent's KV stays pinned during its tool call (its next call hits all
+    of it); when a waiting call cannot fit beside it and nothing runs, the stall lets go."""
+    t = instantiate(chain(30.0, 30.0), 1, 1.0, seed=0)
+    seen = {}
+    loop, res = run(t, "vllm", opts={"hold_stalled": True}, loop_hook=lambda lp: _stall_probe(lp, 15.0, seen))
+    n = (t.rows["input_tokens"][0] + t.rows["output_tokens"][0] - 1) // BS
+    assert seen["pins"] == n and loop.pins.total == 0  # held during the call, released at its end
+    assert res.requests["prefix_hit_tokens"][1] == n * BS
+    c = res.counters["agent"]
+    assert c["stalls_held"] == 1 and c["stalls_let_go"] == 0
+    flood = with_flood(chain(30.0, 30.0))
+    _, res = run(flood, "vllm", blocks=FLOOD_BLOCKS, opts={"hold_stalled": True})
+    assert res.counters["agent"]["stalls_let_go"] == 1
+    assert (res.requests["output_tokens"] == flood.rows["output_tokens"]).all()

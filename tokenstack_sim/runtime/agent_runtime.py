@@ -5,6 +5,10 @@ decides when a ready call enters the scheduler and what happens to an agent's KV
 - ``vllm`` (`AgentRuntime`): agent-agnostic. A call that ends frees its KV with its request; full blocks
   stay in the prefix cache (LRU), so the next call of the agent hits them if nothing evicted them in
   between, and recomputes the rest. Ready calls enter the scheduler at once (FCFS).
+  With ``hold_stalled`` the agent's KV stays instead while its tool runs (pinned from the tool's start to
+  its end), as a request paused on a function call keeps its blocks; it is let go when the engine is
+  stuck (nothing runs and the first waiting call does not fit: the oldest stall first) or when a running
+  call was preempted for blocks (the newest stall first, vLLM's preemption order).
 - ``vllm-offload`` (`VllmOffload`): vLLM + an LMCache-like host store (serving.md §2.4): every finished
   call's KV is written to the store in 256-token chunks (full chunks only) over the offload path; a
   waiting call near the head of the queue whose prompt continues past its GPU prefix hit into stored
@@ -44,6 +48,10 @@ class AgentRuntimeParams:
     # [E] effective KV utilization counts an idle block read again within this window (TokenCake does not
     # publish its window; 5 s is longer than most tool calls of workloads.md's mixture, shorter than its tail)
     util_window_s: float = spec(5.0, min=0.0, doc="window of 'read again' for effective KV utilization, s")
+    # issue 9's vLLM baseline "a stalled agent's KV stays, or is evicted by LRU": false = LRU (a call that
+    # ends frees its KV to the prefix cache); true = it stays, as a request paused on a function call in
+    # TokenCake's vLLM keeps its blocks (serving.md §3.1: "up to 18.5% of GPU KV is held by idle agents")
+    hold_stalled: bool = spec(False, doc="vllm: a stalled agent's KV stays in GPU memory during its tool call")
     # the app SLO of `tokenstack capacity --slo-makespan` (no source: a user's choice); 0 = none
     slo_makespan_s: float = spec(0.0, min=0.0, doc="app makespan SLO for app_slo_attainment, s (0: none)")
     # --- tokencake: temporal scheduler ---
@@ -113,16 +121,49 @@ class AgentRuntime:
         self.dag = loop.dag
         self.bs = loop.params.block_size
         self.c = {"offload_bytes": 0.0, "upload_bytes": 0.0}
+        self._hold = bool(params.hold_stalled) and type(self) is AgentRuntime  # vllm only
+        self._held: dict[int, int] = {}  # owner -> tools running after it (insertion order = stall order)
+        self._preempts = 0
+        if self._hold:
+            self.c.update(stalls_held=0, stalls_let_go=0)
 
     # what a ready call, a tool and a finished call do
     def release(self, r: int, t: float) -> None:
         self.loop.admit(r, t)
 
+    def _llm_preds(self, node: int) -> list[int]:
+        d = self.dag
+        return [int(d.request[x]) for x in d.preds(node).tolist() if d.kind[x] == 0]
+
     def tool_started(self, node: int, t: float) -> None:
-        pass
+        if not self._hold:
+            return
+        for owner in self._llm_preds(node):
+            if owner not in self._held:
+                self.pins.pin_cached(owner, self.sequence_hashes(owner))
+                self.c["stalls_held"] += 1
+            self._held[owner] = self._held.get(owner, 0) + 1
 
     def tool_done(self, node: int, t: float) -> None:
-        pass
+        if not self._hold:
+            return
+        for owner in self._llm_preds(node):
+            n = self._held.get(owner)
+            if n is None:
+                continue  # let go under pressure already
+            if n > 1:
+                self._held[owner] = n - 1
+            else:
+                del self._held[owner]
+                self.pins.release(owner)  # the calls after it are released now and hit what stayed
+
+    def _let_go(self, newest: bool) -> bool:
+        if not self._held:
+            return False
+        owner = next(reversed(self._held)) if newest else next(iter(self._held))
+        del self._held[owner]
+        self.c["stalls_let_go"] += 1
+        return self.pins.release(owner) > 0
 
     def finished(self, r: int, t: float) -> None:
         pass
@@ -131,11 +172,16 @@ class AgentRuntime:
         pass
 
     def before_step(self, now: float) -> None:
-        pass
+        if self._hold and self._held:
+            preempted = self.sched.total_preemptions != self._preempts
+            self._preempts = self.sched.total_preemptions
+            if preempted:  # a running call lost its blocks while stalls hold theirs: vLLM preempts the newest
+                while self.pool.num_free < self.running_need() and self._let_go(newest=True):
+                    pass
 
     def relieve(self, now: float, need_idle: bool = False) -> bool:
         """Free held memory because admission is stuck; True if anything was freed."""
-        return False
+        return self._let_go(newest=False) if self._hold else False
 
     def quiet(self) -> bool:
         """Nothing to do per step (the loop may take its fast path)."""
