@@ -21,7 +21,8 @@ def cli() -> None:
 
 def _register() -> None:
     # Each sub-command lives in its own module; registering here keeps the import direction one-way.
-    from tokenstack_sim.cli import config_cmd, demo_cmd, dram_cmd, opcost_cmd, serve_cmd, sweep_cmd, workload_cmd
+    from tokenstack_sim.cli import (config_cmd, demo_cmd, dram_cmd, opcost_cmd, robust_cmd, serve_cmd, sweep_cmd,
+                                    workload_cmd)
 
     cli.add_command(config_cmd.check)
     cli.add_command(config_cmd.list_group)
@@ -35,6 +36,7 @@ def _register() -> None:
     cli.add_command(serve_cmd.report)
     cli.add_command(serve_cmd.timeline)
     cli.add_command(sweep_cmd.sweep)
+    cli.add_command(robust_cmd.robustness)
 
 
 _register()

@@ -100,3 +100,7 @@ def report_sweep(sweep_dir: str | Path, fmt: str, plot_dir: str | Path | None) -
     for p in rep.images:
         click.echo(f"wrote {p}", err=True)
     click.echo(f"wrote {rep.html} (open it in a browser)", err=True)
+    if (Path(sweep_dir) / "robustness.json").is_file():  # a `tokenstack robustness` folder
+        from tokenstack_sim.cli.robust_cmd import report_robustness
+
+        report_robustness(sweep_dir, fmt, plot_dir)

@@ -99,15 +99,18 @@ def _cache_entries(pairs) -> tuple[tuple[str, str], ...]:
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bool = True,
               characterize_workers: int | None = None, progress: Callable[[str], None] | None = None,
-              note: Callable[[str], None] | None = None) -> SweepOutcome:
-    """Run the spec's points into `out_dir` (module docstring). `executor` defaults to this process."""
+              note: Callable[[str], None] | None = None, points: list[Point] | None = None,
+              make_job: Callable | None = None) -> SweepOutcome:
+    """Run the spec's points into `out_dir` (module docstring). `executor` defaults to this process.
+    `points` / `make_job`: another study's points of the spec and their jobs (robust/sweep.py: the
+    spec's points, each also under injectors); default `expand(spec)` and `job`."""
     from tokenstack_sim.sim.engine import ensure_tables
     from tokenstack_sim.sweep.executor import DaskExecutor, LocalExecutor
 
     t0 = time.perf_counter()
     executor = executor or LocalExecutor(1)
     out_dir = Path(out_dir)
-    points = expand(spec)
+    points = expand(spec) if points is None else points
     check_points(spec, points)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / idx.SPEC_NAME, "wb", suffix=".toml.tmp") as fh:
@@ -137,7 +140,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bo
         outcome.wall_s = time.perf_counter() - t0
         return outcome
 
-    jobs = [job(spec, p) for p in pending]
+    jobs = [(make_job or job)(spec, p) for p in pending]
     required = _required(jobs)
     ensure_tables([pair for pairs in required.values() for pair in pairs], workers=characterize_workers,
                   progress=note)

@@ -354,14 +354,15 @@ class _Reader:
         return method, points, seed, tuple(cross)
 
 
-def load_sweep_spec(path: str | Path) -> SweepSpec:
-    """Read and check a sweep spec (module docstring); raises `InputError` naming the file and key."""
+def load_sweep_spec(path: str | Path, *, extra_keys: tuple[str, ...] = ()) -> SweepSpec:
+    """Read and check a sweep spec (module docstring); raises `InputError` naming the file and key.
+    `extra_keys`: top-level tables another reader checks (`robustness`, robust/sweep.py), left alone."""
     path = Path(path)
     raw = read_toml(path)
     r = _Reader(path)
-    unknown = [k for k in raw if k not in TOP_KEYS]
+    unknown = [k for k in raw if k not in TOP_KEYS and k not in extra_keys]
     if unknown:
-        raise r.fail(unknown[0], f"unknown key; valid keys here: {', '.join(TOP_KEYS)}")
+        raise r.fail(unknown[0], f"unknown key; valid keys here: {', '.join(TOP_KEYS + tuple(extra_keys))}")
     version = raw.get("schema_version")
     if version is None:
         raise r.fail("schema_version", f"required key is missing (this program reads schema_version = {SCHEMA_VERSION})")
