@@ -122,7 +122,7 @@ class AgentRuntime:
         self.bs = loop.params.block_size
         self.c = {"offload_bytes": 0.0, "upload_bytes": 0.0}
         self._hold = bool(params.hold_stalled) and type(self) is AgentRuntime  # vllm only
-        self._held: dict[int, int] = {}  # owner -> tools running after it (insertion order = stall order)
+        self._hold_owners: dict[int, int] = {}  # owner -> tools running after it (insertion order = stall order)
         self._preempts = 0
         if self._hold:
             self.c.update(stalls_held=0, stalls_let_go=0)
@@ -139,29 +139,29 @@ class AgentRuntime:
         if not self._hold:
             return
         for owner in self._llm_preds(node):
-            if owner not in self._held:
+            if owner not in self._hold_owners:
                 self.pins.pin_cached(owner, self.sequence_hashes(owner))
                 self.c["stalls_held"] += 1
-            self._held[owner] = self._held.get(owner, 0) + 1
+            self._hold_owners[owner] = self._hold_owners.get(owner, 0) + 1
 
     def tool_done(self, node: int, t: float) -> None:
         if not self._hold:
             return
         for owner in self._llm_preds(node):
-            n = self._held.get(owner)
+            n = self._hold_owners.get(owner)
             if n is None:
                 continue  # let go under pressure already
             if n > 1:
-                self._held[owner] = n - 1
+                self._hold_owners[owner] = n - 1
             else:
-                del self._held[owner]
+                del self._hold_owners[owner]
                 self.pins.release(owner)  # the calls after it are released now and hit what stayed
 
     def _let_go(self, newest: bool) -> bool:
-        if not self._held:
+        if not self._hold_owners:
             return False
-        owner = next(reversed(self._held)) if newest else next(iter(self._held))
-        del self._held[owner]
+        owner = next(reversed(self._hold_owners)) if newest else next(iter(self._hold_owners))
+        del self._hold_owners[owner]
         self.c["stalls_let_go"] += 1
         return self.pins.release(owner) > 0
 
@@ -172,7 +172,7 @@ class AgentRuntime:
         pass
 
     def before_step(self, now: float) -> None:
-        if self._hold and self._held:
+        if self._hold and self._hold_owners:
             preempted = self.sched.total_preemptions != self._preempts
             self._preempts = self.sched.total_preemptions
             if preempted:  # a running call lost its blocks while stalls hold theirs: vLLM preempts the newest
