@@ -96,8 +96,11 @@ def _run(job):
     spec = RunSpec(WORKLOAD, qps=rate, max_requests=apps, seed=seed, warmup_frac=0.0, drain_frac=0.0,
                    kv_blocks=kv_blocks, runtime=rt, runtime_options=opts)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     res = run_prepared(_PREPS[key], spec)
-    return job, res.summary, time.perf_counter() - t0
+    s = dict(res.summary)
+    s["cpu_s"] = time.process_time() - c0  # this run's CPU time (the wall time also counts others' work)
+    return job, s, time.perf_counter() - t0
 
 
 # ---- statistics over seeds ------------------------------------------------------------------------------
@@ -226,7 +229,10 @@ def main() -> None:
     from tokenstack_sim.sim.engine import ensure_tables, prepare, required_pairs
     from tokenstack_sim.sim.step_cost import EngineOptions
 
+    import os
+
     t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
     options = EngineOptions(memory_timing="roofline")
     gpu_prep = prepare(GPU, MODEL, options=options, bind=False)
     gpu_blocks = sum(t.blocks for t in gpu_prep.tiers)
@@ -236,7 +242,7 @@ def main() -> None:
         saved = json.loads(Path(args.load_runs).read_text())
         results = [(tuple(j[:6]) + (dict(j[6]), j[7]), s, w) for j, s, w in saved["results"]]
         text = report(results, gpu_blocks, saved["quick"], saved["seeds"], saved["workers"], saved["total_s"],
-                      facts(gpu_blocks))
+                      facts(gpu_blocks), saved.get("load"))
         with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
             f.write(text)
         print(f"wrote {args.out} from {args.load_runs}")
@@ -273,8 +279,10 @@ def main() -> None:
 
         with atomic_write(Path(args.save_runs), "w", encoding="utf-8") as f:
             json.dump({"quick": args.quick, "seeds": n_seeds, "workers": args.workers, "total_s": total,
+                       "load": [load0, os.getloadavg()[0]],
                        "results": [(list(j), s, w) for j, s, w in results]}, f, default=float)
-    text = report(results, gpu_blocks, args.quick, n_seeds, args.workers, total, facts(gpu_blocks))
+    text = report(results, gpu_blocks, args.quick, n_seeds, args.workers, total, facts(gpu_blocks),
+                  (load0, os.getloadavg()[0]))
     with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
         f.write(text)
     print(f"wrote {args.out} ({total:.0f} s)")
@@ -323,8 +331,9 @@ def _row(rows, label, rt, rate, opts=None):
     return None
 
 
-def report(results, gpu_blocks, quick, n_seeds, workers, total_s, f) -> str:
+def report(results, gpu_blocks, quick, n_seeds, workers, total_s, f, load=None) -> str:
     rows = groups(results)
+    cpu = sum(s.get("cpu_s", 0.0) for _, s, _ in results)
     wall = walls(results)
     bases = _bases(rows)
     gpu_rows = {k: v for k, v in rows.items() if k[0].startswith("gpu")}
@@ -344,8 +353,9 @@ def report(results, gpu_blocks, quick, n_seeds, workers, total_s, f) -> str:
         "# TokenCake on CodeWriter: vLLM, vLLM + offload, TokenCake; GPU and TokenStack",
         "",
         f"Written by `scripts/reproduce_tokencake.py{' --quick' if quick else ''}` in {total_s:.0f} s "
-        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}, {workers} process{'es' if workers > 1 else ''}, on a 2-core "
-        "machine other work shared). Published (claims.md, arXiv 2510.18586): end-to-end latency **-47.06%** vs "
+        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}, {len(results)} runs on {workers} "
+        f"process{'es' if workers > 1 else ''}, {cpu:,.0f} CPU-seconds of runs, on a 2-core machine other work "
+        f"shared{'' if not load else f': load average {load[0]:.1f} at the start, {load[1]:.1f} at the end'}). Published (claims.md, arXiv 2510.18586): end-to-end latency **-47.06%** vs "
         "vLLM at 1 QPS, effective GPU KV utilization **up to +16.9%**.",
         "",
         "## Set-up (fixed before the runs)",
