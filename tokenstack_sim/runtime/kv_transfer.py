@@ -163,18 +163,10 @@ def store_blocks(path: TransferPath, store_gib: float) -> int:
 
 
 def actions_energy_j(system, vec: np.ndarray) -> dict:
-    """Component -> J of an action vector (no static power): what the charged transfers cost."""
-    from tokenstack_sim.sim.engine import energy_pj
-    from tokenstack_sim.sim.step_cost import COMPONENTS, OFFSET
+    """Component -> J of an action vector (no static power: a span of 0): what the charged transfers cost."""
+    from tokenstack_sim.repro.static_batch import _energy  # one summed action vector -> J per component
 
-    acts = {}
-    for c, names in COMPONENTS.items():
-        arr = np.zeros(1, np.dtype([(a, np.float64) for a in names]))
-        for i, a in enumerate(names):
-            arr[a] = vec[OFFSET[c] + i]
-        acts[c] = arr
-    e = energy_pj(system, acts, 0.0)
-    return {c: sum(v for a, v in d.items() if a != "static") * 1e-12 for c, d in e.items()}
+    return _energy(system, vec, 0.0)
 
 
 class Channels:
