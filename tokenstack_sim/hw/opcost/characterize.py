@@ -9,15 +9,22 @@ cheapest segments first, down to one access per channel, within a deterministic 
 at loads half-way between levels (`meta["validation_between_levels"]`).
 
 Accuracy (measured, `python scripts/bench_ops.py --scan 24` on hbm4-12h-tokenstack, 96 held-out sizes
-per op across the levels; figures in the commit that set them): at the levels, every op within 5% at
-all but one of 470 points (a DMA of 14 MB under load 0.3: 5.4%); before the fine tabulation the DMAs
-missed by up to 53% (14 and 5 of 96 points over 5%) and stream-pim by 12%. The mechanism: with
+per op across the levels, 56.9 s CPU to characterize the config on one core): at the levels, every
+op within 5% at all but 2 of 470 points (dma-pim-capacity under load 0.3, up to 5.4% at 704 KB, past
+where the budget stopped its fine tabulation); the same table's own held-out check misses by 11.4% at
+19 MB under 0.3 (refinement budget spent, 27 segments unchecked). Before the fine tabulation the DMAs
+missed by up to 53% (14 and 5 of 96 points over 5%) and stream-pim by 12%, with 38 s CPU. The mechanism: with
 background reads always queued, a DMA's writes drain only at the write buffer's high watermark or when
 the oldest has waited write_max_age_cycles, so whether its last writes wait for the timer flips from
 one size to the next (teeth of ~100-190 ns); a stream dips where its last requests fall into step with
 the background. Between load levels the look-up (the level above) still misses by far more where time
 is not monotonic in load: stream-capacity is 2.6x slower under 0.2 than under 0.15 (up to 155% at
-held-out points), the DMAs up to 116-174% at small sizes under 0.05; see OpTable.
+held-out points), the DMAs up to 116-174% at small sizes under 0.05; see OpTable. That comes from the
+background's pattern: a sequential sweep arriving at an exact period falls into step with a sequential
+op. A stream of 1.79 MB takes 1264/1356/1514/1583/3832/3092/2768 ns under 0.1/0.125/0.15/0.175/0.2/
+0.25/0.3 with it, and rises monotonically (1826 ... 4558 ns) with a background of random lines at the
+same rates, where interpolating between levels would work; which pattern a load share means is a
+modelling choice left to the planners (the engine looks up load 0 only).
 
 `OpCosts(stack)` is what the serving engine holds: `costs.table(op)` returns the op's `OpTable`,
 read from the cache, or characterized now when `on_missing="characterize"`; with
