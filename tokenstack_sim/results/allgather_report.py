@@ -87,20 +87,38 @@ def allgather_table(runs, fmt: str = "markdown") -> str:
     return _render([c[0] for c in COLUMNS], [c[1] for c in COLUMNS], [c[2] for c in COLUMNS], rows, fmt)
 
 
+class _Ceiling(Exception):
+    pass
+
+
 def agents_capacity(prep, spec, *, start: int = 8, tolerance: float = 0.05, target: float = 0.9,
-                    progress=None, runs_out: list | None = None):
+                    max_agents: int | None = None, progress=None, runs_out: list | None = None):
     """Largest agent count meeting the SLO (module docstring); `spec.max_requests` is replaced per probe.
-    Returns the `CapacityResult` (capacity_qps / failing_qps are agent counts)."""
-    from tokenstack_sim.sim.capacity import capacity_search
+    Returns the `CapacityResult` (capacity_qps / failing_qps are agent counts). ``max_agents``: probes
+    above it are not served; a search that gets there ends with status "above_range" (the capacity is at
+    least the largest passing count, kept in capacity_qps; its probes in ``probes``)."""
+    from tokenstack_sim.sim.capacity import CapacityResult, capacity_search, probe
     from tokenstack_sim.sim.engine import run_prepared
+
+    probes = []
 
     def serve(x, seeds):
         n = max(2, int(round(x)))
+        if max_agents is not None and n > max_agents:
+            raise _Ceiling()
         runs = [run_prepared(prep, dataclasses.replace(spec, max_requests=n, seed=s)) for s in seeds]
+        probes.append(probe(float(n), [float(r.summary.get("slo_attainment", float("nan"))) for r in runs], target))
         if runs_out is not None:
-            runs_out += runs
+            runs_out.extend(runs)
         return runs
 
-    res = capacity_search(prep, spec, qps_start=float(start), tolerance=tolerance, target=target, serve=serve,
-                          progress=progress)
-    return res
+    try:
+        return capacity_search(prep, spec, qps_start=float(start), tolerance=tolerance, target=target, serve=serve,
+                               progress=progress)
+    except _Ceiling:
+        res = CapacityResult(prep.system.name, prep.model.config.name, target, "above_range")
+        res.probes = probes
+        ok = [p.qps for p in probes if p.passes]
+        res.capacity_qps = max(ok) if ok else float("nan")
+        res.reason = f"still meets the SLO at {res.capacity_qps:g} agents; probes stop at {max_agents}"
+        return res

@@ -1,0 +1,339 @@
+"""TokenDance's claims (claims.md) in this simulator: vLLM with prefix caching, per-request position-independent
+caching (pic) and TokenDance's collective sharing (tokendance) serving All-Gather rounds, first on a GPU set
+up like TokenDance's evaluation, then on TokenStack.
+
+    python scripts/reproduce_tokendance.py [--quick] [--out results/tokendance.md]
+
+Parameters are fixed below, each with its provenance, before any run:
+- model Qwen2.5-14B (TokenDance evaluates Qwen2.5-7B/14B, serving.md §3.2; 7B has no preset here); one GPU
+  (tp 1), an H100 SXM 80 GB [E: the paper's GPU is not in our references; h100-tokencake's stacks] at
+  memory utilization 0.9 (vLLM's default [E]: the paper's setting was not retrievable);
+- GenerativeAgents-like rounds (workload/allgather.py: 25 agents, 5 rounds, every agent sees every other
+  one, S 640 / P 500-1,500 / O 50-200 / T 128 tokens, workloads.md §2(b)); AgentSociety-like (1,000
+  agents, k = 30 ring-lattice neighbours, rewiring 0.1) for the storage figures; one seed (0);
+- SLO: a call's TTFT <= 1,500 ms (claims.md: "under a 1,500 ms SLO"), met by >= 90% of the calls (the
+  simulator's capacity target [E]: the paper's share was not retrievable); no TPOT bound (3,600 s); the
+  calls of round 0 (a cold start with nothing to reuse, the same prefill for every runtime) are left out
+  of the statistics as warm-up (a long simulation runs many rounds after it);
+- runtimes vllm, pic, tokendance with AgentRuntimeParams' defaults: recompute ratio 0.15 (CacheBlend-15,
+  serving.md §2.4), leading tokens of a chunk after new content recomputed (EPIC, serving.md §2.4);
+- step times from the roofline (EngineOptions(memory_timing="roofline")); capacity: `sim.capacity.
+  capacity_search` over the agent count (results/allgather_report.agents_capacity), from 16 agents,
+  bracket within 10%;
+- TokenStack: tokenstack-hbm4-1gpu (one GPU of tokenstack-hbm4) at the same memory utilization, KV in its
+  PIM and capacity layers under TokenStack's KV policy, first with the GPU set-up's pool (its block count:
+  the same memory pressure, as scripts/reproduce_tokencake.py does), then with its own pool; the
+  placement is compared by switching the replication of shared blocks off and by placing every block
+  capacity-first.
+Writes results/tokendance.md: our figures beside the paper's (2.7x agents, 17.5x per-agent KV, 11-17x
+compression, 1.9x prefill over per-request PIC) and a sentence per gap computed from the runs.
+``--quick``: 10 agents, no capacity searches, GPU only (CI smoke, a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout, not another install
+
+MODEL = "qwen2.5-14b"  # serving.md §3.2: Qwen2.5-7B/14B
+GPU = "h100-tokencake"  # one H100 SXM [E], its 80 GB of HBM3
+TOKENSTACK = "tokenstack-hbm4-1gpu"  # one GPU of tokenstack-hbm4
+MEMORY_UTILIZATION = 0.9  # vLLM's default [E]
+GA, AS = "generative-agents-like", "agentsociety-like"
+RUNTIMES = ("vllm", "pic", "tokendance")
+SLO_TTFT_S = 1.5  # claims.md: 1,500 ms SLO
+SLO_TPOT_S = 3600.0  # no TPOT bound
+TARGET = 0.9  # [E] share of calls within the SLO
+ROUNDS = 5  # the GA preset's rounds (workload/allgather.py)
+WARMUP_FRAC = 1.0 / ROUNDS  # round 0 (cold start: nothing to reuse, the same for every runtime) left out
+CAP_START, CAP_TOL = 16, 0.10
+MAX_AGENTS = 512  # [E] probes stop here (run time); a search that reaches it reports ">= the last pass"
+SEED = 0
+PUBLISHED = {"agents": 2.7, "storage": 17.5, "compression": (11.0, 17.0), "prefill": 1.9}
+
+
+def _prepare(system: str, kv: dict | None = None, kv_blocks: int | None = None):
+    from tokenstack_sim.config.loader import load_config
+    from tokenstack_sim.sim.engine import prepare
+    from tokenstack_sim.sim.step_cost import EngineOptions
+
+    cfg = load_config(system, [f"memory_utilization={MEMORY_UTILIZATION}"], kind="system")
+    return prepare(cfg, MODEL, options=EngineOptions(memory_timing="roofline"), kv=kv, kv_blocks=kv_blocks)
+
+
+def _spec(runtime: str, agents: int | None = None):
+    from tokenstack_sim.sim.engine import RunSpec
+
+    return RunSpec(workload=GA, max_requests=agents, seed=SEED, warmup_frac=WARMUP_FRAC, drain_frac=0.0,
+                   slo_ttft_s=SLO_TTFT_S, slo_tpot_s=SLO_TPOT_S, runtime=runtime)
+
+
+def served(prep, agents: int | None, label: str, note, runtimes=RUNTIMES) -> dict:
+    """One GA run per runtime: {runtime: figures}."""
+    from tokenstack_sim.results.allgather_report import block_bytes_of, run_figures
+    from tokenstack_sim.sim.engine import run_prepared
+
+    out = {}
+    for rt in runtimes:
+        t0 = time.perf_counter()
+        run = run_prepared(prep, _spec(rt, agents))
+        f = run_figures(run, block_bytes=block_bytes_of(run))
+        f["wall_s"] = time.perf_counter() - t0
+        f["blocks_pool"] = int(prep.step_model.total_blocks)
+        out[rt] = f
+        note(f"{label} {rt}: prefill/round {f['round_prefill_s']:.3f} s, TTFT p95 {f['ttft_p95_s']:.3f} s, "
+             f"KV/agent {f['per_agent_mib']:.0f} MiB ({f['wall_s']:.1f} s)")
+    return out
+
+
+def capacities(prep, label: str, note) -> dict:
+    from tokenstack_sim.results.allgather_report import agents_capacity
+
+    out = {}
+    for rt in RUNTIMES:
+        t0 = time.perf_counter()
+        res = agents_capacity(prep, _spec(rt), start=CAP_START, tolerance=CAP_TOL, target=TARGET,
+                              max_agents=MAX_AGENTS)
+        probes = [(int(round(p.qps)), p.mean) for p in res.probes]
+        ok = res.status in ("ok", "above_range") and res.capacity_qps == res.capacity_qps
+        out[rt] = {"agents": int(round(res.capacity_qps)) if ok else None,
+                   "failing": int(round(res.failing_qps)) if res.failing_qps == res.failing_qps else None,
+                   "status": res.status, "probes": probes, "wall_s": time.perf_counter() - t0}
+        note(f"{label} capacity {rt}: {out[rt]['agents']} agents ({res.status}; "
+             f"{len(probes)} probes, {out[rt]['wall_s']:.1f} s)")
+    return out
+
+
+def storage_figures(workload: str, agents: int | None = None, **overrides) -> dict:
+    """Exact block counts (no run): per-agent KV of private copies vs master + diffs, and the reused
+    region's compression, averaged over rounds >= 1."""
+    from tokenstack_sim.runtime.collective import ChunkKeys, DiffStore, RoundPlan, round_storage
+    from tokenstack_sim.workload.allgather import load_allgather
+
+    t = load_allgather(workload, seed=SEED, max_requests=agents, **overrides)
+    priv = round_storage(t, 16, "private")
+    td = round_storage(t, 16, "tokendance")
+    keys = ChunkKeys(t.ag, 16, 0.15)
+    comp, diff_share = [], []
+    for rd in range(1, t.ag.params.rounds):
+        plan = RoundPlan(keys, rd)
+        st = DiffStore(plan.master)
+        for r, k in plan.region.items():
+            st.add(r, k)
+        comp.append(st.compression())
+        diff_share.append(st.diff_blocks / st.logical_blocks)
+    later = slice(1, None)
+    p = sum(x["per_agent_blocks"] for x in priv[later]) / len(priv[later])
+    d = sum(x["per_agent_blocks"] for x in td[later]) / len(td[later])
+    return {"agents": t.ag.params.agents, "k": t.ag.params.k, "order": t.ag.params.order,
+            "private_blocks_per_agent": p, "tokendance_blocks_per_agent": d, "storage_ratio": p / d,
+            "compression": sum(comp) / len(comp), "diff_share": sum(diff_share) / len(diff_share),
+            "region_share": float((t.ag.region_tokens[t.ag.round >= 1]
+                                   / t.rows["input_tokens"][t.ag.round >= 1]).mean())}
+
+
+def _f(x, d=2):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{d}f}"
+    return str(x)
+
+
+def served_table(runs: dict) -> list[str]:
+    lines = ["| runtime | prefill / round (s) | round span (s) | TTFT p95 (s) | SLO met (%) | KV / agent (MiB) | "
+             "reused region compression | reuse work charged (s) | recomputed tokens | calls without reuse | wall (s) |",
+             "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for rt, f in runs.items():
+        lines.append(f"| {rt} | {_f(f['round_prefill_s'], 3)} | {_f(f['round_span_s'])} | {_f(f['ttft_p95_s'], 3)} | "
+                     f"{_f(100 * f['slo_attainment'], 1)} | {_f(f['per_agent_mib'], 0)} | {_f(f['compression'], 1)} | "
+                     f"{_f(f['reuse_step_s'], 3)} | {_f(f['recompute_tokens'])} | {_f(f['fallback_calls'])} | "
+                     f"{_f(f['wall_s'], 1)} |")
+    return lines
+
+
+def cap_table(caps: dict) -> list[str]:
+    lines = ["| runtime | agents under the SLO | first failing | probes (agents: share within SLO) | wall (s) |",
+             "|:--|--:|--:|:--|--:|"]
+    for rt, c in caps.items():
+        pr = ", ".join(f"{n}: {100 * m:.0f}%" for n, m in c["probes"])
+        n = _f(c["agents"]) if c["status"] == "ok" else f">= {_f(c['agents'])}"
+        lines.append(f"| {rt} | {n} | {_f(c['failing'])} | {pr} | {_f(c['wall_s'], 1)} |")
+    return lines
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def report(res: dict, quick: bool, total_s: float) -> str:
+    g = res["gpu"]
+    L = ["# TokenDance reproduction (collective KV sharing for All-Gather rounds)", "",
+         f"Written by `python scripts/reproduce_tokendance.py{' --quick' if quick else ''}` in {total_s:.0f} s "
+         "on this 2-core machine while other engineers' jobs shared its CPUs (measured wall time, not CPU time).",
+         "", "## Parameters (fixed before the runs)", "",
+         "| parameter | value | provenance |", "|:--|:--|:--|",
+         f"| model | {MODEL} | TokenDance evaluates Qwen2.5-7B/14B (serving.md §3.2); 7B has no preset |",
+         f"| GPU set-up | {GPU}, 1 GPU, memory utilization {MEMORY_UTILIZATION} ({g['blocks']} KV blocks of 16 tokens) | "
+         "H100 SXM 80 GB [E: the paper's GPU is not in our references]; vLLM's default utilization [E] |",
+         f"| TokenStack | {TOKENSTACK}, memory utilization {MEMORY_UTILIZATION} | one GPU of tokenstack-hbm4 |",
+         f"| workload | {GA}: {res['ga_agents']} agents, {res['ga_rounds']} rounds, all visible, shared order; "
+         "S 640, P 500-1,500, O 50-200, T 128 tokens | GenerativeAgents 25 agents, round model ranges (workloads.md §2(b)); "
+         "rounds, T [E] |",
+         f"| storage workload | {AS}: 1,000 agents, k = 30, Watts-Strogatz rewiring 0.1 | workloads.md §2(b) (k 10-50); rewiring [E] |",
+         f"| SLO | TTFT <= {SLO_TTFT_S * 1000:.0f} ms for >= {100 * TARGET:.0f}% of the calls of rounds >= 1 | "
+         "claims.md (1,500 ms); share [E]; round 0 (cold start, nothing to reuse) is warm-up |",
+         "| recompute rule | leading ceil(0.15 x O) tokens of each output that follows other content than where it "
+         "was computed | CacheBlend-15 ratio, EPIC leading tokens (serving.md §2.4) |",
+         "| step times | roofline GEMMs and attention; reuse work charged by the step model | engine |", ""]
+    L += ["## Paper-matched GPU set-up", "", f"### {GA}, {res['ga_agents']} agents", ""]
+    L += served_table(g["runs"])
+    runs = g["runs"]
+    pre = ratio(runs["pic"]["round_prefill_s"], runs["tokendance"]["round_prefill_s"])
+    sto = ratio(runs["vllm"]["per_agent_mib"], runs["tokendance"]["per_agent_mib"])
+    L += ["", "| figure | ours | paper |", "|:--|--:|--:|",
+          f"| prefill per round, pic / tokendance | {_f(pre)}x | {PUBLISHED['prefill']}x |",
+          f"| per-agent KV, vllm / tokendance | {_f(sto)}x | up to {PUBLISHED['storage']}x |",
+          f"| reused-region compression (master + diffs) | {_f(runs['tokendance']['compression'], 1)}x | "
+          f"{PUBLISHED['compression'][0]:.0f}-{PUBLISHED['compression'][1]:.0f}x |"]
+    if "caps" in g:
+        c = g["caps"]
+        L += ["", "### Agents under the SLO", ""] + cap_table(c)
+        ag = ratio(c["tokendance"]["agents"], c["vllm"]["agents"])
+        L += ["", f"tokendance / vllm: **{_f(ag)}x** agents (paper: up to {PUBLISHED['agents']}x); "
+              f"tokendance / pic: {_f(ratio(c['tokendance']['agents'], c['pic']['agents']))}x."]
+    if "storage" in res:
+        L += ["", "### Storage, counted exactly from block contents (no run; rounds >= 1)", "",
+              "| workload | agents | visible | order | R share of prompt | KV blocks / agent, private | "
+              "KV blocks / agent, master + diffs | ratio | R compression | diff blocks / R blocks |",
+              "|:--|--:|--:|:--|--:|--:|--:|--:|--:|--:|"]
+        for name, s in res["storage"].items():
+            L.append(f"| {name} | {s['agents']} | {s['k']} | {s['order']} | {100 * s['region_share']:.0f}% | "
+                     f"{s['private_blocks_per_agent']:.0f} | {s['tokendance_blocks_per_agent']:.0f} | "
+                     f"{s['storage_ratio']:.2f}x | {s['compression']:.1f}x | {100 * s['diff_share']:.1f}% |")
+    if "tokenstack" in res:
+        ts = res["tokenstack"]
+        L += ["", f"## TokenStack ({TOKENSTACK})", "", f"### {GA}, {res['ga_agents']} agents, the GPU set-up's "
+              f"pool ({ts['blocks']} KV blocks: the same memory pressure)", ""]
+        L += served_table(ts["runs"])
+        if "caps" in ts:
+            L += ["", "### Agents under the SLO (the GPU set-up's pool)", ""] + cap_table(ts["caps"])
+            c = ts["caps"]
+            L += ["", f"tokendance / vllm: **{_f(ratio(c['tokendance']['agents'], c['vllm']['agents']))}x** agents."]
+        if "own_runs" in ts:
+            L += ["", f"### {GA}, {res['ga_agents']} agents, TokenStack's own pool ({ts['own_blocks']} KV blocks)", ""]
+            L += served_table(ts["own_runs"])
+        if "placement" in ts:
+            L += ["", "### Placement of the master (tokendance)", "",
+                  "| KV policy | prefill / round (s) | round span (s) | TTFT p95 (s) | wall (s) |", "|:--|--:|--:|--:|--:|"]
+            for name, f in ts["placement"].items():
+                L.append(f"| {name} | {_f(f['round_prefill_s'], 3)} | {_f(f['round_span_s'])} | "
+                         f"{_f(f['ttft_p95_s'], 3)} | {_f(f['wall_s'], 1)} |")
+    L += ["", "## Gaps, explained", ""] + gaps(res)
+    return "\n".join(L) + "\n"
+
+
+def gaps(res: dict) -> list[str]:
+    g = res["gpu"]["runs"]
+    out = []
+    pic, td, vl = g["pic"], g["tokendance"], g["vllm"]
+    pre = ratio(pic["round_prefill_s"], td["round_prefill_s"])
+    share = ratio(td["recompute_tokens"], pic["recompute_tokens"])
+    out.append(f"- **Prefill over per-request PIC ({_f(pre)}x vs 1.9x)**: tokendance recomputes "
+               f"{_f(td['recompute_tokens'])} tokens against pic's {_f(pic['recompute_tokens'])} "
+               f"({_f(100 * share, 0) if share else '–'}%: the master once plus each agent's boundary chunks); "
+               + ("pic also ran out of room for its private copies, so "
+                  f"{pic['fallback_calls']} of its calls were served without reuse (full prefill), which widens the gap "
+                  "beyond recompute alone. " if pic["fallback_calls"] else "nothing fell back to full prefill. ")
+               + "The rest of the round's prefill (templates, the agent's newest history block) is the same work for "
+               "both, which bounds the ratio from above by Amdahl's law.")
+    comp = td["compression"]
+    lo, hi = PUBLISHED["compression"]
+    shuf = res.get("storage", {}).get("GA shuffled")
+    where = "inside" if lo <= comp <= hi else ("below" if comp < lo else "above")
+    out.append(f"- **Compression ({_f(comp, 1)}x vs 11-17x, {where} the paper's range)**: the diff fraction is not "
+               "a parameter: with every agent seeing every other one in one shared order, an agent's region differs "
+               "from the master only in the leading blocks of three outputs (its own after its history, the first "
+               "after it, the one after the gap where its own would be), so compression grows with the agent count"
+               + (f"; with a shuffled order every output is a boundary and it falls to {shuf['compression']:.1f}x "
+                  "(storage table)" if shuf else "") + ". The paper's block orders were not retrievable, so which of "
+               "these its workloads resemble is open.")
+    sto = ratio(vl["per_agent_mib"], td["per_agent_mib"])
+    st = res.get("storage", {}).get("GA shared", {})
+    out.append(f"- **Per-agent KV ({_f(sto)}x vs up to 17.5x)**: our per-agent figure counts the agent's whole cache; "
+               f"the reused region is {_f(100 * st.get('region_share', float('nan')), 0)}% of a prompt here, the rest "
+               "(persona and memory, 500-1,500 tokens from workloads.md, and the agent's own growing history) is private "
+               "and cannot be shared, so the whole-cache ratio is bounded by 1 / (1 - R share); the paper's 17.5x implies "
+               "prompts dominated by the gathered outputs (more agents or longer outputs).")
+    if "caps" in res["gpu"]:
+        c = res["gpu"]["caps"]
+        ag = ratio(c["tokendance"]["agents"], c["vllm"]["agents"])
+        out.append(f"- **Agents under the SLO ({_f(ag)}x vs 2.7x)**: vLLM's prompt grows with the agent count "
+                   "(every output of the round is prefilled by every agent: O(N^2) tokens per round), tokendance's "
+                   "prefill per agent stays near its template; the ratio depends on where vLLM's quadratic prefill "
+                   "crosses 1.5 s on this GPU, which the paper's set-up (GPU, 7B model, prompt sizes) places elsewhere.")
+    if "tokenstack" in res:
+        ts = res["tokenstack"]["runs"]
+        out.append(f"- **TokenStack**: prefill per round {_f(ts['tokendance']['round_prefill_s'], 3)} s "
+                   f"(tokendance) vs {_f(ts['vllm']['round_prefill_s'], 3)} s (vllm); prefill is GPU-compute bound, so "
+                   "TokenStack changes little there; its gain is decode attention over the shared master on PIM units "
+                   "and the larger pool (more agents fit).")
+        pl = res["tokenstack"].get("placement")
+        if pl:
+            best = min(pl, key=lambda k: pl[k]["round_span_s"])
+            out.append(f"- **Placement**: the master is read by every sibling's attention at every decode step, so it "
+                       "belongs where attention runs near the data (PIM layers), and replicating it spreads those reads "
+                       f"over PIM units; diffs and histories are read by one agent each. Measured: the shortest round "
+                       f"span is with **{best}** ({_f(pl[best]['round_span_s'])} s).")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10 agents, GPU only, no capacity search")
+    ap.add_argument("--out", default=str(ROOT / "results" / "tokendance.md"))
+    args = ap.parse_args()
+    from tokenstack_sim.atomic_io import atomic_write
+
+    t_start = time.perf_counter()
+
+    def note(msg):
+        print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True)
+
+    agents = 10 if args.quick else None
+    res = {"ga_agents": agents or 25, "ga_rounds": 5}
+    prep = _prepare(GPU)
+    res["gpu"] = {"blocks": int(prep.step_model.total_blocks), "runs": served(prep, agents, "gpu", note)}
+    res["storage"] = {"GA shared": storage_figures(GA, agents)}
+    if not args.quick:
+        res["storage"]["GA shuffled"] = storage_figures(GA, order="shuffle")
+        res["storage"]["AgentSociety"] = storage_figures(AS)
+        res["gpu"]["caps"] = capacities(prep, "gpu", note)
+        # TokenStack with the GPU set-up's pool (the same memory pressure), then its own pool at 25 agents
+        gpu_blocks = res["gpu"]["blocks"]
+        ts = _prepare(TOKENSTACK, kv_blocks=gpu_blocks)
+        res["tokenstack"] = {"blocks": gpu_blocks, "runs": served(ts, None, "tokenstack", note)}
+        res["tokenstack"]["caps"] = capacities(ts, "tokenstack", note)
+        own = _prepare(TOKENSTACK)
+        res["tokenstack"]["own_blocks"] = int(own.step_model.total_blocks)
+        res["tokenstack"]["own_runs"] = served(own, None, "tokenstack own pool", note)
+        place = {"TokenStack policy (default)": res["tokenstack"]["runs"]["tokendance"]}
+        for name, kv in (("no replication of shared blocks", {"replication_budget": 0.0}),
+                         ("capacity-first placement", {"placement": "capacity-first"})):
+            p2 = _prepare(TOKENSTACK, kv, kv_blocks=gpu_blocks)
+            place[name] = served(p2, None, f"placement {name}", note, runtimes=("tokendance",))["tokendance"]
+        res["tokenstack"]["placement"] = place
+    total = time.perf_counter() - t_start
+    text = report(res, args.quick, total)
+    with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
+        f.write(text)
+    note(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
