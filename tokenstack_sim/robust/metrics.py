@@ -3,7 +3,8 @@
 - **Robustness** = performance kept under the perturbation, each as perturbed / nominal so that 1 is
   "unaffected" and below 1 is worse: `throughput_kept` (output tokens/s over the measurement window,
   sim/engine.py's summary), `slo_kept` (SLO attainment; NaN when the nominal run meets no SLO at all),
-  `energy_kept` = nominal / perturbed energy per output token (below 1: each token costs more).
+  `energy_kept` = nominal / perturbed energy per output token (below 1: each token costs more); agent
+  runs also `makespan_kept` = nominal / perturbed mean app makespan.
 - **Resilience** = `recovery_s`: the time from the disruption's end until the perturbed run is back
   within `tolerance` (default 10% [E]) of the nominal run, read from both runs' step records as a
   windowed series (default: output tokens per second in `window_s` windows, from the steps that end in
@@ -53,9 +54,12 @@ def _ratio(a: float, b: float) -> float:
 
 def robustness(nominal: dict, perturbed: dict) -> dict:
     """Performance kept (module docstring) from two runs' summaries."""
-    return {"throughput_kept": _ratio(perturbed.get("output_tokens_per_s"), nominal.get("output_tokens_per_s")),
-            "slo_kept": _ratio(perturbed.get("slo_attainment"), nominal.get("slo_attainment")),
-            "energy_kept": _ratio(nominal.get("energy_per_output_token_j"), perturbed.get("energy_per_output_token_j"))}
+    out = {"throughput_kept": _ratio(perturbed.get("output_tokens_per_s"), nominal.get("output_tokens_per_s")),
+           "slo_kept": _ratio(perturbed.get("slo_attainment"), nominal.get("slo_attainment")),
+           "energy_kept": _ratio(nominal.get("energy_per_output_token_j"), perturbed.get("energy_per_output_token_j"))}
+    if "app_makespan_mean_s" in nominal:  # agent runs: nominal / perturbed mean app makespan
+        out["makespan_kept"] = _ratio(nominal.get("app_makespan_mean_s"), perturbed.get("app_makespan_mean_s"))
+    return out
 
 
 def disruption_end_s(injectors, summary: dict | None = None) -> float:

@@ -121,20 +121,39 @@ def load_robust_spec(path: str | Path) -> RobustSpec:
 
 def expand_points(rs: RobustSpec) -> list[Point]:
     """Every nominal point of the sweep spec followed by its perturbed points (module docstring)."""
+    return with_injectors(expand(rs.sweep), rs.injectors)
+
+
+def with_injectors(points: list[Point], injectors) -> list[Point]:
+    """Each point followed by a copy of it per injector table (params + `perturb`, its own id)."""
     out = []
-    for p in expand(rs.sweep):
+    for p in points:
         out.append(p)
-        for inj in rs.injectors:
+        for inj in injectors:
             params = dict(p.params) | {"perturb": [inj]}
             out.append(Point(point_id(params), params))
     return out
 
 
+def with_runtime(points: list[Point], runtime: str, options: dict) -> Point:
+    """Points of an agent workload served by `runtime` with AgentRuntimeParams `options` (ids change)."""
+    out = []
+    for p in points:
+        params = dict(p.params) | {"runtime": runtime, "runtime_options": dict(options)}
+        out.append(Point(point_id(params), params))
+    return out
+
+
 def make_job(spec, point: Point):
-    """sweep.points.job, with the point's injectors in its RunSpec."""
+    """sweep.points.job, with the point's injectors (and agent runtime, where it names one) in its RunSpec."""
     j = job(spec, point)
+    extra = {}
     if point.params.get("perturb"):
-        j = dataclasses.replace(j, spec=dataclasses.replace(j.spec, perturb=list(point.params["perturb"])))
+        extra["perturb"] = list(point.params["perturb"])
+    if "runtime" in point.params:
+        extra |= {"runtime": point.params["runtime"], "runtime_options": dict(point.params.get("runtime_options", {}))}
+    if extra:
+        j = dataclasses.replace(j, spec=dataclasses.replace(j.spec, **extra))
     return j
 
 
@@ -179,11 +198,12 @@ def prime_storms(rs: RobustSpec, points: list[Point], progress: Callable[[str], 
 
 
 def run_robustness(rs: RobustSpec, out_dir: str | Path, *, executor=None, resume: bool = True,
-                   characterize_workers: int | None = None, progress=None, note=None):
-    """Run every point (sweep/runner.py) and write `robustness.json`; returns (SweepOutcome, rows)."""
+                   characterize_workers: int | None = None, progress=None, note=None, points=None):
+    """Run every point (sweep/runner.py) and write `robustness.json`; returns (SweepOutcome, rows).
+    `points`: others than the spec's (`with_injectors`, `with_runtime`)."""
     from tokenstack_sim.sweep.runner import run_sweep
 
-    points = expand_points(rs)
+    points = expand_points(rs) if points is None else points
     prime_storms(rs, points, progress=note)
     outcome = run_sweep(rs.sweep, out_dir, executor=executor, resume=resume,
                         characterize_workers=characterize_workers, progress=progress, note=note,
@@ -203,6 +223,9 @@ def _design(params: dict, swept: set[str]) -> str:
                 parts.append(f"{k}={v}")
     if "qps" in swept:
         parts.append(f"qps={params['qps']:g}")
+    if "runtime" in params:
+        parts.append(params["runtime"])
+        parts += [f"{k}={v}" for k, v in sorted(params.get("runtime_options", {}).items())]
     return " ".join(parts)
 
 
@@ -236,6 +259,7 @@ def compare_points(rs: RobustSpec, out_dir: str | Path, points: list[Point] | No
                "model": p.params["model"], "workload": p.params["workload"], "qps": p.params["qps"],
                "seed": p.params["seed"], "kv": p.params["kv"], "params": p.params["params"],
                "scheduler": p.params["scheduler"], "engine": p.params["engine"],
+               "runtime_options": p.params.get("runtime_options", {}),
                "type": typ, "scope": "all" if scope == "all" else "one", "scope_key": scope, "magnitude": mag}
         row |= rm.compare(n, r, window_s=rs.window_s, tolerance=rs.tolerance, hold_windows=rs.hold_windows,
                           what=rs.series)

@@ -118,9 +118,10 @@ class SweepSpec:
 
 
 def resolve_name(text: str, source: Path) -> str:
+    from tokenstack_sim.workload.agent_workloads import AGENT_WORKLOADS
     from tokenstack_sim.workload.source import builtin_workloads
 
-    if text in list_presets() or text in builtin_workloads():
+    if text in list_presets() or text in builtin_workloads() or text in AGENT_WORKLOADS:
         return text
     p = Path(text).expanduser()
     return str(p if p.is_absolute() else (source.parent / p))
@@ -183,11 +184,13 @@ class _Reader:
         return names
 
     def workloads(self, raw: dict) -> tuple[str, ...]:
+        from tokenstack_sim.workload.agent_workloads import AGENT_WORKLOADS
         from tokenstack_sim.workload.source import builtin_workloads
 
         names = self.strings(raw, "workloads", "workload names or files")
         for i, name in enumerate(names):
-            if name not in builtin_workloads() and not Path(resolve_name(name, self.path)).is_file():
+            if name not in builtin_workloads() and name not in AGENT_WORKLOADS \
+                    and not Path(resolve_name(name, self.path)).is_file():
                 raise self.fail(f"workloads[{i}]", f"unknown workload {name!r}: not a built-in "
                                 f"({', '.join(builtin_workloads())}) and no such file (relative to the spec's folder)")
         return names
