@@ -42,7 +42,6 @@ cached; the refresh storm's costs are characterized once, ~1 minute, then cached
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time

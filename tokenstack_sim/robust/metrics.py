@@ -9,8 +9,8 @@
   within `tolerance` (default 10% [E]) of the nominal run, read from both runs' step records as a
   windowed series (default: output tokens per second in `window_s` windows, from the steps that end in
   each window). Recovered = the first window starting at or after the disruption's end from which
-  `hold_windows` consecutive windows (those left, near the end of the runs) are all within the tolerance (|p - n| <= tolerance x |n|; two empty
-  windows agree); recovery_s = that window's start - the disruption's end (0: never left, or back by
+  `hold_windows` consecutive windows (those left, near the end of the runs) are all within the tolerance
+  (|p - n| <= tolerance x |n|; two empty windows agree); recovery_s = that window's start - the disruption's end (0: never left, or back by
   the next window). NaN when it never happens before either run ends, or when the disruption has no end
   (a rate shift or misprediction over the whole run): `recovered` says which.
   The disruption ends at the window's end for slow-downs, storms and bursts, at the failure plus its
@@ -81,7 +81,8 @@ def disruption_end_s(injectors, summary: dict | None = None) -> float:
     return end
 
 
-def series(steps: np.ndarray, window_s: float, t0: float, n_windows: int, what: str = "output_tokens_per_s") -> np.ndarray:
+def series(steps: np.ndarray, window_s: float, t0: float, n_windows: int,
+           what: str = "output_tokens_per_s") -> np.ndarray:
     """Per window [t0 + k w, t0 + (k + 1) w): output tokens per second of the steps ending in it, or the
     mean `num_waiting` of those steps (0 for an empty window)."""
     if what not in SERIES:

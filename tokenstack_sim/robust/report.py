@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenstack_sim.atomic_io import atomic_write
-
 METRICS = ("throughput_kept", "slo_kept", "energy_kept")
 
 
@@ -77,11 +75,10 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb", suffix=".png.tmp") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    return path
+    from tokenstack_sim.results.plots import _save as save  # atomic PNG write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save(fig, path)
 
 
 def heatmap(rows: list[dict], path, metric: str = "slo_kept", *, by: str = "design") -> Path:
