@@ -90,8 +90,9 @@ def _common(command):
                           "replication_budget=0.05, promotion=false, ...; docs in kv/policy.py)."),
         click.option("--memory-timing", type=click.Choice(["characterized", "roofline"]), default="characterized",
                      show_default=True, help="Stack streams from characterized costs or the analytical roofline."),
-        click.option("--overlap", type=click.Choice(["none", "sub_batch"]), default="none", show_default=True,
-                     help="Overlap within a step, for every system alike (sub_batch: NeuPIMs interleaving)."),
+        click.option("--overlap", type=click.Choice(["none", "sub_batch", "attacc_pipeline"]), default="none",
+                     show_default=True, help="Overlap within a step, for every system alike (sub_batch: NeuPIMs "
+                     "interleaving; attacc_pipeline: AttAcc's per-head QKV/attention/out_proj pipeline)."),
         click.option("--pim-batching", type=click.Choice(["packed", "serial"]), default="packed", show_default=True,
                      help="How a batch's decode attention shares the PIM units."),
         click.option("--allreduce", type=click.Choice(["auto", "ring", "one_shot", "two_shot"]), default="auto",

@@ -21,7 +21,8 @@ length and in which unit worked; their placement is a drawing: the ~L-fold inter
 (GEMM, attention, all-reduce, GEMM, ... per layer) is collapsed into one slice per part. With
 `--overlap sub_batch` the GPU and the PIM units do work at once; the engine then reports the parts scaled
 to the overlapped step time (sim/step_cost.py), so the slices are shares of the step, not a schedule
-(otherData["overlap"] says which).
+(otherData["overlap"] says which); with `--overlap attacc_pipeline` the hidden time comes off the GEMM
+and PIM-link parts.
 
 Size. A million-step run would give a JSON of ~1.3 GB; `chrome_trace` takes a window of simulated time
 (`start_s` <= step start < `end_s`) and at most `max_steps` steps of it (the first ones); the CLI caps at

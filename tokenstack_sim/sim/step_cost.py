@@ -38,8 +38,10 @@ sweep is additive; the fixed cost is paid per piece, which overstates by at most
 piece of the grid's top size).
 
 Overlap is a named option every system may use (`overlap`): "sub_batch" interleaves two halves of the
-batch on the GPU and the PIM units as NeuPIMs does, charging the second weight read (`_sub_batched`).
-Left out: AttAcc-style pipelining across steps, overlap of GPU and PIM attention over one
+batch on the GPU and the PIM units as NeuPIMs does, charging the second weight read (`_sub_batched`);
+"attacc_pipeline" pipelines each layer's QKV GEMM -> PIM attention -> output projection over the query
+heads of a GPU as AttAcc does, charging the split GEMMs' extra launches and activation traffic
+(`_pipelined`). Left out: pipelining across steps or layers, overlap of GPU and PIM attention over one
 sequence's KV split between tiers, the softmax merge
 of partial attention from several tiers, the GPU's static power, CPU-side scheduling overhead
 (`step_overhead_s`, 0 by default), and background load on the channels while an op runs (ops of one
@@ -68,7 +70,7 @@ from tokenstack_sim.model.ops import IterationModel
 
 MEMORY_TIMINGS = ("characterized", "roofline")
 PIM_BATCHING = ("packed", "serial")
-OVERLAPS = ("none", "sub_batch")
+OVERLAPS = ("none", "sub_batch", "attacc_pipeline")
 GPU_ACTIONS = ("flops_bf16", "flops_fp16", "flops_fp8", "flops_fp32", "l2_bytes")
 LINK_ACTIONS = ("link_bytes",)
 # Counted actions per component, whole system. 'pim' holds the PIM units' work and the traffic to the
@@ -109,7 +111,8 @@ class EngineOptions:
     # custom all-reduce (small messages, full NVLink) and NCCL (large) do together.
     allreduce: str = "auto"
     # Overlap within a step (named, for every system alike): "none" runs the chain in order;
-    # "sub_batch" interleaves two halves of the batch on the GPU and the PIM units (NeuPIMs).
+    # "sub_batch" interleaves two halves of the batch on the GPU and the PIM units (NeuPIMs);
+    # "attacc_pipeline" pipelines QKV -> PIM attention -> out_proj over the query heads (AttAcc).
     overlap: str = "none"
 
     def __post_init__(self) -> None:
@@ -715,6 +718,8 @@ class StepModel:
         names = self.im.layer_names
         self._gemm_rows = [i for i, x in enumerate(names) if x in ("qkv", "out_proj", "router", "ffn_up", "ffn_down")]
         self._allreduce_rows = [i for i, x in enumerate(names) if x.startswith("allreduce")]
+        self._qkvo_rows = [names.index("qkv"), names.index("out_proj")]
+        self._pipe: dict[tuple[int, int], tuple] = {}  # (tokens, emitting) -> `_pipe_part`
         self._lookups: dict[str, Lookup] = {}
         self._fixed: dict[tuple[int, int], tuple] = {}  # (tokens, emitting) -> the step's non-attention part
         # steps with a bound `kv` take the compiled path (`_compiled_step`); False: the numpy path only
@@ -879,6 +884,10 @@ class StepModel:
             t, parts, vec, att, att_pim = self._sub_batched(new_tokens, context_tokens, emits, kv_blocks_in_use, ids)
         else:
             t, parts, vec, att, att_pim = self._step(new_tokens, context_tokens, emits, kv_blocks_in_use, ids)
+            if self.options.overlap == "attacc_pipeline" and parts[2] > 0:
+                piped = self._pipelined(new_tokens, emits, parts, vec)
+                if piped is not None:
+                    t, parts, vec = piped
         mig_s = 0.0
         if kv is not None:
             if kv.migrations_pending:
@@ -929,6 +938,81 @@ class StepModel:
                 vec[action_slot("gpu", "l2_bytes")] += 2 * b * g
             worst = max(worst, t)
         return worst if self.kv_policy.migration_timing == "serial" else 0.0
+
+    def _pipelined(self, new_tokens, emits, parts, vec):
+        """AttAcc-style pipelining (overlap "attacc_pipeline"; AttAcc, ASPLOS'24, as its simulator
+        scale-snu/attacc_simulator src/system.py `_pipeline(level=True)` times it): each layer's QKV
+        generation, attention and output projection run per query head of a GPU (h = heads / tp), so
+        the GPU computes head i+1's QKV and head i-1's projection while the PIM units attend head i.
+        With F the GPU side (the QKV and out_proj GEMMs, split into h pieces each: `_pipe_part`), A
+        the PIM attention and X the PIM link (AttAcc's device; 0 in the stacks), r = 1/h: where A > F
+        only r F of the GEMMs shows, and of X, r X (A > X) or X - (1 - r) A; otherwise F - (1 - r) A
+        and r X (F > X), or r F and X - (1 - r) A. The hidden time comes off the GEMM and link parts,
+        as the simulator books it. Charged: the split GEMMs (h launches each, QKV's input read by every
+        piece, out_proj's partial sums read and written by each further piece) in place of the whole
+        ones; the weights are sliced by head, each slice read once, so no weight is read twice. A step
+        the split would not speed up (little PIM attention against many prefill tokens) runs
+        unpipelined: None. The prefill chunks' GPU attention, the FFN and the all-reduces stay in order."""
+        n_emit = int(np.count_nonzero(emits)) if np.ndim(emits) else int(emits)
+        key = (int(np.sum(new_tokens)), n_emit)
+        memo = self._pipe.get(key)
+        if memo is None:
+            memo = self._pipe[key] = self._pipe_part(*key)
+        f_whole, f, dvec = memo
+        gemm_s, attn_gpu_s, a, x, allreduce_s, other_s = parts
+        r = 1.0 / self._pipe_heads
+        if a > f:
+            f2 = f * r
+            x2 = x * r if a > x else x - a * (1.0 - r)
+        elif f > x:
+            f2, x2 = f - a * (1.0 - r), x * r
+        else:
+            f2, x2 = f * r, x - a * (1.0 - r)
+        new = (gemm_s - f_whole + f2, attn_gpu_s, a, x2, allreduce_s, other_s)
+        t = float(sum(new))
+        if not t < float(sum(parts)):
+            return None
+        return t, new, vec + dvec
+
+    @property
+    def _pipe_heads(self) -> int:
+        """Pieces of AttAcc's pipeline: query heads per GPU (its simulator: num_heads / num_xpu)."""
+        return max(1, int(self.im.hq))
+
+    def _pipe_part(self, tokens: int, emitting: int) -> tuple:
+        """The QKV and out_proj GEMMs of a step, all layers: (seconds whole, seconds split into the
+        pipeline's h pieces each, the split's actions minus the whole ones'). A QKV piece computes 1/h
+        of the columns from the whole input; an out_proj piece multiplies 1/h of the rows and adds its
+        product to the partial sum of the earlier pieces (read and written again from the second on).
+        Each piece is timed like a GEMM of `_fixed_part`: launch + max(compute, stream)."""
+        new = np.zeros(max(1, emitting))
+        new[0] = tokens
+        ops = self.im.ops(new, np.zeros_like(new), emitting)
+        g = ops.layer[self._qkvo_rows]  # qkv, out_proj
+        L, h, n = float(self.cfg.num_layers), self._pipe_heads, self.system.gpus
+        d_vec = np.zeros(N_ACTIONS)
+        m, cols, k = g["gemm_m"], g["gemm_n"], g["gemm_k"]
+        if not (m > 0).all():
+            return 0.0, 0.0, d_vec
+        ab = g["act_bytes"] / (m * (cols + k))  # bytes per activation element
+        out_b = m * cols * ab
+        # whole: as _fixed_part times them; split: h pieces of each
+        p_cols = np.array([cols[0] / h, cols[1]])
+        p_flops = g["flops"] / h
+        p_act = np.array([m[0] * (k[0] + p_cols[0]) * ab[0],
+                          m[1] * (k[1] / h) * ab[1] + out_b[1] * (1.0 + (h - 1.0) / h)])  # mean piece
+        whole_b = g["weight_bytes"] + g["act_bytes"]
+        piece_b = g["weight_bytes"] / h + p_act
+        scratch = np.zeros(N_ACTIONS)
+        t_m = self._stream(whole_b, self.weight_tier, scratch, 1.0, np.full(2, L))
+        t_mp = self._stream(piece_b, self.weight_tier, d_vec, 1.0, np.full(2, L * h))
+        d_vec -= scratch
+        eta = gemm_compute_efficiency(self.gpu, m, cols)
+        eta_p = gemm_compute_efficiency(self.gpu, m, p_cols)
+        f_whole = float(((self._launch_s + np.maximum(g["flops"] / (eta * self._peak_w), t_m)) * L).sum())
+        f_split = float(((self._launch_s + np.maximum(p_flops / (eta_p * self._peak_w), t_mp)) * (L * h)).sum())
+        d_vec[action_slot("gpu", "l2_bytes")] += float((piece_b * h - whole_b).sum()) * L * n
+        return f_whole, f_split, d_vec
 
     def _sub_batched(self, new_tokens, context_tokens, emits, kv_blocks_in_use: int, ids=None):
         """NeuPIMs-style sub-batch interleaving: the batch split in two halves (sequences alternate, so
