@@ -37,9 +37,11 @@ Costs are charged by the engine's step model (`ChargingCost`): the recompute tok
 tokens of the step (the step's time with them minus without them, both from `StepModel.step`), the
 correction as a stream of KV bytes (`StepModel._stream1`), added to the step's time, parts (``other_s``
 for the stream) and actions (energy).
-Memory: a call's history and its output (the next round's chunk) are held (`Pins`) from its end until
-every call of the next round is admitted; reused blocks are allocated when the call is admitted, as
-far as the pool allows (the rest wait, first come first served).
+Memory: a call's history is held (`Pins`) from its end until the agent's next call is admitted, its
+output (the next round's chunk; for tokendance then the master's blocks) until every call of the next
+round is; reused blocks are allocated when a call is admitted, as far as the pool allows (the rest wait,
+first come first served). When nothing runs and nothing fits, the held chunks are let go and the
+round's remaining calls are served without reuse (counted: ``fallback_calls``).
 Leaves out: the quality of the approximation (outputs are unchanged by reuse here), CacheBlend's
 per-layer selection pass (EPIC's position rule needs none), the rotation cost of the fused restore, the
 load of chunks from a CPU store (the chunks' KV stays on the GPU between rounds), partial-block reuse
