@@ -1,4 +1,6 @@
-"""Numba kernels of the block pool's free queue: a doubly linked list stored in two int32 arrays.
+"""Numba kernels of the KV pool: the block pool's free queue, and the PIM unit choice of TieredKv.
+
+The free queue is a doubly linked list stored in two int32 arrays.
 
 Nodes ``0 .. N-1`` are blocks; node ``N`` is the fake head and ``N + 1`` the fake tail (as in vLLM's
 ``FreeKVCacheBlockQueue``), so no operation special-cases an empty queue. A block outside the queue has
@@ -54,6 +56,40 @@ def remove(prev, nxt, count, blocks):
     count[0] -= blocks.shape[0]
 
 
+@njit(cache=True)
+def most_free(P, used, U):
+    """The unit among 0 .. U-1 with the most free slots ``P - used``, the first on ties (numpy's argmax of
+    ``P[:U] - used[:U]``)."""
+    best = 0
+    most = P[0] - used[0]
+    for u in range(1, U):
+        v = P[u] - used[u]
+        if v > most:
+            best = u
+            most = v
+    return best
+
+
+@njit(cache=True)
+def topology_unit(r, home, width, placed, P, used, num_tokens, U, local_tokens):
+    """TieredKv's topology-aware unit for request r's next block (kv/tiered.py: `_choose_unit`, the same
+    operations): a request without a home gets the unit with the most free slots and a stripe width
+    ceil(num_tokens[r] / local_tokens), at most U; block i of the request goes to unit
+    (home + i mod width) mod U, or, where that unit is full, to the unit with the most free slots if it
+    has one free."""
+    h = home[r]
+    if h < 0:
+        h = most_free(P, used, U)
+        home[r] = h
+        width[r] = min(U, max(1, -(-num_tokens[r] // local_tokens)))
+    u = (h + placed[r] % width[r]) % U
+    placed[r] += 1
+    if used[u] < P[u]:
+        return u
+    v = most_free(P, used, U)
+    return v if used[v] < P[v] else u
+
+
 def warmup() -> None:
     """Compile every kernel once (numba also caches them on disk)."""
     n = 2
@@ -65,3 +101,8 @@ def warmup() -> None:
     append_tail(prev, nxt, count, blocks)
     remove(prev, nxt, count, blocks[:1])
     pop_head(prev, nxt, count, np.empty(1, dtype=np.int32))
+    P = np.full(2, 2, np.int64)
+    used = np.zeros(2, np.int64)
+    topology_unit(0, np.full(1, -1, np.int32), np.ones(1, np.int32), np.zeros(1, np.int64), P, used,
+                  np.ones(1, np.int64), 2, 16)
+    most_free(P, used, 2)

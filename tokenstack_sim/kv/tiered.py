@@ -61,6 +61,7 @@ from collections import OrderedDict
 import numpy as np
 
 from tokenstack_sim.hw.stack.quantize import BITS
+from tokenstack_sim.kv import kernels
 from tokenstack_sim.kv.policy import KvPolicy
 
 DEMOTE, PROMOTE, REPLICATE = 0, 1, 2  # migration kinds (rows of the per-step migration counts)
@@ -151,22 +152,25 @@ class TieredKv:
         e = self.policy.eviction
         hs = self.holders[b]
         if e == "workload-aware":
-            return float(max(self.fin[h] for h in hs)) if hs else -1.0
+            if not hs:
+                return -1.0
+            return float(self.fin[hs[0]]) if len(hs) == 1 else float(max(self.fin[h] for h in hs))
         if e == "lfu":
             return float(self.hits[b]) * 1e12 + self.step_index
         return float(self.step_index)  # lru (and none: unused)
 
     def _push(self, b: int) -> None:
         """(Re)key an in-use block and enter it in the heap of its location."""
-        self.ver[b] += 1
+        v = int(self.ver[b]) + 1
+        self.ver[b] = v
         k = self._block_key(b)
         self.key[b] = k
         u = int(self.loc[b])
         if u == self.CAP:
             if self.policy.promotion:
-                heapq.heappush(self._promote, (-k, b, int(self.ver[b])))
+                heapq.heappush(self._promote, (-k, b, v))
         elif u >= 0:
-            heapq.heappush(self._victims[u], (k, b, int(self.ver[b])))
+            heapq.heappush(self._victims[u], (k, b, v))
 
     def _coldest(self, u: int):
         """The coldest valid in-use block on unit u (left in its heap), or None."""
@@ -229,7 +233,8 @@ class TieredKv:
 
     # ---- placement -------------------------------------------------------------------------------------
     def _most_free(self) -> int:
-        return int(np.argmax(self.P[: self.U] - self.pim_used[: self.U]))
+        """The unit with the most free slots (the first on ties)."""
+        return kernels.most_free(self.P, self.pim_used, self.U)
 
     def _width(self, r: int) -> int:
         """Topology-aware stripe width of request r: ceil(its known tokens / local_tokens), at most U."""
@@ -239,17 +244,9 @@ class TieredKv:
         """The PIM unit a new block of request r should go to (see the module docstring)."""
         P, used = self.P, self.pim_used
         p = self.policy.placement
-        if p == "topology-aware":
-            h = int(self.home[r])
-            if h < 0:
-                h = self.home[r] = self._most_free()
-                self.width[r] = self._width(r)
-            u = (h + int(self.placed[r]) % int(self.width[r])) % self.U
-            self.placed[r] += 1
-            if used[u] < P[u]:
-                return u
-            v = self._most_free()
-            return v if used[v] < P[v] else u
+        if p == "topology-aware":  # home (most free unit) and stripe width (`_width`) on the first block
+            return kernels.topology_unit(r, self.home, self.width, self.placed, P, used, self.sched.num_tokens,
+                                         self.U, self.policy.local_tokens)
         if p == "round-robin":
             for i in range(1, self.U + 1):
                 u = (self._cursor + i) % self.U
@@ -269,8 +266,9 @@ class TieredKv:
             return False
         if self.replica_slots and self._drop_one_replica(u):
             return True
-        if self._free_pim[u]:
-            b = next(iter(self._free_pim[u]))
+        free = self._free_pim[u]
+        if free:
+            b = next(iter(free))
             if self.cap_used < self.C and budget_ok:
                 self._move(b, self.CAP)
                 self._record(DEMOTE, u)
@@ -325,17 +323,22 @@ class TieredKv:
         at the end of a run of steps)."""
         budget = self.policy.max_migrations_per_step
         out = self.sched.output_tokens if self.out_pred is None else self.out_pred
-        gen = self.sched.generated
-        bl = np.asarray(blocks).tolist()
-        for b in bl:  # cached free blocks reused by the pool: their old content is gone
-            if self.loc[b] >= 0:
-                self._leave(b, int(self.loc[b]))
-        for r, b in zip(np.asarray(req_ids).tolist(), bl):
-            self.fin[r] = self.step_index + float(out[r] - gen[r] - ahead)
-            self.holders[b] = [r]
-            self.hits[b] = 0
+        blocks = np.asarray(blocks)
+        ids = np.asarray(req_ids)
+        bl = blocks.tolist()
+        loc = self.loc
+        for b in blocks[loc[blocks] >= 0].tolist():  # cached free blocks reused by the pool: old content gone
+            self._leave(b, int(loc[b]))
+        # tokens each has left to generate (the counters do not change in here)
+        left = (out[ids] - self.sched.generated[ids] - ahead).tolist()
+        fin, holders, hits, last_loc = self.fin, self.holders, self.hits, self.last_loc
+        U = self.U
+        for r, b, n in zip(ids.tolist(), bl, left):
+            fin[r] = self.step_index + float(n)
+            holders[b] = [r]
+            hits[b] = 0
             dst = -1
-            if self.U:
+            if U:
                 u = self._choose_unit(r)
                 if self._room_on(u, self._request_key(r), self._moves < budget):
                     dst = u
@@ -343,7 +346,7 @@ class TieredKv:
                 dst = self._any_slot()
             self._enter(b, dst)
             self._count(r, b, +1)
-            self.last_loc[r] = dst
+            last_loc[r] = dst
 
     def attached(self, r: int, blocks) -> None:
         """Request r took prefix-cache hits on `blocks` (at admission)."""
