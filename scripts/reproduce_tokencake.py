@@ -23,13 +23,16 @@ Parameters are fixed below, each with its provenance, before any run:
   the pool's, so TokenCake offloads to the host);
 - step times from the roofline for GEMMs and GPU attention, characterized PIM attention and DMA on
   TokenStack (EngineOptions(memory_timing="roofline")); copies overlap with the steps and their energy is
-  charged (kv_transfer.py); seeds 0 .. N-1 (default 3): each seed draws other app arrivals, every runtime
-  of a seed sees the same apps, and changes vs vLLM are taken within a seed, then averaged over seeds
-  with a 95% Student-t interval (repro/stats.py).
+  charged (kv_transfer.py); seeds 0 .. N-1 (default 3) for the 1 app/s rows of the headline and the
+  misprediction cost, seed 0 for the other rows (``--all-seeds``: all): each seed draws other app
+  arrivals, every runtime of a seed sees the same apps, and changes vs vLLM are taken within a seed, then
+  averaged over seeds with a 95% Student-t interval (repro/stats.py). ``--save-runs FILE`` keeps each
+  finished run (JSON lines) so that a rerun resumes, or rewrites the report without running.
 Writes results/tokencake.md: the tables beside the published -47.06% latency (1 app/s) and +16.9%
 effective KV utilization, and a sentence per gap. ``--quick``: 1 app/s, 6 apps, one seed, no ablations
-(under a minute once op costs are cached); full: 3 seeds on 2 processes, under 10 minutes on this 2-core
-machine while other work shares it (the report gives the time it took).
+(under a minute once op costs are cached on 2 free cores); full: 3 seeds on 2 processes (the report gives
+the runs' CPU-seconds, the wall time and the machine's load: on this shared 2-core machine the wall time
+depends on what else runs).
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ PUBLISHED_UTIL = 16.9  # claims.md: effective KV utilization vs vLLM, up to +%
 IDLE_HELD_PUBLISHED = 18.5  # serving.md §3.1: up to 18.5% of GPU KV is held by idle agents [2nd]
 
 
-def jobs(quick: bool, gpu_blocks: int, seeds: list[int]):
-    """(label, system, kv_blocks, rate, apps, runtime, runtime options, seed)."""
+def jobs(quick: bool, gpu_blocks: int, seeds: list[int], all_seeds: bool = False):
+    """(label, system, kv_blocks, rate, apps, runtime, runtime options, seed). Every row runs with the first
+    seed; the rows at 1 app/s that the headline and the misprediction cost rest on (`CORE`) with every seed,
+    the others too with ``all_seeds``."""
     rates = (1.0,) if quick else RATES
     apps = 6 if quick else APPS
     rows = []
@@ -78,7 +83,13 @@ def jobs(quick: bool, gpu_blocks: int, seeds: list[int]):
                  ("tokenstack ablation", TOKENSTACK, gpu_blocks, 1.0, apps, "tokencake", {"spatial": False}),
                  ("tokenstack own pool", TOKENSTACK, None, 1.0, apps, "vllm", {}),
                  ("tokenstack own pool", TOKENSTACK, None, 1.0, apps, "tokencake", {})]
-    return [r + (s,) for s in seeds for r in rows]
+    return [r + (s,) for s in seeds for r in rows if all_seeds or s == seeds[0] or _core(r)]
+
+
+def _core(row) -> bool:
+    label, system, kvb, rate, apps, rt, opts = row
+    return rate == 1.0 and ((label == "gpu") or (label == "tokenstack" and rt in ("vllm", "tokencake"))
+                            or (label == "gpu ablation" and opts == NOISE))
 
 
 _PREPS: dict = {}
@@ -101,6 +112,12 @@ def _run(job):
     s = dict(res.summary)
     s["cpu_s"] = time.process_time() - c0  # this run's CPU time (the wall time also counts others' work)
     return job, s, time.perf_counter() - t0
+
+
+def _job_id(job) -> str:
+    import json
+
+    return json.dumps([job[0], job[1], job[2], job[3], job[4], job[5], sorted(job[6].items()), job[7]])
 
 
 # ---- statistics over seeds ------------------------------------------------------------------------------
@@ -182,7 +199,7 @@ def _m(per_seed: dict, f):
 def table(rows: dict, bases: dict, wall: dict) -> list[str]:
     """Markdown rows: mean (± 95% interval over seeds where it matters) and changes vs the vLLM runs (LRU and
     stalled KV kept) of the same system, pool, rate and seed."""
-    head = ("| set-up | runtime | apps/s | makespan mean s | vs vLLM % | vs vLLM (KV stays) % | makespan p99 s "
+    head = ("| set-up | runtime | apps/s | seeds | makespan mean s | vs vLLM % | vs vLLM (KV stays) % | makespan p99 s "
             "| eff. KV util % | vs vLLM pp | KV held idle % | prompt computed % | preempt. | offload GB "
             "| upload GB | copy energy J | mispred. | late | early | KV away | KV wait s | wall s |")
     out = [head, "|" + "|".join(":--" if i < 2 else "--:" for i in range(head.count("|") - 1)) + "|"]
@@ -197,7 +214,7 @@ def table(rows: dict, bases: dict, wall: dict) -> list[str]:
         agentic = rt != "vllm"
         tr = _m(per, lambda s: s.get("transfer_energy_j"))
         out.append(
-            f"| {label} | {opts_name(rt, opts)} | {rate:g} | {pm(*mean_ci(s['app_makespan_mean_s'] for s in per.values()))} "
+            f"| {label} | {opts_name(rt, opts)} | {rate:g} | {len(per)} | {pm(*mean_ci(s['app_makespan_mean_s'] for s in per.values()))} "
             f"| {vs} | {vs_h} | {fmt(_m(per, lambda s: s['app_makespan_p99_s']))} "
             f"| {pm(*mean_ci(100 * s['kv_effective_utilization'] for s in per.values()))} | {d_eff} "
             f"| {fmt(_m(per, lambda s: 100 * s['kv_idle_pinned_share']))} "
@@ -217,9 +234,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 app/s, 6 apps, one seed, no ablations (under a minute)")
     ap.add_argument("--seeds", type=int, default=None, help=f"seeds 0 .. N-1 (default {SEEDS}; --quick: 1)")
     ap.add_argument("--workers", type=int, default=2, help="processes for the runs (default 2)")
+    ap.add_argument("--all-seeds", action="store_true",
+                    help="every row with every seed (default: the 1 app/s headline rows; the others with seed 0)")
     ap.add_argument("--out", default=str(ROOT / "results" / "tokencake.md"))
-    ap.add_argument("--save-runs", default=None, help="also write the runs' summaries to this JSON file")
-    ap.add_argument("--load-runs", default=None, help="write the report from a --save-runs file, running nothing")
+    ap.add_argument("--save-runs", default=None,
+                    help="append each run's summary to this JSON-lines file as it ends; a rerun with the same file "
+                         "runs only what it lacks (resume, or rewrite the report without running)")
     args = ap.parse_args()
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else SEEDS)
     if n_seeds < 1 or args.workers < 1:
@@ -236,27 +256,31 @@ def main() -> None:
     options = EngineOptions(memory_timing="roofline")
     gpu_prep = prepare(GPU, MODEL, options=options, bind=False)
     gpu_blocks = sum(t.blocks for t in gpu_prep.tiers)
-    if args.load_runs:
-        import json
-
-        saved = json.loads(Path(args.load_runs).read_text())
-        results = [(tuple(j[:6]) + (dict(j[6]), j[7]), s, w) for j, s, w in saved["results"]]
-        text = report(results, gpu_blocks, saved["quick"], saved["seeds"], saved["workers"], saved["total_s"],
-                      facts(gpu_blocks), saved.get("load"))
-        with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"wrote {args.out} from {args.load_runs}")
-        return
     pairs = required_pairs(TOKENSTACK, MODEL, options=options, kv_blocks=gpu_blocks)
     pairs += required_pairs(TOKENSTACK, MODEL, options=options)
     ensure_tables(pairs, workers=args.workers, progress=lambda m: print(" ", m, flush=True))
-    todo = jobs(args.quick, gpu_blocks, list(range(n_seeds)))
+    todo = jobs(args.quick, gpu_blocks, list(range(n_seeds)), args.all_seeds)
+    saved_rows = []
+    if args.save_runs and Path(args.save_runs).exists():  # resume: runs already saved are not run again
+        import json
+
+        for line in Path(args.save_runs).read_text().splitlines():
+            j, s, w = json.loads(line)
+            saved_rows.append((tuple(j[:6]) + (dict(j[6]), j[7]), s, w))
+        have = {_job_id(j) for j, _, _ in saved_rows}
+        todo = [j for j in todo if _job_id(j) not in have]
+        print(f"  {len(saved_rows)} runs from {args.save_runs}, {len(todo)} to run", flush=True)
     todo.sort(key=lambda j: (j[1] != TOKENSTACK, -j[3]))  # the longest first: the last worker idles least
-    results = []
+    results = list(saved_rows)
 
     def done(job, s, wall):
         results.append((job, s, wall))
-        print(f"  [{len(results)}/{len(todo)}, {time.perf_counter() - t_start:.0f} s] {job[0]} "
+        if args.save_runs:
+            import json
+
+            with open(args.save_runs, "a", encoding="utf-8") as fh:  # one JSON line per run, as it ends
+                fh.write(json.dumps([list(job), s, wall], default=float) + "\n")
+        print(f"  [{len(results)}/{len(saved_rows) + len(todo)}, {time.perf_counter() - t_start:.0f} s] {job[0]} "
               f"{opts_name(job[5], job[6])} {job[3]:g} apps/s seed {job[7]}: {s['app_makespan_mean_s']:.1f} s "
               f"({wall:.0f} s)", flush=True)
 
@@ -272,15 +296,9 @@ def main() -> None:
         for job in todo:
             done(*_run(job))
     order = {group_key(j): i for i, j in enumerate(jobs(args.quick, gpu_blocks, [0]))}
+    results = [r for r in results if group_key(r[0]) in order]
     results.sort(key=lambda r: (order[group_key(r[0])], r[0][-1]))
     total = time.perf_counter() - t_start
-    if args.save_runs:
-        import json
-
-        with atomic_write(Path(args.save_runs), "w", encoding="utf-8") as f:
-            json.dump({"quick": args.quick, "seeds": n_seeds, "workers": args.workers, "total_s": total,
-                       "load": [load0, os.getloadavg()[0]],
-                       "results": [(list(j), s, w) for j, s, w in results]}, f, default=float)
     text = report(results, gpu_blocks, args.quick, n_seeds, args.workers, total, facts(gpu_blocks),
                   (load0, os.getloadavg()[0]))
     with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
@@ -388,8 +406,10 @@ def report(results, gpu_blocks, quick, n_seeds, workers, total_s, f, load=None) 
         "| timing, energy | roofline GEMMs and GPU attention; characterized PIM attention and DMA on TokenStack; "
         "KV copies overlap with the steps on copy / DMA engines, their energy charged (host link pJ/bit + "
         "the stacks' reads and writes; base-die DMA actions) | sim/step_cost.py, runtime/kv_transfer.py |",
-        f"| seeds | {', '.join(map(str, range(n_seeds)))}: other app arrivals and prediction errors per seed; "
-        "changes taken within a seed, then mean ± 95% Student-t half-width over seeds | repro/stats.py |",
+        f"| seeds | {', '.join(map(str, range(n_seeds)))} for the 1 app/s rows the headline and the misprediction "
+        "cost rest on, seed 0 for the others (`--all-seeds`: every row; the *seeds* column): other app arrivals and "
+        "prediction errors per seed; changes taken within a seed, then mean ± 95% Student-t half-width over seeds "
+        "| repro/stats.py |",
         "",
         "Makespan = an app's arrival to its last node's end. Effective KV utilization = block-seconds of KV "
         "that is read (held by a running call) or read again within 5 s (an idle block's interval up to its "
