@@ -317,7 +317,7 @@ def answer(rows_kv, rows_ag, out_kv, out_ag) -> list[str]:
         cfg = by_config(rows, {})
         nom = nominal_perf(out_dir, rows, {"p": nk})
         designs = sorted(nom)
-        sig, tot, inert, pos = 0, 0, 0, 0
+        sig, tot, inert, pos, neg = 0, 0, 0, 0, 0
         for lab, c in cfg.items():
             ds = [d for d in designs if d in c]
             y = [c[d].get(k, float("nan")) for d in ds]
@@ -328,13 +328,35 @@ def answer(rows_kv, rows_ag, out_kv, out_ag) -> list[str]:
             tot += 1
             if math.isfinite(r) and abs(r) >= rho_crit(len(ds)):
                 sig += 1
+                neg += r < 0
             pos += 1 if math.isfinite(r) and r > 0 else 0
         crit = rho_crit(len(designs))
-        test = (f"significantly (|rho| >= {crit:.2f}, 5%) for {sig} of {tot}" if math.isfinite(crit)
+        test = (f"significantly (|rho| >= {crit:.2f}, 5%) for {sig} of {tot} ({neg} of them inversely: the "
+                f"nominally better combinations keep less)" if math.isfinite(crit)
                 else f"(too few combinations, {len(designs)}, for a 5% test; rho > 0 for {pos} of {tot})")
         out.append(f"- {name}: nominal performance ({nk[0]}) ranks the {len(designs)} combinations' "
                    f"{k.replace('_', ' ')} {test} uncertainty types (and scopes) that move it; {inert} leave "
                    f"every combination's {k.replace('_', ' ')} at the same value.")
+        labels = sorted(cfg)
+        pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+        sp = sn = 0
+        for a, b in pairs:
+            ds = [d for d in designs if d in cfg[a] and d in cfg[b]]
+            r = rank_correlation([cfg[a][d][k] for d in ds], [cfg[b][d][k] for d in ds])
+            if math.isfinite(r) and math.isfinite(rho_crit(len(ds))) and abs(r) >= rho_crit(len(ds)):
+                sp += r > 0
+                sn += r < 0
+        if math.isfinite(crit):
+            out.append(f"  Transfer: of {len(pairs)} pairs of uncertainty types, {sp} rank the combinations' "
+                       f"{k.replace('_', ' ')} alike and {sn} oppositely (significant at 5%); the rest do not agree.")
+        sc = []
+        for lab in labels:
+            one = next((x for x in labels if x.startswith(lab + " (one")), None)
+            if one:
+                ds = [d for d in designs if d in cfg[lab] and d in cfg[one]]
+                sc.append(f"{lab} {fmt(rank_correlation([cfg[one][d][k] for d in ds], [cfg[lab][d][k] for d in ds]))}")
+        if sc:
+            out.append(f"  Scope (rho between robustness under one and under all): {'; '.join(sc)}.")
     return out
 
 
@@ -377,6 +399,9 @@ def main(argv=None) -> int:
         return 2
     wall = time.perf_counter() - t0
     cmd = "python scripts/reproduce_robustness.py" + (" --quick" if args.quick else "") + f" -j {args.jobs}"
+    from tokenstack_sim.sim.engine import provenance
+
+    rev = provenance()["git_revision"] or "unknown"
     lines = ["# Robustness and resilience: does nominal performance predict robustness?", "",
              "Claim (claims.md, last part; a cooperative-MARL study's method carried over): tuning for the nominal "
              "case gives neither robustness (performance kept under uncertainty) nor resilience (recovery after a "
@@ -385,7 +410,7 @@ def main(argv=None) -> int:
              "(tokenstack_sim/robust/, issue 12; set-up in scripts/reproduce_robustness.py's docstring).", "",
              f"Produced by `{cmd}` in {wall:.0f} s on this 2-core machine shared with other work "
              f"({len(rows_kv)} KV and {len(rows_ag)} agent perturbed runs, each against its nominal run; "
-             f"seeds: KV {seeds}, agent {seeds_ag}). Study folders: `{base}/kv`, `{base}/agent` (`tokenstack report DIR` draws the "
+             f"seeds: KV {seeds}, agent {seeds_ag}; git revision {rev}). Study folders: `{base}/kv`, `{base}/agent` (`tokenstack report DIR` draws the "
              "heatmaps and recovery plots).", "", "## Answer (computed from the runs)", ""]
     lines += answer(rows_kv, rows_ag, base / "kv", base / "agent")
     lines += ["", "## KV management (kv/policy.py) on TokenStack", ""]
