@@ -358,17 +358,25 @@ class _ReuseRuntime(AgentRuntime):
 
     def relieve(self, now: float, need_idle: bool = False) -> bool:
         """Admission is stuck with nothing running: let go of the chunk sources and masters of the rounds
-        still held (their calls not yet admitted are served without reuse), else of held calls' histories."""
+        still held (their calls not yet admitted are served without reuse), then of histories until the
+        head of the queue fits."""
         freed = 0
         for rd in sorted(self.owners):
             for o in self.owners.pop(rd):
                 freed += self.src_pins.release(o)
             self.unsourced.add(rd)
-        if freed:
-            self.c["relieved"] += 1
-            return True
-        for r, _ in reversed(self.held):
-            freed += self.pins.release(int(self.ag.prev[r]))
+        # then histories: first those held for the next round (calls not released yet), then those of calls
+        # in line, last first, until the head of the scheduler's queue could fit whole (the calls recompute
+        # what gets evicted)
+        sched = self.sched
+        head = int(sched.waiting[0]) if sched.num_waiting else None
+        need = -(-int(sched.num_tokens[head]) // self.bs) if head is not None else 0
+        line = [int(self.ag.prev[r]) for r, _ in self.held] + [int(self.ag.prev[r]) for r in sched.waiting]
+        in_line = set(line)
+        for o in [o for o in list(self.pins.sets) if o not in in_line] + line[::-1]:
+            freed += self.pins.release(o)
+            if self.pool.num_free - self.running_need() >= need:
+                break
         if freed:
             self.c["relieved"] += 1
         return freed > 0
