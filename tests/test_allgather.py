@@ -223,3 +223,14 @@ def test_cli_runs_allgather(capsys):
     code, out, err = tokenstack(capsys, "run", "h100-tokencake", "--model", "qwen2.5-14b", "--workload",
                                 "codewriter-like", "--requests", "2", "--runtime", "pic", "--memory-timing", "roofline")
     assert code == 2 and "All-Gather" in err
+
+
+@pytest.mark.parametrize("runtime", ["pic", "tokendance"])
+def test_tight_pool_finishes_without_reuse_where_it_must(prep, runtime):
+    """A pool that cannot hold every agent's private copy (pic) or every history at once: the runtime lets
+    go of what it holds (counted) instead of stalling, and every call finishes."""
+    t = small(agents=8, rounds=4)
+    _, res = serve(prep, t, runtime, kv_blocks=160)
+    assert np.isfinite(res.requests["finish_s"]).all()
+    c = res.counters["agent"]
+    assert c["relieved"] > 0 or c["fallback_calls"] > 0
