@@ -22,14 +22,18 @@ per (workload, rate) grid of AttAcc's splits, and per ablation; the capacity sea
 
 Modes (costs on the 2-core development machine, shared with other jobs, warm characterization cache):
 - `quick`: CI smoke test; one model, two workloads, one rate, two seeds, 5 s windows on average;
-  measured 52-97 s with -j 1 (46 s of CPU).
+  with the 5% capacity bracket measured 2 min 00 s with -j 1 under a load of ~8 from other jobs (58 s
+  of CPU, 61 capacity probes); 52-97 s with the 30% bracket before.
 - `subset30`: the named 30-minute subset; two models (8B, 70B) x the four workloads x 1x and 4x, two
-  seeds, 15 s windows; measured 21 min 42 s with -j 1 (grids 9 min, capacity searches 13 min).
+  seeds, 15 s windows; with the 5% capacity bracket measured 40 min 12 s with -j 1 under a load of 8-10
+  from other jobs on the 2 cores (16.2 min of CPU; grids 17 min, capacity searches 23 min, 279 probes);
+  21 min 42 s with the 20% bracket before (215 probes).
 - `full`: the overnight job; the four models x four workloads x 1x, 2x, 4x, 8x, three seeds, 60 s
   windows, AttAcc at 1-7 PIM stacks; not run here. Estimated from subset30's per-point times (x4 for
   the window, x5 where the request cap binds, the other two models taken as the mean of 8B and 70B):
-  about 7 CPU-hours of grids, 3.3 of capacity searches, 0.2 of ablations, so about 10 h with -j 1, 6 h
-  with -j 2 on this machine, 1.5 h with -j 8; treat it as +-50%.
+  about 7 CPU-hours of grids, 3.8 of capacity searches (3.3 at a 10% bracket, one more probe per
+  search at 5%), 0.2 of ablations, so about 11 h with -j 1, 6.5 h with -j 2 on this machine, 1.7 h with
+  -j 8; treat it as +-50%.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ ALL_WORKLOADS = ("azure-code-like", "azure-conv-like", "mooncake-conv-like", "se
 
 PLANS = {
     "quick": Plan(
-        "quick", "CI smoke subset (about 1-1.5 min with -j 1 on 2 cores): too few requests for the numbers to "
+        "quick", "CI smoke subset (about 1-2 min with -j 1 on 2 cores): too few requests for the numbers to "
         "mean much",
         models=("llama-3.1-70b",), workloads=("azure-conv-like", "mooncake-conv-like"), multiples=(4.0,),
         seeds=2, duration_s=5.0, request_cap=400, splits=(2, 4), capacity_duration_s=5.0,
@@ -107,14 +111,15 @@ PLANS = {
         ablation=Ablation("llama-3.1-70b", "mooncake-conv-like", 4.0, pim_dies=(8,), demote_formats=("fp16",),
                           replication_budgets=(0.0,), evictions=("lru",))),
     "subset30": Plan(
-        "subset30", "the named 30-minute subset (22 min measured with -j 1 on 2 cores)",
+        "subset30", "the named 30-minute subset (40 min measured with -j 1 on 2 cores under a load of 8-10 from "
+        "other jobs, 16 min of CPU)",
         models=("llama-3.1-8b", "llama-3.1-70b"), workloads=ALL_WORKLOADS, multiples=(1.0, 4.0),
         seeds=2, duration_s=15.0, request_cap=2000, splits=(2, 4, 6), capacity_duration_s=15.0,
         capacity_request_cap=2000, capacity_tolerance=CAPACITY_TOLERANCE,
         ablation=Ablation("llama-3.1-70b", "mooncake-conv-like", 4.0, pim_dies=(0, 8, 12),
                           demote_formats=("fp16",), replication_budgets=(0.0, 0.2), evictions=("lru", "none"))),
     "full": Plan(
-        "full", "the whole study (estimated 10 CPU-hours: overnight with -j 2 on 2 cores, 1.5 h with -j 8)",
+        "full", "the whole study (estimated 11 CPU-hours: overnight with -j 2 on 2 cores, 1.7 h with -j 8)",
         models=ALL_MODELS, workloads=ALL_WORKLOADS, multiples=(1.0, 2.0, 4.0, 8.0),
         seeds=3, duration_s=60.0, request_cap=10000, splits=(1, 2, 3, 4, 5, 6, 7), capacity_duration_s=60.0,
         capacity_request_cap=10000, capacity_tolerance=CAPACITY_TOLERANCE,
