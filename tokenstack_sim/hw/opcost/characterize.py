@@ -146,6 +146,18 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
             split += 1
             push(a, m, depth + 1)
             push(m, b, depth + 1)
+    if dense["dense_max"] > 0:
+        # each run of sizes that are the same op (previous break, break] also gets a point at its first
+        # size (the float just above the previous break), with the break's time: the linear look-up
+        # (OpTable.time, and the engine's np.interp on the same arrays) is then exact there
+        from tokenstack_sim.hw.opcost.simulate import size_breaks
+
+        prev = 0.0
+        for b in size_breaks(stack, op, dense["dense_max"]):
+            first = float(np.nextafter(prev, np.inf))
+            if first < b and first not in pts:
+                pts[first] = pts[float(b)]
+            prev = float(b)
     xs = np.array(sorted(pts), np.float64)
     info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent, **dense}
     return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}, info
@@ -168,9 +180,9 @@ def _dense_limit(stack, op, sim, sizes0: np.ndarray, quantum: float, share: floa
     The probe: at each grid size s whose op lasts under DENSE_MAX_NS, DENSE_PROBE consecutive sizes
     s + k x quantum; their largest distance from their own least-squares line, relative to the shortest,
     is the structure's share of the op. From size 0 to the end of the last grid segment that starts at a
-    probe above DENSE_TOL, every break is simulated, which makes the table exact there (a size between
-    two breaks is the op of the break above; OpTable.time looks it up there), cheapest first, until
-    DENSE_BUDGET_MS (sim_cost_ms) is spent; the region stops at the last break reached."""
+    probe above DENSE_TOL, every break is simulated, cheapest first, until DENSE_BUDGET_MS (sim_cost_ms) is
+    spent; the region stops at the last break reached. A size between two breaks is the op of the break
+    above, so _fit_level also puts that time at the run's first size: the linear look-up is exact there."""
     from tokenstack_sim.hw.opcost.simulate import size_breaks
 
     probes = []

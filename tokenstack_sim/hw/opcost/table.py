@@ -7,9 +7,9 @@ row-by-row PIM sweep is). The size grid starts geometric and is refined where th
 (a refresh landing inside the op, a tier map wrapping to the next row, queues filling): a segment whose
 midpoint the line misses by more than the tolerance is split, so each level has its own sizes
 (characterize.py). Under load, where the time has structure at the scale of one access per channel
-(a DMA's write-drain sawtooth), a level holds every size where the slice's requests change up to
-`dense_max[level]`, and a size there takes the time of the point at or above it (a size between two
-such points is the op of the one above; simulate.size_breaks). A load is looked up at the level at or above it. Time is not monotonic in load
+(a DMA's write-drain sawtooth), a level holds, up to `dense_max[level]`, both ends of every run of
+sizes that the slice serves as the same requests (simulate.size_breaks), so that the same linear
+look-up is exact there (the engine's step model interpolates the level-0 arrays itself). A load is looked up at the level at or above it. Time is not monotonic in load
 (a stream of the capacity tier is 2.6x slower under 0.2 than under 0.15 and faster again under 0.3:
 two sequential sweeps of one channel fall into step), so that look-up neither bounds nor closely
 approximates the time at a load between levels; `max_rel_error_between_levels` says by how much it
@@ -55,8 +55,7 @@ class OpTable:
     actions: dict[str, np.ndarray] = field(default_factory=dict)  # per action: counts at action_sizes
     validation: list = field(default_factory=list)  # (size, share, kernel ns, table ns, rel error)
     meta: dict = field(default_factory=dict)
-    dense_max: list = field(default_factory=list)  # per level: every size where the op changes is a point
-    # up to here (0: none), and a size there takes the time of the point at or above it
+    dense_max: list = field(default_factory=list)  # per level: tabulated run by run up to here (0: none)
 
     @property
     def max_size(self) -> float:
@@ -97,16 +96,7 @@ class OpTable:
         out = np.empty(size.shape)
         for j in np.unique(lv):
             m = lv == j
-            x = size[m]
-            t = np.interp(x, self.sizes[j], self.time_ns[j])
-            top = self.dense_max[j] if j < len(self.dense_max) else 0.0
-            if top > 0:
-                # every size where the op changes is a point here, and a size between two points is the
-                # op of the point above (characterize._dense_limit)
-                inside = (x <= top) & (x > 0)
-                up = np.searchsorted(self.sizes[j], x[inside], side="left")
-                t[inside] = self.time_ns[j][up]
-            out[m] = t
+            out[m] = np.interp(size[m], self.sizes[j], self.time_ns[j])
         return out
 
     def action_counts(self, size) -> dict[str, np.ndarray]:
