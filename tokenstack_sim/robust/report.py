@@ -47,14 +47,20 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def metrics_of(rows: list[dict]) -> tuple[str, ...]:
+    """METRICS, and `makespan_kept` where the rows are agent runs."""
+    return METRICS + (("makespan_kept",) if any("makespan_kept" in r for r in rows) else ())
+
+
 def summary_table(rows: list[dict], fmt: str = "markdown") -> str:
-    head = ["design", "uncertainty", "scope", "magnitude", "seeds", "throughput kept", "SLO kept", "energy kept",
+    ms = metrics_of(rows)
+    head = ["design", "uncertainty", "scope", "magnitude", "seeds", *(m.replace("_", " ") for m in ms),
             "recovery s", "recovered", "KV tokens lost", "reload s"]
     lines = []
     for (design, typ, scope, mag), rs in sorted(groups(rows).items(), key=lambda kv: tuple(map(str, kv[0]))):
         rec = [r["recovery_s"] for r in rs if r.get("recovered")]
         lines.append([design, typ, scope, _fmt(float(mag), 2), str(len(rs)),
-                      *(_fmt(_nanmean(r[m] for r in rs)) for m in METRICS),
+                      *(_fmt(_nanmean(r.get(m) for r in rs)) for m in ms),
                       _fmt(_nanmean(rec), 2), f"{len(rec)}/{len(rs)}",
                       _fmt(_nanmean(r.get("kv_tokens_lost", 0) for r in rs), 0),
                       _fmt(_nanmean(r.get("reload_s", 0) for r in rs), 4)])
@@ -93,7 +99,7 @@ def heatmap(rows: list[dict], path, metric: str = "slo_kept", *, by: str = "desi
     grid = np.full((len(designs), len(cols)), np.nan)
     for i, d in enumerate(designs):
         for j, c in enumerate(cols):
-            v = [r[metric] for r in rows if r[by] == d and type_label(r) == c and r["magnitude"] == top[c]]
+            v = [r.get(metric) for r in rows if r[by] == d and type_label(r) == c and r["magnitude"] == top[c]]
             grid[i, j] = _nanmean(v)
     fig = _figure(width=max(6.0, 1.1 * len(cols) + 3), height=max(3.0, 0.45 * len(designs) + 2))
     ax = fig.add_subplot(1, 1, 1)
@@ -174,7 +180,7 @@ def write_report(doc: dict, out_dir, fmt: str = "markdown") -> tuple[str, list[P
     rows = doc["rows"]
     images = []
     if rows:
-        for metric in METRICS:
+        for metric in metrics_of(rows):
             images.append(heatmap(rows, Path(out_dir) / f"robustness_heatmap_{metric}.png", metric))
         try:
             images.append(recovery_plot(rows, Path(out_dir) / "robustness_recovery.png"))
