@@ -88,8 +88,7 @@ def jobs(quick: bool, gpu_blocks: int, seeds: list[int], all_seeds: bool = False
 
 def _core(row) -> bool:
     label, system, kvb, rate, apps, rt, opts = row
-    return rate == 1.0 and ((label == "gpu") or (label == "tokenstack" and rt in ("vllm", "tokencake"))
-                            or (label == "gpu ablation" and opts == NOISE))
+    return rate == 1.0 and (label in ("gpu", "tokenstack") or (label == "gpu ablation" and opts == NOISE))
 
 
 _PREPS: dict = {}
@@ -321,8 +320,7 @@ def facts(gpu_blocks: int) -> dict:
     one = instantiate(g, 1, 1.0, seed=0)
     _, h = one.dag.hashes(16, one.rows["output_tokens"])
     app_tokens = len(np.unique(h)) * 16  # distinct KV of one app, tokens
-    prep = prepare(TOKENSTACK, MODEL, options=EngineOptions(memory_timing="roofline"), kv_blocks=gpu_blocks,
-                   on_missing="error")
+    prep = prepare(TOKENSTACK, MODEL, options=EngineOptions(memory_timing="roofline"), kv_blocks=gpu_blocks)
     cap = capacity_path(prep.step_model)
     n = 1000
     dma_GBps = n * prep.step_model.block_bytes / cap.time_s(n) / 1e9
@@ -370,10 +368,13 @@ def report(results, gpu_blocks, quick, n_seeds, workers, total_s, f, load=None) 
     lines = [
         "# TokenCake on CodeWriter: vLLM, vLLM + offload, TokenCake; GPU and TokenStack",
         "",
-        f"Written by `scripts/reproduce_tokencake.py{' --quick' if quick else ''}` in {total_s:.0f} s "
-        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}, {len(results)} runs on {workers} "
-        f"process{'es' if workers > 1 else ''}, {cpu:,.0f} CPU-seconds of runs, on a 2-core machine other work "
-        f"shared{'' if not load else f': load average {load[0]:.1f} at the start, {load[1]:.1f} at the end'}). Published (claims.md, arXiv 2510.18586): end-to-end latency **-47.06%** vs "
+        f"Written by `scripts/reproduce_tokencake.py{' --quick' if quick else ''}`: {len(results)} runs "
+        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}) on {workers} process{'es' if workers > 1 else ''}, "
+        f"{sum(w for _, _, w in results):,.0f} s of run wall time in all, about "
+        f"{sum(w for _, _, w in results) / workers / 60:.0f} min elapsed, on a 2-core machine other work shared "
+        f"({cpu:,.0f} CPU-seconds: about {cpu / workers / 60:.1f} min on {workers} free cores; this invocation "
+        f"{total_s:.0f} s{', the rest read back from --save-runs' if total_s < max(w for _, _, w in results) else ''})"
+        f"{'' if not load or total_s < max(w for _, _, w in results) else f' (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end)'}. Published (claims.md, arXiv 2510.18586): end-to-end latency **-47.06%** vs "
         "vLLM at 1 QPS, effective GPU KV utilization **up to +16.9%**.",
         "",
         "## Set-up (fixed before the runs)",
@@ -451,6 +452,11 @@ def _changes(rows, label, rt, opts=None, base_opts=None) -> list:
     return sorted(out)
 
 
+def _on(per: dict, other: dict) -> dict:
+    """`per` restricted to the seeds `other` has (so an ablation with fewer seeds compares like with like)."""
+    return {k: v for k, v in per.items() if k in other}
+
+
 def _list(ds) -> str:
     return " / ".join(f"{d:+.0f}%" for _, d in ds) + " at " + " / ".join(f"{r:g}" for r, _ in ds) + " apps/s"
 
@@ -471,8 +477,9 @@ def gaps(rows, f, quick) -> list[str]:
     only_s = _row(rows, "gpu ablation", "tokencake", 1.0, {"temporal": False})
     parts = ""
     if only_t and only_s:
-        parts = (f" (temporal scheduler alone {change(only_t, g_v)[0]:+.0f}%, spatial alone "
-                 f"{change(only_s, g_v)[0]:+.0f}%)")
+        parts = (f" (on seed{'s' if len(only_t) > 1 else ''} {', '.join(map(str, sorted(only_t)))}: full "
+                 f"{change(_on(g_t, only_t), g_v)[0]:+.0f}%, temporal scheduler alone {change(only_t, g_v)[0]:+.0f}%, "
+                 f"spatial alone {change(only_s, g_v)[0]:+.0f}%)")
     direction = ("in the published direction at every rate" if all(d < 0 for _, d in d_t)
                  else "not in the published direction at every rate")
     if g_h:
@@ -509,8 +516,8 @@ def gaps(rows, f, quick) -> list[str]:
         early = _m(g_n, lambda s: s["early_uploads"])
         held = _m(g_n, lambda s: s["early_held_block_s"])
         mis = _m(g_n, lambda s: s["mispredictions"])
-        out.append(f"- **Noisy tool-time predictions (H100, 1 app/s, sigma 0.5).** {mis:.0f} of the stalls' returns "
-                   f"are mispredicted per run (0 with exact predictions); {late:.1f} returned before their upload "
+        out.append(f"- **Noisy tool-time predictions (H100, 1 app/s, sigma 0.5).** {mis:.0f} tool returns per run "
+                   f"are mispredicted (0 with exact predictions); {late:.1f} came before their upload "
                    f"landed (the call waits: KV wait {_m(g_n, kv_wait):.2f} s vs {_m(g_t, kv_wait):.2f} s exact) "
                    f"and {early:.1f} after it (memory held early: {held / 1e3:,.1f} k block-seconds); the makespan "
                    f"moves by {pm(*cost, sign=True, unit='%')} against exact predictions (no published figure to "
@@ -518,21 +525,25 @@ def gaps(rows, f, quick) -> list[str]:
     s_v, s_o, s_t = (_row(rows, "tokenstack", rt, 1.0) for rt in RUNTIMES)
     s_host = _row(rows, "tokenstack ablation", "tokencake", 1.0, {"offload_target": "host"})
     if s_host:
-        out.append(f"- **TokenStack, capacity layers vs host ({_m(s_t, kv_wait):.2f} s vs {_m(s_host, kv_wait):.2f} s "
-                   f"of KV wait per run at 1 app/s; copy energy {_m(s_t, lambda s: s.get('transfer_energy_j', 0)):.1f} "
+        s_tc = _on(s_t, s_host)
+        out.append(f"- **TokenStack, capacity layers vs host ({_m(s_tc, kv_wait):.2f} s vs {_m(s_host, kv_wait):.2f} s "
+                   f"of KV wait per run at 1 app/s, seed{'s' if len(s_host) > 1 else ''} "
+                   f"{', '.join(map(str, sorted(s_host)))}; copy energy {_m(s_tc, lambda s: s.get('transfer_energy_j', 0)):.1f} "
                    f"J vs {_m(s_host, lambda s: s.get('transfer_energy_j', 0)):.1f} J).** The base-die DMA moves INT8 "
                    f"KV inside the stacks at {f['dma_GBps']:,.0f} GB/s per GPU instead of 63 GB/s over PCIe 5, and "
                    "about half the bytes, so calls almost never wait for their KV; the mean makespan moves by "
                    f"{pm(*change(s_t, s_host), sign=True, unit='%')} against the PCIe path because most uploads are "
                    "hidden behind the tool call on either path; the copies cost "
-                   f"{100 * _m(s_t, lambda s: s.get('transfer_energy_j', 0) / s['energy_j_total']):.3f}% (DMA) and "
+                   f"{100 * _m(s_tc, lambda s: s.get('transfer_energy_j', 0) / s['energy_j_total']):.3f}% (DMA) and "
                    f"{100 * _m(s_host, lambda s: s.get('transfer_energy_j', 0) / s['energy_j_total']):.3f}% (PCIe) "
                    "of the run's energy.")
     s_only_t = _row(rows, "tokenstack ablation", "tokencake", 1.0, {"spatial": False})
     if s_only_t and only_t:
-        d_ts, d_to, d_tt = change(s_t, s_v)[0], change(s_o, s_v)[0], change(s_only_t, s_v)[0]
-        g_gain = change(g_t, g_v)[0] - change(only_t, g_v)[0]
-        out.append(f"- **TokenStack, TokenCake {d_ts:+.0f}% vs vLLM + offload {d_to:+.0f}% (1 app/s).** Without its "
+        d_ts, d_to, d_tt = (change(_on(s_t, s_only_t), s_v)[0], change(_on(s_o, s_only_t), s_v)[0],
+                            change(s_only_t, s_v)[0])
+        g_gain = change(_on(g_t, only_t), g_v)[0] - change(only_t, g_v)[0]
+        out.append(f"- **TokenStack, TokenCake {d_ts:+.0f}% vs vLLM + offload {d_to:+.0f}% (1 app/s, seed"
+                   f"{'s' if len(s_only_t) > 1 else ''} {', '.join(map(str, sorted(s_only_t)))}).** Without its "
                    f"spatial scheduler TokenCake gets {d_tt:+.0f}%, so here the spatial part (holding back calls "
                    "within their predicted slack, reordering admissions; weights [E]) changes the makespan by "
                    f"{d_ts - d_tt:+.0f} points where on the H100 it changes it by {g_gain:+.0f}, likely because its "
