@@ -151,6 +151,23 @@ def _arrivals(n_apps: int, rate: float, arrival: str, rng: np.random.Generator) 
     raise InputError(f"expected one of {', '.join(ARRIVALS)}, got {arrival!r}", where="arrival")
 
 
+def csr_graph(preds: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A graph given as each node's predecessor list, in CSR form: (pred_offsets, pred_index, succ_offsets,
+    succ_index), successors in node order (the `AgentDag` arrays)."""
+    n = len(preds)
+    pred_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum([len(p) for p in preds], out=pred_offsets[1:])
+    pred_index = np.asarray([p for ps in preds for p in ps], np.int64)
+    succ_lists: list[list[int]] = [[] for _ in range(n)]
+    for v, ps in enumerate(preds):
+        for p in ps:
+            succ_lists[p].append(v)
+    succ_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum([len(s) for s in succ_lists], out=succ_offsets[1:])
+    succ_index = np.asarray([s for ss in succ_lists for s in ss], np.int64)
+    return pred_offsets, pred_index, succ_offsets, succ_index
+
+
 def instantiate(template: Callable[[np.random.Generator], nx.DiGraph] | nx.DiGraph, n_apps: int, rate: float, *,
                 seed: int = 0, arrival: str = "poisson", predictor: str = "estimate",
                 name: str | None = None) -> AgentTable:
@@ -264,16 +281,7 @@ def instantiate(template: Callable[[np.random.Generator], nx.DiGraph] | nx.DiGra
         rows[r]["app_id"] = a
         rows[r]["agent_id"] = agent
         rows[r]["parent_id"] = req_of_arr[parent_node] if parent_node is not None else NO_ID
-    pred_offsets = np.zeros(n_nodes + 1, np.int64)
-    np.cumsum([len(p) for p in preds_l], out=pred_offsets[1:])
-    pred_index = np.asarray([p for ps in preds_l for p in ps], np.int64)
-    succ_lists: list[list[int]] = [[] for _ in range(n_nodes)]
-    for v, ps in enumerate(preds_l):
-        for p in ps:
-            succ_lists[p].append(v)
-    succ_offsets = np.zeros(n_nodes + 1, np.int64)
-    np.cumsum([len(s) for s in succ_lists], out=succ_offsets[1:])
-    succ_index = np.asarray([s for ss in succ_lists for s in ss], np.int64)
+    pred_offsets, pred_index, succ_offsets, succ_index = csr_graph(preds_l)
     seg_offsets = np.zeros(len(seg_l) + 1, np.int64)
     np.cumsum([len(s[0]) for s in seg_l], out=seg_offsets[1:])
     dag = AgentDag(

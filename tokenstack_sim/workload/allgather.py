@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tokenstack_sim.errors import InputError
-from tokenstack_sim.workload.agent_apps import HASH_BLOCK_TOKENS, AgentDag, AgentTable, sequence_hashes
+from tokenstack_sim.workload.agent_apps import HASH_BLOCK_TOKENS, AgentDag, AgentTable, csr_graph, sequence_hashes
 from tokenstack_sim.workload.hashing import derive
 from tokenstack_sim.workload.table import NO_ID, empty_rows
 
@@ -240,22 +240,14 @@ def build(p: AllGatherParams, *, seed: int = 0, name: str = "allgather") -> AllG
             depth.append(t + 1)
             prev_barrier = len(kinds) - 1
     nn = len(kinds)
-    pred_offsets = np.zeros(nn + 1, np.int64)
-    np.cumsum([len(x) for x in preds_l], out=pred_offsets[1:])
-    succ_lists: list[list[int]] = [[] for _ in range(nn)]
-    for v, ps in enumerate(preds_l):
-        for u in ps:
-            succ_lists[u].append(v)
-    succ_offsets = np.zeros(nn + 1, np.int64)
-    np.cumsum([len(s) for s in succ_lists], out=succ_offsets[1:])
+    pred_offsets, pred_index, succ_offsets, succ_index = csr_graph(preds_l)
     seg_offsets = np.zeros(m + 1, np.int64)
     np.cumsum([len(s) for s in seg_ids], out=seg_offsets[1:])
     zeros = np.zeros(nn)
     dag = AgentDag(
         kind=np.asarray(kinds, np.int8), app=np.zeros(nn, np.int64), request=np.asarray(req_of, np.int64),
         duration_s=zeros.copy(), predicted_s=zeros.copy(), pred_offsets=pred_offsets,
-        pred_index=np.asarray([u for ps in preds_l for u in ps], np.int64), succ_offsets=succ_offsets,
-        succ_index=np.asarray([s for ss in succ_lists for s in ss], np.int64), names=names,
+        pred_index=pred_index, succ_offsets=succ_offsets, succ_index=succ_index, names=names,
         app_arrival_s=np.zeros(1), remaining_s=zeros.copy(), slack_s=zeros.copy(),
         depth=np.asarray(depth, np.int64), fanout=np.diff(succ_offsets), importance=zeros.copy(),
         request_node=request_node, seg_offsets=seg_offsets, seg_ids=np.concatenate(seg_ids),
