@@ -100,7 +100,7 @@ def test_tables_carry_the_probes_the_ci_and_the_rule(fake_engine):
     probes = cap.probes_table([res])
     assert len(probes.splitlines()) == 2 + len(res.probes) and "meets SLO" in probes
     assert cap.probes_table([res], "csv").splitlines()[0] == \
-        "system,qps,seeds,slo_attainment_mean,slo_attainment_ci95,meets_slo"
+        "system,qps,unit,seeds,slo_attainment_mean,slo_attainment_ci95,meets_slo"
     assert "mean SLO attainment over its seeds" in cap.rule_line([res]) and "95%" in cap.rule_line([res])
 
 

@@ -256,13 +256,18 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.command()
 @click.argument("configs", nargs=-1, required=True)
 @_common
-@click.option("--qps-start", type=float, default=1.0, show_default=True, help="First rate tried.")
+@click.option("--qps-start", type=float, default=None,
+              help="First rate tried (default 1; All-Gather rounds: the first agent count, default 8).")
 @click.option("--tolerance", type=float, default=0.05, show_default=True, help="Relative width of the final bracket.")
 @click.option("--target", type=float, default=0.9, show_default=True, help="Share of requests that must meet the SLO.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Runs per probed rate (seeds seed .. seed+N-1); a rate meets the SLO when the mean over them does.")
 @click.option("--runtime", "runtime", default=None, metavar="NAME",
-              help="Agent runtime for agent workloads (vllm | vllm-offload | tokencake): rates are apps/s.")
+              help="Agent runtime for agent workloads (vllm | vllm-offload | tokencake): rates are apps/s; for "
+                   "All-Gather rounds (generative-agents-like, agentsociety-like: vllm | pic | tokendance) the "
+                   "search is over the number of concurrent agents.")
+@click.option("--max-agents", type=int, default=None,
+              help="All-Gather rounds: probe no more agents than this (a search that gets there reports >=).")
 @click.option("--runtime-opt", "runtime_opts", multiple=True, metavar="KEY=VALUE",
               help="Agent runtime parameter, as for `run`.")
 @click.option("--slo-makespan", default=None,
@@ -270,7 +275,7 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
                    "the LLM calls' TTFT/TPOT SLO is used.")
 def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
              pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
-             tolerance, target, seeds, runtime=None, runtime_opts=(), slo_makespan=None) -> None:
+             tolerance, target, seeds, runtime=None, max_agents=None, runtime_opts=(), slo_makespan=None) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
 
     With --seeds N every probed rate is served N times; the rate meets the SLO when the MEAN SLO
@@ -281,15 +286,22 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     --slo-makespan the attainment is the share of apps whose makespan meets it, else the share of LLM
     calls meeting --slo-ttft / --slo-tpot.
 
+    All-Gather rounds (generative-agents-like, agentsociety-like): the largest number of concurrent
+    agents whose calls meet the SLO (whole counts from --qps-start, bracket within --tolerance or one
+    agent); --runtime vllm | pic | tokendance.
+
     \b
     tokenstack capacity tokenstack-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
         --duration 300 --slo-ttft 2s --slo-tpot 100ms --seeds 3 --out capacity.h5
     tokenstack capacity h100-tokencake --model qwen2.5-14b --workload codewriter-like --requests 12 \\
         --runtime tokencake --slo-makespan 300s --qps-start 0.25 --memory-timing roofline
+    tokenstack capacity h100-tokencake --model qwen2.5-14b --workload generative-agents-like \
+        --runtime tokendance --slo-ttft 1.5s --slo-tpot 3600s --warmup 0.2 --drain 0 --memory-timing roofline
     """
     import dataclasses
 
     from tokenstack_sim.workload.agent_workloads import is_agent_workload
+    from tokenstack_sim.workload.allgather import is_allgather_workload
 
     from tokenstack_sim.results.h5 import write_runs
     from tokenstack_sim.sim.capacity import capacity_search, capacity_table, probes_table, rule_line
@@ -299,7 +311,18 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
         raise InputError(f"expected at least 1, got {seeds}", where="--seeds")
     spec = _spec(workload, None, duration, max_requests, seed, sched, kv_blocks, slo_ttft, slo_tpot, warmup_frac,
                  drain_frac, kv)
-    if spec.duration_s is None and spec.max_requests is None:
+    rounds = is_allgather_workload(workload)
+    if rounds and (duration is not None or max_requests is not None):
+        where = "--duration" if duration is not None else "--requests"
+        raise InputError(f"{workload} is searched over its number of agents: leave out {where} (first count: "
+                         "--qps-start, ceiling: --max-agents)", where=where)
+    if rounds and slo_makespan is not None:
+        raise InputError(f"{workload}: the SLO is on its calls (--slo-ttft / --slo-tpot), not on a makespan",
+                         where="--slo-makespan")
+    if max_agents is not None and not rounds:
+        raise InputError(f"--max-agents is for All-Gather rounds (generative-agents-like, agentsociety-like), "
+                         f"not {workload!r}", where="--max-agents")
+    if not rounds and spec.duration_s is None and spec.max_requests is None:
         raise InputError("a capacity search needs --duration (or --requests) so every rate serves a like window",
                          where="--duration")
     metric = "slo_attainment"
@@ -321,8 +344,15 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
     preps = _prepare_all(configs, model, spec, options, workers)
     results, runs = [], []
     for prep in preps:
-        res = capacity_search(prep, spec, qps_start=qps_start, tolerance=tolerance, target=target, seeds=seeds,
-                              progress=_note, metric=metric)
+        if rounds:  # the agent count is the "rate" (results/allgather_report.agents_capacity)
+            from tokenstack_sim.results.allgather_report import agents_capacity
+
+            res = agents_capacity(prep, spec, start=8 if qps_start is None else qps_start, tolerance=tolerance,
+                                  target=target, seeds=seeds, max_agents=max_agents, progress=_note)
+        else:
+            res = capacity_search(prep, spec, qps_start=1.0 if qps_start is None else qps_start,
+                                  tolerance=tolerance, target=target, seeds=seeds, progress=_note, metric=metric,
+                                  unit="apps/s" if is_agent_workload(workload) else "req/s")
         results.append(res)
         runs += res.runs
     if out:

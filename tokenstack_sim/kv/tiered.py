@@ -43,6 +43,18 @@ Policies (`kv/policy.py`):
 - **Replication**: when a request's home unit is not where a block it shares (≥ `replication_min_refs`
   holders) lives, a read-only copy is made on its home (a cross-stack copy through the GPU's PHYs)
   while replicas take at most `replication_budget` of the PIM slots. Holders homed there read the copy.
+- **Placement roles** (`prefer`, set by a runtime that knows what a block is for; none by default, and
+  then nothing above changes): ``ROLE_MASTER`` (a block many requests read at every decode step, e.g.
+  tokendance's master copy, runtime/collective.py) keys above every other block, so it is never demoted
+  for a non-master, is moved into a PIM unit when marked (making room as a new block would) and is
+  promoted first, making room by demotion when the units are full; replication treats it as any shared
+  block. ``ROLE_CAPACITY`` (a block with one reader, or idle, e.g. a diff or a history held between an
+  agent's calls) keys below every other block: it is demoted to the capacity tier when marked (if there
+  is room and the step's migration budget allows; lazily, it is only the first to leave a full unit) and
+  never promoted while marked. Blocks allocated while `new_role` is set are written where their role
+  wants them (no migration). Every move is a migration of the kind it is, timed and charged like the
+  others. A role ends when the block gets new content or its last holder lets go;
+  `prefer(blocks, ROLE_NONE)` ends it earlier.
 
 Every move is queued as a migration of one GPU shard's block (`take_migrations`) that the step model
 times with the characterized base-die DMA and charges in energy. Counters: demotions, promotions, drops,
@@ -65,6 +77,9 @@ from tokenstack_sim.kv import kernels
 from tokenstack_sim.kv.policy import KvPolicy
 
 DEMOTE, PROMOTE, REPLICATE = 0, 1, 2  # migration kinds (rows of the per-step migration counts)
+ROLE_NONE, ROLE_MASTER, ROLE_CAPACITY = 0, 1, 2  # placement roles (`TieredKv.prefer`)
+_MASTER_KEY = 1e18  # above any step index: a master outranks every other block
+_CAPACITY_KEY = -2.0  # below any key of a block in use (>= 0; -1 is a block with no holder)
 
 
 def capacity_ratio(policy: KvPolicy, kv_bytes: int) -> float:
@@ -117,6 +132,9 @@ class TieredKv:
         self._free_pim = [OrderedDict() for _ in range(max(self.U, 1))]  # cached free blocks, oldest first
         self._free_cap: OrderedDict = OrderedDict()
         self.replicas: dict[int, dict[int, list[int]]] = {}  # block -> unit -> holders reading that copy
+        self.role = np.zeros(n_blocks, np.int8)  # placement role per block (`prefer`)
+        self.roles_used = False  # no role was ever set: every path below is the plain policy
+        self.new_role = ROLE_NONE  # the role blocks allocated now get (set around an allocation by a runtime)
         self.replica_slots = 0
         self.replica_cap = int(policy.replication_budget * self.P[: self.U].sum())
         self._cursor = -1
@@ -150,6 +168,8 @@ class TieredKv:
 
     def _block_key(self, b: int) -> float:
         e = self.policy.eviction
+        if self.roles_used and self.role[b]:
+            return _MASTER_KEY if self.role[b] == ROLE_MASTER else _CAPACITY_KEY
         hs = self.holders[b]
         if e == "workload-aware":
             if not hs:
@@ -329,6 +349,9 @@ class TieredKv:
         loc = self.loc
         for b in blocks[loc[blocks] >= 0].tolist():  # cached free blocks reused by the pool: old content gone
             self._leave(b, int(loc[b]))
+        role = self.new_role if self.roles_used else ROLE_NONE
+        if self.roles_used:
+            self.role[blocks] = role
         # tokens each has left to generate (the counters do not change in here)
         left = (out[ids] - self.sched.generated[ids] - ahead).tolist()
         fin, holders, hits, last_loc = self.fin, self.holders, self.hits, self.last_loc
@@ -338,9 +361,12 @@ class TieredKv:
             holders[b] = [r]
             hits[b] = 0
             dst = -1
-            if U:
+            if role == ROLE_CAPACITY and self.cap_used < self.C:
+                dst = self.CAP  # written where it is wanted: no migration
+            elif U:
                 u = self._choose_unit(r)
-                if self._room_on(u, self._request_key(r), self._moves < budget):
+                if self._room_on(u, _MASTER_KEY if role == ROLE_MASTER else self._request_key(r),
+                                 self._moves < budget):
                     dst = u
             if dst < 0:
                 dst = self._any_slot()
@@ -400,6 +426,8 @@ class TieredKv:
                     self._push(b)
                 continue
             self.holders[b] = None
+            if self.roles_used:
+                self.role[b] = ROLE_NONE
             if reps:
                 self._drop_replicas(b)
             u = int(self.loc[b])
@@ -484,14 +512,51 @@ class TieredKv:
             if v != self.ver[b] or self.loc[b] != self.CAP or not self.holders[b]:
                 heapq.heappop(heap)
                 continue
+            if self.roles_used and self.role[b] == ROLE_CAPACITY:
+                heapq.heappop(heap)  # stays in capacity while marked
+                continue
             h = int(self.home[self.holders[b][0]])
             u = h if h >= 0 and self.pim_used[h] < self.P[h] else self._most_free()
-            if self.pim_used[u] >= self.P[u]:
+            if self.pim_used[u] >= self.P[u] and not (self.roles_used and self.role[b] == ROLE_MASTER
+                                                      and self._room_on(u, _MASTER_KEY, True)):
                 break
             heapq.heappop(heap)
             self._move(b, u)
             self._record(PROMOTE, u)
         self._moves = 0
+
+    def prefer(self, blocks, role: int, move: bool = True) -> int:
+        """Mark `blocks` with a placement role (module docstring) and, with `move`, move them now where the
+        role wants them, within this step's migration budget (without: a ROLE_CAPACITY block is the first
+        to leave a full PIM unit, a ROLE_MASTER one the first promoted); returns the blocks moved. Blocks
+        allocated while `new_role` is set get that role and are written where it wants them."""
+        if role not in (ROLE_NONE, ROLE_MASTER, ROLE_CAPACITY):
+            raise ValueError(f"unknown placement role {role!r}")
+        self.roles_used = True
+        budget = self.policy.max_migrations_per_step
+        moves_on = move and bool(self.U) and self.policy.eviction != "none"
+        moved = 0
+        for b in np.asarray(blocks, np.int64).tolist():
+            self.role[b] = role
+            u = int(self.loc[b])
+            if u < 0:
+                continue
+            if moves_on and role == ROLE_MASTER and u == self.CAP:
+                dst = self._most_free()
+                if self._room_on(dst, _MASTER_KEY, self._moves < budget) and self.pim_used[dst] < self.P[dst]:
+                    self._move(b, dst)
+                    self._record(PROMOTE, dst)
+                    moved += 1
+                    continue
+            elif (moves_on and role == ROLE_CAPACITY and u < self.U and self.cap_used < self.C
+                  and self._moves < budget and not self.replicas.get(b)):
+                self._move(b, self.CAP)
+                self._record(DEMOTE, u)
+                moved += 1
+                continue
+            if self.holders[b]:
+                self._push(b)
+        return moved
 
     def view(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For the batch's requests: blocks per PIM unit (B x U), blocks in the capacity tier (B), and

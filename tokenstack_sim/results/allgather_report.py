@@ -9,13 +9,15 @@ agent's cache takes when all are resident, counted exactly as distinct block con
 work the engine charged (s). The table is rebuilt from the run's parameters (same seed, same table).
 
 `agents_capacity`: the largest number of agents whose calls meet the SLO, by `sim.capacity.
-capacity_search` with the agent count as its "rate" (a probe at x serves round(x) agents).
+capacity_search` with the agent count as its "rate" (whole counts, unit "agents"; `tokenstack capacity
+--workload generative-agents-like --runtime ...` and scripts/reproduce_tokendance.py both call it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from tokenstack_sim.errors import InputError
 from tokenstack_sim.results.report import _render
 
 MIB = 2 ** 20
@@ -92,7 +94,7 @@ class _Ceiling(Exception):
 
 
 def agents_capacity(prep, spec, *, start: int = 8, tolerance: float = 0.05, target: float = 0.9,
-                    max_agents: int | None = None, progress=None, runs_out: list | None = None):
+                    max_agents: int | None = None, progress=None, runs_out: list | None = None, seeds: int = 1):
     """Largest agent count meeting the SLO (module docstring); `spec.max_requests` is replaced per probe.
     Returns the `CapacityResult` (capacity_qps / failing_qps are agent counts). ``max_agents``: probes
     above it are not served; a search that gets there ends with status "above_range" (the capacity is at
@@ -100,24 +102,31 @@ def agents_capacity(prep, spec, *, start: int = 8, tolerance: float = 0.05, targ
     from tokenstack_sim.sim.capacity import CapacityResult, capacity_search, probe
     from tokenstack_sim.sim.engine import run_prepared
 
-    probes = []
+    probes, served = [], []
 
     def serve(x, seeds):
-        n = max(2, int(round(x)))
+        n = int(x)  # whole counts (capacity_search integer=True), at least 2 (`start` >= 2)
         if max_agents is not None and n > max_agents:
             raise _Ceiling()
         runs = [run_prepared(prep, dataclasses.replace(spec, max_requests=n, seed=s)) for s in seeds]
         probes.append(probe(float(n), [float(r.summary.get("slo_attainment", float("nan"))) for r in runs], target))
+        served.extend(runs)
         if runs_out is not None:
             runs_out.extend(runs)
         return runs
 
+    if not (isinstance(start, (int, float)) and start >= 2):
+        raise InputError(f"expected a first agent count >= 2, got {start!r}", where="--qps-start")
+    if max_agents is not None and max_agents < 2:
+        raise InputError(f"expected an agent count >= 2, got {max_agents!r}", where="--max-agents")
     try:
-        return capacity_search(prep, spec, qps_start=float(start), tolerance=tolerance, target=target, serve=serve,
-                               progress=progress)
+        return capacity_search(prep, spec, qps_start=float(start), tolerance=tolerance, target=target, seeds=seeds,
+                               serve=serve, progress=progress, unit="agents", integer=True)
     except _Ceiling:
-        res = CapacityResult(prep.system.name, prep.model.config.name, target, "above_range")
+        res = CapacityResult(prep.system.name, prep.model.config.name, target, "above_range", seeds=seeds,
+                             unit="agents")
         res.probes = probes
+        res.runs = served
         ok = [p.qps for p in probes if p.passes]
         res.capacity_qps = max(ok) if ok else float("nan")
         res.reason = f"still meets the SLO at {res.capacity_qps:g} agents; probes stop at {max_agents}"

@@ -37,6 +37,9 @@ from tokenstack_sim.runtime.kv_transfer import TARGETS, Channels, KvStore, store
 GIB = 2 ** 30
 
 
+PLACEMENT_ROLES = ("eager", "lazy", "off")  # tokendance on a tiered KV (runtime/collective.py)
+
+
 @dataclass(frozen=True)
 class AgentRuntimeParams:
     # kv_transfer.py: auto = the capacity tier on TokenStack (base-die DMA, quantized), else the host link
@@ -97,8 +100,17 @@ class AgentRuntimeParams:
     # --- pic / tokendance (runtime/collective.py) ---
     # serving.md §2.4: CacheBlend-15 recomputes ~15% of the reused tokens
     recompute_ratio: float = spec(0.15, min=0.0, max=1.0, doc="pic/tokendance: share of a reused output recomputed")
+    # issue 10 item 5: on a tiered KV (kv/tiered.py) the master copy, read by every sibling at every decode step,
+    # is written into the PIM units; diffs (one reader) into the capacity tier ("eager") or only marked as the
+    # first to leave a full PIM unit ("lazy"), as are histories idle between an agent's calls in both;
+    # "off": the KV policy alone decides (runtime/collective.py). Default lazy: with PIM room to spare a
+    # diff is attended faster in PIM, and eager's capacity reads cost (results/tokendance.md, placement)
+    placement_roles: str = spec("lazy", doc="tokendance: " + " | ".join(PLACEMENT_ROLES))
 
     def __post_init__(self):
+        if self.placement_roles not in PLACEMENT_ROLES:
+            raise InputError(f"expected one of {', '.join(PLACEMENT_ROLES)}, got {self.placement_roles!r}",
+                             where="placement_roles")
         if self.offload_target not in TARGETS:
             raise InputError(f"expected one of {', '.join(TARGETS)}, got {self.offload_target!r}",
                              where="offload_target")

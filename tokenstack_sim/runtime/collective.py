@@ -33,6 +33,19 @@ The mechanism, per reused output c (a *chunk*, ``O_c`` real tokens, padded to wh
   table = master indices + diffs; equal diffs of two agents are one block in the pool, keyed by
   content). Restore maps the agent's block table onto master and diff blocks (no copy: attention reads
   the master's blocks, the fused sparse restore).
+Placement (issue 10 item 5, ``placement_roles``, on a tiered KV, kv/tiered.py): every sibling's attention
+reads the master's blocks at every decode step (N readers), a diff or a history block has one reader. The
+collector writes the master's blocks into the PIM units as ``ROLE_MASTER`` (attended beside the data,
+never demoted for other blocks; replicated over units by the KV policy's bounded replication like any
+shared block) and each diff as ``ROLE_CAPACITY``: ``eager`` writes it into the capacity layers (read by
+the GPU), ``lazy`` writes it where the policy would and only makes it the first block to leave a full PIM
+unit (demoted through the base-die DMA); a finished call's private history and output, idle until the
+agent's next call, are marked ``ROLE_CAPACITY`` lazily in both and unmarked when that call is admitted
+(the policy may then promote them). ``off``: the KV policy alone.
+The moves are migrations the step model times and charges like the policy's own. Counted at each
+collective step: master blocks in PIM and distinct diff blocks in capacity (``master_pim_blocks`` of
+``master_placed_blocks``, ``diff_capacity_blocks`` of ``diff_placed_blocks``), with the roles or without,
+and the master's blocks in PIM once the round's last call is admitted (``master_pim_blocks_running``).
 Costs are charged by the engine's step model (`ChargingCost`): the recompute tokens as extra prefill
 tokens of the step (the step's time with them minus without them, both from `StepModel.step`), the
 correction as a stream of KV bytes (`StepModel._stream1`), added to the step's time, parts (``other_s``
@@ -55,6 +68,7 @@ import math
 import numpy as np
 
 from tokenstack_sim.errors import InputError
+from tokenstack_sim.kv.tiered import ROLE_CAPACITY, ROLE_MASTER, ROLE_NONE
 from tokenstack_sim.runtime.agent_runtime import AgentRuntime
 from tokenstack_sim.runtime.agent_scheduler import DagHashes, Pins
 from tokenstack_sim.workload.agent_apps import sequence_hashes
@@ -353,6 +367,7 @@ class _ReuseRuntime(AgentRuntime):
             rd = int(self.ag.round[r])
             self.round_left[rd] -= 1
             if self.round_left[rd] == 0:
+                self.placed(rd)
                 for o in self.owners.pop(rd, []):
                     self.src_pins.release(o)
 
@@ -392,6 +407,9 @@ class _ReuseRuntime(AgentRuntime):
             else:
                 keep.append((r, t))
         self.held = keep
+
+    def placed(self, rd: int) -> None:
+        """Hook: round rd's last call was admitted."""
 
     def quiet(self) -> bool:
         return not self.held and not self.uncharged and not self.round_charge
@@ -507,6 +525,69 @@ class TokenDance(_ReuseRuntime):
         sched.hashes = LayoutHashes(loop.table, self.keys, self.bs, sched.output_tokens, sched.hashes.fallback
                                     if isinstance(sched.hashes, DagHashes) else sched.hashes)
         self.built: set[int] = set()
+        kv = loop.kv
+        self.kvt = kv if kv is not None and getattr(kv, "U", 0) else None  # a tiered KV with PIM units
+        self.tiers = self.kvt if params.placement_roles != "off" else None  # ... where the roles are set
+        self.eager = params.placement_roles == "eager"
+        self.idle: dict[int, list[int]] = {}  # finished call -> its blocks marked idle (ROLE_CAPACITY)
+        self.diff_set: set[int] = set()  # the blocks of the latest collected round's diffs
+        self.c.update(master_pim_blocks=0, master_placed_blocks=0, diff_capacity_blocks=0, diff_placed_blocks=0,
+                      master_pim_blocks_running=0)
+
+    def _blocks_of(self, hashes) -> list[int]:
+        cached = self.pool._cached
+        return [int(cached[h]) for h in dict.fromkeys(hashes) if h in cached]
+
+    def finished(self, r: int, t: float) -> None:
+        super().finished(r, t)
+        kv = self.tiers
+        if kv is None or int(self.ag.next[r]) < 0:
+            return
+        # what only this agent reads (one holder: its history and output; not S, shared by all) idles in capacity
+        own = [b for b in self.pins.blocks(r) + self.src_pins.blocks(r) if len(kv.holders[b] or ()) == 1]
+        if own:
+            kv.prefer(own, ROLE_CAPACITY, move=False)  # lazily: the first to leave a full PIM unit
+            self.idle[r] = own
+
+    def admitted(self, rs, t):
+        kv = self.tiers
+        if kv is not None:
+            for r in rs:
+                own = self.idle.pop(int(self.ag.prev[r]), None)
+                if own:
+                    diffs = self.diff_set
+                    kv.prefer([b for b in own if b not in diffs and kv.holders[b]], ROLE_NONE)
+        super().admitted(rs, t)
+
+    def placed(self, rd: int) -> None:
+        """Where round rd's master blocks are once all its calls run (``master_pim_blocks_running`` of
+        ``master_placed_blocks``: promotions after the collective step included)."""
+        kv = self.kvt
+        if kv is None or rd not in self.plans or rd not in self.built:
+            return
+        master = self._blocks_of(self.plans[rd].master)
+        self.c["master_pim_blocks_running"] += int(((kv.loc[master] >= 0) & (kv.loc[master] < kv.U)).sum())
+
+    def _role(self, role: int) -> None:
+        if self.tiers is not None:
+            self.tiers.roles_used = True
+            self.tiers.new_role = role
+
+    def _place(self, plan: RoundPlan, diffs: dict) -> None:
+        """Where a collected round's master and diff blocks are (module docstring): marked first (those
+        cached from before are moved now), then counted."""
+        kv = self.kvt
+        master = self._blocks_of(plan.master)
+        dblocks = self._blocks_of(k for d in diffs.values() for k in d)
+        if self.tiers is not None:
+            kv.prefer(master, ROLE_MASTER)
+            kv.prefer(dblocks, ROLE_CAPACITY, move=self.eager)
+            self.diff_set = set(dblocks)
+        loc = kv.loc
+        self.c["master_pim_blocks"] += int(((loc[master] >= 0) & (loc[master] < kv.U)).sum()) if master else 0
+        self.c["diff_capacity_blocks"] += int((loc[dblocks] == kv.CAP).sum()) if dblocks else 0
+        self.c["master_placed_blocks"] += len(master)
+        self.c["diff_placed_blocks"] += len(dblocks)
 
     def collect(self, t: int) -> bool:
         """The KV Collector for round t: master + every call's diffs in one collective step, if the pool
@@ -522,19 +603,25 @@ class TokenDance(_ReuseRuntime):
         producers = self.ag.round_calls[t - 1].tolist()
         bpc = self.keys.blocks
         j = 0
+        self._role(ROLE_MASTER)  # written into the PIM units (module docstring: placement)
         for c in producers:  # the master's blocks, each chunk held for the call that generated it
             nb = int(bpc[c])
             self.land(c, plan.master[j:j + nb], self.src_pins)
             j += nb
         store = DiffStore(plan.master)
         new, ctx = [plan.master_recompute], [plan.master_tokens - plan.master_recompute]
+        self._role(ROLE_CAPACITY if self.eager else ROLE_NONE)  # diffs: into the capacity layers (eager)
         for r in calls:
             self.land(int(self.ag.prev[r]), diffs[r])
+        self._role(ROLE_NONE)
+        for r in calls:
             store.add(r, plan.region[r])
             d = plan.diff_recompute[r]
             new.append(d)
             ctx.append(int(self.ag.hist_tokens[r] + self.ag.region_tokens[r]) - d)
         self.stores[t] = store
+        if self.kvt is not None:
+            self._place(plan, diffs)
         nbytes = plan.master_tokens * self.kv_tok_bytes
         self.round_charge[t] = (new, ctx, nbytes)
         self.c["collective_steps"] += 1
@@ -570,22 +657,30 @@ class TokenDance(_ReuseRuntime):
         self.held = keep
 
 
-def round_metrics(table, requests) -> dict:
-    """Per-round figures of an All-Gather run from its per-request results: prefill time per round (the
-    round's release to its last call's first token; rounds >= 1, where R is reused), the round's span
-    (release to its last call's end), the p95 TTFT of rounds >= 1."""
-    ag = table.ag
-    pre, span, ttft = [], [], []
-    for t, calls in enumerate(ag.round_calls):
-        if t == 0:
-            continue
+def round_rows(table, requests) -> list[dict]:
+    """One row per round of an All-Gather run from its per-request results: calls, prefill time (the
+    round's release to its last call's first token), span (release to its last call's end), p95 TTFT."""
+    rows = []
+    for t, calls in enumerate(table.ag.round_calls):
         rel = requests["arrival_s"][calls]
         first = requests["first_token_s"][calls]
         fin = requests["finish_s"][calls]
         start = float(np.nanmin(rel))
-        pre.append(float(np.nanmax(first)) - start)
-        span.append(float(np.nanmax(fin)) - start)
-        ttft += (first - rel).tolist()
+        ttft = first - rel
+        rows.append({"round": t, "calls": len(calls), "prefill_s": float(np.nanmax(first)) - start,
+                     "span_s": float(np.nanmax(fin)) - start, "ttft_p95_s": float(np.nanpercentile(ttft, 95)),
+                     "ttft": ttft})
+    return rows
+
+
+def round_metrics(table, requests) -> dict:
+    """Per-round figures of an All-Gather run from its per-request results: prefill time per round (the
+    round's release to its last call's first token; rounds >= 1, where R is reused), the round's span
+    (release to its last call's end), the p95 TTFT of rounds >= 1."""
+    later = round_rows(table, requests)[1:]
+    pre = [x["prefill_s"] for x in later]
+    span = [x["span_s"] for x in later]
+    ttft = [v for x in later for v in x["ttft"].tolist()]
     return {"round_prefill_s": float(np.mean(pre)) if pre else math.nan,
             "round_span_s": float(np.mean(span)) if span else math.nan,
             "ttft_p95_s": float(np.nanpercentile(ttft, 95)) if ttft else math.nan}

@@ -60,6 +60,7 @@ class CapacityResult:
     reason: str = ""
     seeds: int = 1
     probes: list = field(default_factory=list)  # Probe per rate tried, in probe order
+    unit: str = "req/s"  # what a "rate" counts: req/s, apps/s (agent apps) or agents (All-Gather rounds)
 
     def probe_at(self, qps: float) -> Probe | None:
         return next((p for p in self.probes if p.qps == qps), None)
@@ -83,10 +84,13 @@ def probe(qps: float, attainments, target: float) -> Probe:
 def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.05, target: float = 0.9,
                     seeds: int = 1, progress: Callable[[str], None] | None = None,
                     serve: Callable[[float, list], list] | None = None,
-                    metric: str = "slo_attainment") -> CapacityResult:
+                    metric: str = "slo_attainment", unit: str = "req/s", integer: bool = False) -> CapacityResult:
     """Highest rate meeting the SLO by the mean over `seeds` seeds (see the module docstring). `metric`: the
     summary key taken as a run's SLO attainment (agent apps: ``app_slo_attainment``, the share of apps
-    whose makespan meets ``slo_makespan_s``, runtime/agent_loop.py)."""
+    whose makespan meets ``slo_makespan_s``, runtime/agent_loop.py). `unit`: what the rate counts, for
+    messages and tables (req/s; apps/s; agents, where `serve` maps the "rate" to an agent count).
+    `integer`: whole rates only (an agent count): the start is rounded, the bisection probes whole numbers
+    and stops when the bracket is within `tolerance` or one apart."""
     from tokenstack_sim.sim.engine import run_prepared
 
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -97,7 +101,7 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
         raise InputError(f"expected a relative width in (0, 1), got {tolerance}", where="--tolerance")
     if not 0 < target <= 1:
         raise InputError(f"expected a share in (0, 1], got {target}", where="--target")
-    res = CapacityResult(prep.system.name, prep.model.config.name, target, "ok", seeds=seeds)
+    res = CapacityResult(prep.system.name, prep.model.config.name, target, "ok", seeds=seeds, unit=unit)
     if not prep.fits:
         res.status, res.reason = "does_not_fit", prep.reason
         return res
@@ -114,13 +118,13 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
         if progress:
             ci = "" if p.ci95 is None else f" ± {100 * p.ci95:.1f}"
             n = sum(int(r.summary.get("requests", 0)) for r in runs)
-            progress(f"{prep.system.name}: {qps:.4g} req/s -> {100 * p.mean:.1f}%{ci} within SLO "
+            progress(f"{prep.system.name}: {p.qps:.4g} {unit} -> {100 * p.mean:.1f}%{ci} within SLO "
                      f"({seeds} seed{'s' if seeds > 1 else ''}, {n} requests) "
                      f"{'meets' if p.passes else 'misses'} {100 * target:g}%")
         return p.passes
 
     lo = hi = None
-    q = qps_start
+    q = float(max(1, round(qps_start))) if integer else qps_start
     if passes(q):
         lo = q
         for _ in range(MAX_DOUBLINGS):
@@ -131,22 +135,26 @@ def capacity_search(prep, spec, *, qps_start: float = 1.0, tolerance: float = 0.
             lo = q
         else:
             res.status, res.capacity_qps = "above_range", lo
-            res.reason = f"still meets the SLO at {lo:g} req/s"
+            res.reason = f"still meets the SLO at {lo:g} {unit}"
             return res
     else:
         hi = q
         for _ in range(MAX_DOUBLINGS):
-            q /= 2
+            if integer and q <= 1:
+                break  # no whole rate below 1
+            q = float(max(1, q // 2)) if integer else q / 2
             if passes(q):
                 lo = q
                 break
             hi = q
-        else:
+        if lo is None:
             res.status, res.failing_qps = "below_range", hi
-            res.reason = f"misses the SLO even at {hi:g} req/s"
+            res.reason = f"misses the SLO even at {hi:g} {unit}"
             return res
-    while hi / lo - 1 > tolerance:
+    while hi / lo - 1 > tolerance and not (integer and hi - lo <= 1):
         mid = (lo * hi) ** 0.5  # geometric: the bracket's relative width halves each time
+        if integer:
+            mid = float(min(max(round(mid), lo + 1), hi - 1))
         if passes(mid):
             lo = mid
         else:
@@ -166,9 +174,10 @@ def capacity_table(results: list[CapacityResult], fmt: str = "markdown") -> str:
     also hold every probe (rate, per-seed attainments, mean, CI, pass) and the rule."""
     rows = []
     for r in results:
-        at = [x for x in r.runs if x.params.get("qps") == r.capacity_qps]
+        key = "max_requests" if r.unit == "agents" else "qps"  # agents: the probe's agent count
+        at = [x for x in r.runs if x.params.get(key) == r.capacity_qps]
         p = r.probe_at(r.capacity_qps)
-        rows.append({"system": r.system, "model": r.model, "status": r.status,
+        rows.append({"system": r.system, "model": r.model, "status": r.status, "unit": r.unit,
                      "capacity_qps": r.capacity_qps, "first_failing_qps": r.failing_qps,
                      "seeds": r.seeds,
                      "slo_attainment_at_capacity": None if p is None else p.mean,
@@ -191,23 +200,26 @@ def capacity_table(results: list[CapacityResult], fmt: str = "markdown") -> str:
         m, h = row["slo_attainment_at_capacity"], row["slo_attainment_ci95_at_capacity"]
         return "" if m is None else f"{100 * m:.1f}%" + ("" if h is None else f" ± {100 * h:.1f}")
 
-    titles = ["system", "model", "status", "capacity req/s", "fails at req/s", "seeds", "SLO met (95% CI)",
+    unit = _unit(results)
+    titles = ["system", "model", "status", f"capacity {unit}", f"fails at {unit}", "seeds", "SLO met (95% CI)",
               "output tok/s", "TTFT p99 ms", "TPOT p99 ms", "runs", "note"]
     cells = [[att(r) if h == "slo_attainment_at_capacity" else _cell(r[h])
-              for h in heads if h != "slo_attainment_ci95_at_capacity"] for r in rows]
+              for h in heads if h not in ("slo_attainment_ci95_at_capacity", "unit")] for r in rows]
     return _markdown(titles, cells)
 
 
 def probes_table(results: list[CapacityResult], fmt: str = "markdown") -> str:
     """One row per probed rate per system, in probe order: seeds, mean SLO attainment, its 95% CI
     half-width over seeds (none with one seed), and whether the rate meets the SLO by the rule."""
-    rows = [{"system": r.system, "qps": p.qps, "seeds": len(p.attainments), "slo_attainment_mean": p.mean,
-             "slo_attainment_ci95": p.ci95, "meets_slo": p.passes} for r in results for p in r.probes]
+    rows = [{"system": r.system, "qps": p.qps, "unit": r.unit, "seeds": len(p.attainments),
+             "slo_attainment_mean": p.mean, "slo_attainment_ci95": p.ci95, "meets_slo": p.passes}
+            for r in results for p in r.probes]
     if fmt == "json":
         return json.dumps(rows, indent=2, default=float)
     if fmt == "csv":
-        return _csv(["system", "qps", "seeds", "slo_attainment_mean", "slo_attainment_ci95", "meets_slo"], rows)
-    titles = ["system", "req/s", "seeds", "SLO met (mean)", "± 95% CI (pp)", "meets SLO"]
+        return _csv(["system", "qps", "unit", "seeds", "slo_attainment_mean", "slo_attainment_ci95", "meets_slo"],
+                    rows)
+    titles = ["system", _unit(results), "seeds", "SLO met (mean)", "± 95% CI (pp)", "meets SLO"]
     cells = [[r["system"], _cell(r["qps"]), str(r["seeds"]), f"{100 * r['slo_attainment_mean']:.1f}%",
               "" if r["slo_attainment_ci95"] is None else f"{100 * r['slo_attainment_ci95']:.1f}",
               "yes" if r["meets_slo"] else "no"] for r in rows]
@@ -221,6 +233,12 @@ def rule_line(results: list[CapacityResult]) -> str:
     return (f"Rule: {RULE} ({', '.join(f'{100 * t:g}%' for t in targets)}); seeds per rate: "
             f"{', '.join(map(str, seeds))}; ± is the {100 * CI_LEVEL:g}% Student-t interval over seeds "
             "(none with one seed), reported, not used by the rule.")
+
+
+def _unit(results: list[CapacityResult]) -> str:
+    """The rate's unit of a table's column: the results' own when they agree."""
+    units = {r.unit for r in results}
+    return units.pop() if len(units) == 1 else "rate"
 
 
 def _cell(v) -> str:
