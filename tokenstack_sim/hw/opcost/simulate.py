@@ -3,20 +3,32 @@
 An op's work is spread evenly over the channels of its tier (the tier maps interleave channels first,
 and attention shards KV heads over every PIM scope), so the stack's time for the op is the time one
 channel takes for its share, and the stack's action counts are that channel's times the channel count.
-The background load share is open-loop sequential reads at `share` x the channel's peak bandwidth, to
-the capacity tier of the same channel (the PIM tier where a stack has no capacity tier), lasting past
-the op's end (checked; rerun with more if not). A share is a level, not a continuum: two sequential
-sweeps through the same banks fall into row-conflict patterns that depend on their phase, so the time
-can jump between neighbouring shares (seen: 65% between 0.1 and 0.2 on a 1.2 MB stream). Costs are
-therefore fitted per share level and looked up at the level at or above the load asked for.
 
-Left out: channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
-slice picks), and cross-channel effects (none exist in the kernel: channels share no timing state).
+The background load share is open-loop reads at `share` x the channel's peak bandwidth, to the
+capacity tier of the same channel (the PIM tier where a stack has no capacity tier), lasting past the
+op's end (checked; rerun with more if not). By default (`background="random"`) each read is to a
+uniformly random line of that tier, seeded by (op, share). Why random: what a load share stands for in
+a serving system is the other traffic on the same channels, i.e. many independent streams (other
+requests' KV, other layers' weights, other DMAs) interleaved by the controllers, which reach a channel
+as reads to scattered rows. One sequential sweep arriving at an exact period (`background=
+"sequential"`, the earlier default, kept selectable) is one phase-locked stream: it falls into step with
+a sequential op, so an op's time jumped with the phase rather than the load (a 1.79 MB stream of the
+capacity tier took 1264 / 1583 / 3832 / 2768 ns under 0.1 / 0.175 / 0.2 / 0.3, non-monotonic), and no
+table in share could be interpolated (up to 174% off between levels). Under random lines the same
+stream rises with load (1016 / 1260 / 1773 / 2423 / 3698 ns under 0 / 0.05 / 0.1 / 0.15 / 0.2), and
+linear interpolation between levels 0.05 apart holds (table.py; measured figures in characterize.py).
+The cost: random lines miss the row almost every time, so a channel serves far fewer of them than its
+peak; above ~0.2 their queue, not the op, sets the op's time (table.LOAD_SHARES stops there).
+
+Left out: arrivals are still at an exact period (no Poisson bursts; the lines, not the gaps, are
+random); channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
+slice picks); cross-channel effects (none exist in the kernel: channels share no timing state).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +40,19 @@ from tokenstack_sim.hw.stack.run import run_stack
 
 
 MAX_BACKGROUND_BYTES = 256 << 20  # per channel; an op that outlasts this much background starves
+# What a load share's background reads: "random" (default) uniformly random lines of the tier, each
+# request independent of the last, seeded by (op, share); "sequential" one sweep through the tier (the
+# earlier default, kept to compare against). See the module docstring for why random.
+BACKGROUNDS = ("random", "sequential")
+DEFAULT_BACKGROUND = "random"
+
+
+def background_seed(op_id: str, share: float) -> int:
+    """The background's RNG seed: a stable hash of (op, share), so a simulation gives the same answer in
+    every process and run (Python's hash() is salted per process). Not of the size: every size of an op
+    at one load sees the same background (common random numbers), so time at a level is a deterministic
+    function of size whose structure (a DMA's write-drain teeth) the table can follow size by size."""
+    return zlib.crc32(f"{op_id}|{float(share)!r}".encode())
 
 
 @dataclass(frozen=True)
@@ -117,13 +142,15 @@ def size_breaks(stack, op: OpSpec, top: float) -> np.ndarray:
 
 
 def simulate_op(stack, op: OpSpec, size: float, share: float,
-                expect_ns: float | None = None) -> tuple[float, dict, dict]:
+                expect_ns: float | None = None, background: str = DEFAULT_BACKGROUND) -> tuple[float, dict, dict]:
     """(stack time in ns, stack action counts, details) of one op of `size` under load `share`.
 
     The background must outlast the op; its length is sized from a first guess of the op's time under
     load: `expect_ns` when the caller has one (e.g. from a neighbouring size), else a run without
     background. A guess too short costs a rerun with a longer background, never a different answer: an
     open-loop background's arrivals after the op's end do not change the op."""
+    if background not in BACKGROUNDS:
+        raise InputError(f"background {background!r} is not one of {', '.join(BACKGROUNDS)}")
     if size <= 0:
         return 0.0, {}, {}
     if op.kind == "attention":
@@ -144,7 +171,8 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
             if bg_bytes > MAX_BACKGROUND_BYTES:
                 break
             kwargs["gpu"] = GpuStream(bg_bytes, tier=_background_tier(stack), channels=(c0,),
-                                      rate_GBps=share * ch_peak)
+                                      rate_GBps=share * ch_peak, random=background == "random",
+                                      seed=background_seed(op.op_id, share))
         if op.kind == "stream":
             fg = GpuStream(max(1, math.ceil(size / n_ch)), tier=op.tier, channels=(c0,))
             r = run_stack(stack, foreground=fg, **kwargs)
@@ -170,7 +198,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     # the slice refreshes every channel of the stack; refresh is charged as power x time instead
     actions = {k: v * n_ch for k, v in r.actions.items() if not k.startswith("refresh")}
     refreshes = refresh_dues(stack, t)
-    details = {"slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
+    details = {"background": background, "slice_channel": c0, "channels": n_ch, "throttled_share": r.throttled_share,
                "background_bytes": bg_bytes, "refreshes": refreshes}
     return t, actions, details
 
