@@ -24,7 +24,16 @@ Parameters are fixed below, each with its provenance, before any run:
   PIM and capacity layers under TokenStack's KV policy, first with the GPU set-up's pool (its block count:
   the same memory pressure, as scripts/reproduce_tokencake.py does), then with its own pool; the
   placement is compared by switching the replication of shared blocks off and by placing every block
-  capacity-first.
+  capacity-first, and tokendance's placement roles (runtime/collective.py: the master written into the PIM
+  units, diffs and idle histories the first to leave them, ``lazy``, the default; diffs written into the
+  capacity layers, ``eager``; none, ``off``) in a setting where decode attention matters: outputs of
+  800-1,200 tokens [E: 4-24x workloads.md's 50-200, chosen so decode dominates a round], 25 agents, the
+  GPU set-up's pool;
+- ``--agentsociety [ROUNDS]``: the AgentSociety-like preset (1,000 agents, k = 30) served in full with
+  every runtime on the GPU set-up and on TokenStack (the GPU set-up's pool), ROUNDS rounds (default 2:
+  round 0 cold, round 1 reusing; the preset's 3 did not fit the time on 2 shared cores), wall and CPU
+  time and a per-round table per run; its section of results/tokendance.md is rewritten after every run,
+  and a default run keeps the section it finds there.
 Writes results/tokendance.md: our figures beside the paper's (2.7x agents, 17.5x per-agent KV, 11-17x
 compression, 1.9x prefill over per-request PIC) and a sentence per gap computed from the runs.
 ``--quick``: 10 agents, no capacity searches, GPU only (CI smoke, a few seconds).
@@ -54,6 +63,9 @@ WARMUP_FRAC = 1.0 / ROUNDS  # round 0 (cold start: nothing to reuse, the same fo
 CAP_START, CAP_TOL = 16, 0.10
 MAX_AGENTS = 200  # [E] probes stop here (run time on 2 cores); a search that reaches it reports ">= the last pass"
 SEED = 0
+LONG_OUTPUT = (800, 1200)  # [E] the placement comparison's outputs: decode dominates a round (docstring)
+AS_ROUNDS = 2  # --agentsociety default (docstring)
+AS_BEGIN, AS_END = "<!-- agentsociety: begin -->", "<!-- agentsociety: end -->"
 PUBLISHED = {"agents": 2.7, "storage": 17.5, "compression": (11.0, 17.0), "prefill": 1.9}
 
 
@@ -73,17 +85,27 @@ def _spec(runtime: str, agents: int | None = None):
                    slo_ttft_s=SLO_TTFT_S, slo_tpot_s=SLO_TPOT_S, runtime=runtime)
 
 
-def served(prep, agents: int | None, label: str, note, runtimes=RUNTIMES) -> dict:
-    """One GA run per runtime: {runtime: figures}."""
+def served(prep, agents: int | None, label: str, note, runtimes=RUNTIMES, table=None, options=None) -> dict:
+    """One GA run per runtime: {runtime: figures}. `table`: another All-Gather table than the preset's;
+    `options`: runtime options."""
+    import dataclasses
+
     from tokenstack_sim.results.allgather_report import block_bytes_of, run_figures
     from tokenstack_sim.sim.engine import run_prepared
 
     out = {}
     for rt in runtimes:
         t0 = time.perf_counter()
-        run = run_prepared(prep, _spec(rt, agents))
-        f = run_figures(run, block_bytes=block_bytes_of(run))
+        spec = _spec(rt, agents)
+        if options:
+            spec = dataclasses.replace(spec, runtime_options=dict(options))
+        run = run_prepared(prep, spec, table=table)
+        f = run_figures(run, table=table, block_bytes=block_bytes_of(run))
         f["wall_s"] = time.perf_counter() - t0
+        s_ = run.summary
+        f.update({k: s_.get(k) for k in ("master_placed_blocks", "master_pim_blocks", "master_pim_blocks_running",
+                                         "diff_placed_blocks", "diff_capacity_blocks", "kv_demotions",
+                                         "kv_promotions", "tpot_s_p50", "kv_migration_time_share")})
         f["blocks_pool"] = int(prep.step_model.total_blocks)
         out[rt] = f
         note(f"{label} {rt}: prefill/round {f['round_prefill_s']:.3f} s, TTFT p95 {f['ttft_p95_s']:.3f} s, "
@@ -247,6 +269,19 @@ def report(res: dict, quick: bool, total_s: float) -> str:
             for name, f in ts["placement"].items():
                 L.append(f"| {name} | {_f(f['round_prefill_s'], 3)} | {_f(f['round_span_s'])} | "
                          f"{_f(f['ttft_p95_s'], 3)} | {_f(f['wall_s'], 1)} |")
+        if "roles" in ts:
+            L += ["", f"### Placement roles of tokendance, outputs of {LONG_OUTPUT[0]:,}-{LONG_OUTPUT[1]:,} tokens "
+                  f"(decode-heavy), {res['ga_agents']} agents, the GPU set-up's pool", "",
+                  "| placement_roles | round span (s) | prefill / round (s) | TPOT p50 (ms) | master blocks in PIM at "
+                  "the collective step | ... once the round runs | diff blocks in capacity | demotions | "
+                  "promotions | migration time share | wall (s) |", "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+            for name, f in ts["roles"].items():
+                mp = f"{f['master_pim_blocks']} / {f['master_placed_blocks']}"
+                mr = f"{f['master_pim_blocks_running']} / {f['master_placed_blocks']}"
+                dc = f"{f['diff_capacity_blocks']} / {f['diff_placed_blocks']}"
+                L.append(f"| {name} | {_f(f['round_span_s'], 3)} | {_f(f['round_prefill_s'], 3)} | "
+                         f"{_f(1e3 * f['tpot_s_p50'], 2)} | {mp} | {mr} | {dc} | {f['kv_demotions']} | "
+                         f"{f['kv_promotions']} | {100 * f['kv_migration_time_share']:.3f}% | {_f(f['wall_s'], 1)} |")
     L += ["", "## Gaps, explained", ""] + gaps(res)
     return "\n".join(L) + "\n"
 
@@ -343,13 +378,101 @@ def gaps(res: dict) -> list[str]:
                           "show; it would in decode-heavy rounds (longer outputs, more agents)." if same else
                           "Measured round spans: " + ", ".join(f"{k} {v['round_span_s']:.2f} s" for k, v in pl.items())
                           + "."))
+        rl = res["tokenstack"].get("roles")
+        if rl:
+            off, lazy, eager = rl["off"], rl["lazy"], rl["eager"]
+            d = ratio(lazy["round_span_s"], off["round_span_s"])
+            de = ratio(eager["round_span_s"], off["round_span_s"])
+            out.append(f"- **Placement roles (decode-heavy rounds)**: with the master written into PIM and promoted "
+                       f"first (lazy), a round spans {_f(lazy['round_span_s'], 3)} s against {_f(off['round_span_s'], 3)} s "
+                       f"with the KV policy alone ({100 * (d - 1):+.1f}%), eager {100 * (de - 1):+.1f}%; once a round "
+                       f"runs, {lazy['master_pim_blocks_running']} of {lazy['master_placed_blocks']} master blocks sit "
+                       f"in PIM against {off['master_pim_blocks_running']} without roles. The difference is small: "
+                       "TokenStack's workload-aware eviction already keys a shared block by its longest holder, so "
+                       "the master is hot once its readers attach; the roles add that it is hot from the moment it is "
+                       "written and that idle histories and diffs leave PIM first. Writing diffs straight into the "
+                       "capacity layers (eager) only pays when PIM is full: with room to spare a diff's one reader "
+                       "attends it faster in PIM, so lazy is the default.")
     return out
+
+
+def as_section(res: dict, rounds: int) -> str:
+    """The AgentSociety-like full runs (--agentsociety): one round table per system and runtime."""
+    L = [AS_BEGIN, "", f"## {AS}: 1,000 agents served in full ({rounds} rounds)", "",
+         f"Written by `python scripts/reproduce_tokendance.py --agentsociety {rounds}` (k = 30 ring-lattice "
+         "neighbours, rewiring 0.1; the preset's 3 rounds cut to what fits the time on 2 shared cores). Wall time "
+         "on the shared machine and this process's CPU time per run; a run not finished when the section was "
+         "written is listed as such.", "",
+         "| system | runtime | round | calls | prefill (s) | span (s) | TTFT p95 (s) | pool peak | preemptions | "
+         "calls without reuse | wall (s) | CPU (s) |", "|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for (system, rt), f in res.items():
+        if f is None:
+            L.append(f"| {system} | {rt} | not run (time) | | | | | | | | | |")
+            continue
+        for i, row in enumerate(f["rounds"]):
+            tail = (f"{100 * f['pool_peak']:.0f}% | {f['preemptions']} | {_f(f['fallback_calls'])} | "
+                    f"{f['wall_s']:.0f} | {f['cpu_s']:.0f}") if i == 0 else "| | | |"
+            L.append(f"| {system if i == 0 else ''} | {rt if i == 0 else ''} | {row['round']} | {row['calls']} | "
+                     f"{row['prefill_s']:.2f} | {row['span_s']:.2f} | {row['ttft_p95_s']:.2f} | {tail} |")
+    done = {k: v for k, v in res.items() if v is not None}
+    for system in dict.fromkeys(k[0] for k in done):
+        fs = {rt: done[(system, rt)] for (sy, rt) in done if sy == system}
+        if "tokendance" in fs and len(fs) > 1:
+            td = fs["tokendance"]["rounds"][-1]
+            parts = [f"{rt} {f['rounds'][-1]['prefill_s'] / td['prefill_s']:.1f}x"
+                     for rt, f in fs.items() if rt != "tokendance" and td["prefill_s"] > 0]
+            L += ["", f"{system}: prefill of the last round over tokendance's: " + ", ".join(parts) + "."]
+    L += ["", AS_END]
+    return "\n".join(L) + "\n"
+
+
+def agentsociety(rounds: int, out: Path, note) -> None:
+    """Serve the AgentSociety-like preset in full (module docstring) and rewrite its section of `out`
+    after every run."""
+    from tokenstack_sim.atomic_io import atomic_write
+    from tokenstack_sim.runtime.collective import round_rows
+    from tokenstack_sim.sim.engine import RunSpec, run_prepared
+    from tokenstack_sim.workload.allgather import load_allgather
+
+    table = load_allgather(AS, seed=SEED, rounds=rounds)
+    gpu = _prepare(GPU)
+    blocks = int(gpu.step_model.total_blocks)
+    preps = {GPU: gpu, TOKENSTACK: _prepare(TOKENSTACK, kv_blocks=blocks)}
+    order = [(system, rt) for rt in ("tokendance", "pic", "vllm") for system in preps]
+    res = {k: None for k in order}
+    for system, rt in order:
+        spec = RunSpec(workload=AS, seed=SEED, warmup_frac=1.0 / rounds, drain_frac=0.0, slo_ttft_s=SLO_TTFT_S,
+                       slo_tpot_s=SLO_TPOT_S, runtime=rt)
+        t0, c0 = time.perf_counter(), time.process_time()
+        run = run_prepared(preps[system], spec, table=table)
+        s_ = run.summary
+        rows = round_rows(table, run.requests)
+        res[(system, rt)] = {"rounds": rows, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                             "pool_peak": s_["kv_blocks_peak"] / s_["kv_blocks_total"],
+                             "preemptions": s_.get("preemptions"), "fallback_calls": s_.get("fallback_calls")}
+        note(f"agentsociety {system} {rt}: last round prefill {rows[-1]['prefill_s']:.2f} s, span "
+             f"{rows[-1]['span_s']:.2f} s ({res[(system, rt)]['wall_s']:.0f} s wall, "
+             f"{res[(system, rt)]['cpu_s']:.0f} s CPU)")
+        text = out.read_text(encoding="utf-8") if out.exists() else ""
+        with atomic_write(out, "w", encoding="utf-8") as f:
+            f.write(splice(text, as_section(res, rounds)))
+
+
+def splice(text: str, section: str) -> str:
+    """`text` with its AgentSociety section replaced by `section` (appended when it has none)."""
+    if AS_BEGIN in text and AS_END in text:
+        a, b = text.index(AS_BEGIN), text.index(AS_END) + len(AS_END)
+        return text[:a] + section.rstrip("\n") + text[b:]
+    return text.rstrip("\n") + "\n\n" + section
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 agents, GPU only, no capacity search")
     ap.add_argument("--out", default=str(ROOT / "results" / "tokendance.md"))
+    ap.add_argument("--agentsociety", type=int, nargs="?", const=AS_ROUNDS, default=None, metavar="ROUNDS",
+                    help=f"only serve {AS} in full (1,000 agents, ROUNDS rounds, default {AS_ROUNDS}) and rewrite "
+                         "its section of --out")
     args = ap.parse_args()
     from tokenstack_sim.atomic_io import atomic_write
 
@@ -358,6 +481,11 @@ def main() -> None:
     def note(msg):
         print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True)
 
+    if args.agentsociety is not None:
+        if args.agentsociety < 2:
+            ap.error("--agentsociety needs at least 2 rounds (round 0 has nothing to reuse)")
+        agentsociety(args.agentsociety, Path(args.out), note)
+        return
     agents = 10 if args.quick else None
     res = {"ga_agents": agents or 25, "ga_rounds": 5}
     prep = _prepare(GPU)
@@ -381,8 +509,17 @@ def main() -> None:
             p2 = _prepare(TOKENSTACK, kv, kv_blocks=gpu_blocks)
             place[name] = served(p2, None, f"placement {name}", note, runtimes=("tokendance",))["tokendance"]
         res["tokenstack"]["placement"] = place
+        from tokenstack_sim.workload.allgather import load_allgather
+
+        long_table = load_allgather(GA, seed=SEED, output_tokens=LONG_OUTPUT)
+        res["tokenstack"]["roles"] = {
+            mode: served(ts, None, f"placement roles {mode}", note, runtimes=("tokendance",), table=long_table,
+                         options={"placement_roles": mode})["tokendance"] for mode in ("lazy", "off", "eager")}
     total = time.perf_counter() - t_start
     text = report(res, args.quick, total)
+    old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).exists() else ""
+    if AS_BEGIN in old and AS_END in old:  # keep the --agentsociety section of an earlier run
+        text = splice(text, old[old.index(AS_BEGIN):old.index(AS_END) + len(AS_END)] + "\n")
     with atomic_write(Path(args.out), "w", encoding="utf-8") as f:
         f.write(text)
     note(f"wrote {args.out}")
