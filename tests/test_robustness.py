@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -300,3 +301,55 @@ start_s = 2.0
     bad.write_text(spec.read_text().replace("start_s = 2.0", "start_s = 2.0\nwhen = 3"))
     code, _, err = tokenstack(capsys, "robustness", bad, "--out", tmp_path / "x")
     assert code == 2 and "robustness.injectors[0].when" in err
+
+
+def test_dma_slowdown_reaches_the_capacity_offload_path(prep):
+    """TokenCake's offload path to the capacity layers (built before the window opens, as a runtime builds
+    it at the start of a run) takes (1 + m) x the time while a DMA slow-down is on, and its nominal time
+    after."""
+    from tokenstack_sim.robust.injectors import parse_injectors
+    from tokenstack_sim.runtime.kv_transfer import capacity_path
+
+    path = capacity_path(prep.step_model)
+    n = 64
+    down, up = path.time_s(n), path.time_up_s(n)
+    assert down > 0 and up > 0
+    pert = Perturbation(parse_injectors([dict(type="dma_slowdown", magnitude=3.0, start_s=1.0, end_s=2.0)]), prep, 0)
+    try:
+        pert.fire(1.0, None)
+        assert path.time_s(n) == pytest.approx(4.0 * down) and path.time_up_s(n) == pytest.approx(4.0 * up)
+        pert.fire(2.0, None)
+        assert path.time_s(n) == pytest.approx(down) and path.time_up_s(n) == pytest.approx(up)
+    finally:
+        pert.finish()
+
+
+def test_output_length_misprediction_replans_the_agent_critical_paths():
+    """On an agent workload the output-length misprediction also scales the LLM calls' predicted times in
+    the DAG's critical paths (what TokenCake's criticality and priorities read); unit factors give the DAG's
+    own features back; the run still generates the true lengths."""
+    from tokenstack_sim.robust.injectors import parse_injectors
+    from tokenstack_sim.robust.perturb import replan
+    from tokenstack_sim.workload import agents
+    from tokenstack_sim.workload.agent_apps import instantiate
+
+    t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
+    d = t.dag
+    rem, slack = replan(d, np.ones(d.n_nodes))
+    assert np.allclose(rem, d.remaining_s) and np.allclose(slack, d.slack_s, atol=1e-9)
+    p = prepare("h100-tokencake", "qwen2.5-14b")
+    pert = Perturbation(parse_injectors([dict(type="output_length_misprediction", magnitude=1.0)]), p, 0)
+    d2 = pert.perturb_table(t).dag
+    llm = d.kind == 0
+    assert not np.allclose(d2.remaining_s[llm], d.remaining_s[llm])
+    assert (d2.slack_s >= 0).all()
+    for a in range(d.n_apps):  # every app keeps a critical path (slack 0)
+        assert d2.slack_s[d2.app == a].min() == pytest.approx(0.0, abs=1e-9)
+    # a call predicted twice as long as the DAG said: the weights above it on its path grow by that much
+    f = np.where(llm, 2.0, 1.0)
+    r2, _ = replan(d, f)
+    assert (r2 >= d.remaining_s - 1e-9).all() and (r2 > d.remaining_s).any()
+    spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, runtime="tokencake", seed=0)
+    res = run_prepared(p, dataclasses.replace(spec, perturb=[dict(type="output_length_misprediction",
+                                                                    magnitude=1.0)]), table=t)
+    assert res.summary["output_tokens"] == int(t.rows["output_tokens"].sum())

@@ -11,13 +11,19 @@ What each injector type changes (robust/injectors.py has the keys):
 - **output_length_misprediction**: the workload-aware eviction oracle of kv/tiered.py (which ranks
   blocks by when their holders finish, from the output length) sees exp(m z) x the true length per
   request (z ~ N(0, 1), seeded) for requests arriving in the window (and of app `agent`). The requests
-  still generate their true lengths. LRU / LFU eviction ignores it (no effect: expected).
+  still generate their true lengths. LRU / LFU eviction ignores it (no effect: expected). On an agent
+  workload the same factor also scales each LLM call's predicted time in the DAG's critical paths
+  (`replan`: remaining_s and slack_s, which TokenCake's criticality and priorities read; the agent
+  scheduler itself uses output lengths only for the histories' block hashes, the true content). The
+  tool-time misprediction changes the predicted tool times the temporal scheduler plans by, but not
+  these critical-path features (built once with the DAG; left out).
 - **tool_time_misprediction**: the DAG's predicted tool durations (what TokenCake's temporal scheduler
   plans offloads and uploads by) x exp(m z), for tool calls of apps arriving in the window. The tools
   still take their drawn durations; runtimes that do not predict (vllm, vllm-offload) are unaffected.
 - **dma_slowdown**: the characterized base-die DMA op times (KV demotion and promotion) x (1 + m) while
-  the window is open (rebinding the step model's tables). TokenCake's offload path keeps the costs it
-  was built with (left out).
+  the window is open (rebinding the step model's tables). TokenCake's offload path to the capacity
+  layers (runtime/kv_transfer.py `capacity_path`) reads the bound tables at each copy, so it slows too;
+  the host link's path is not DMA and is unaffected.
 - **gpu_slowdown**: the GPU's peak FLOP/s / (1 + m) in the window (thermal or power throttling): GEMMs
   and the GPU's attention slow where compute-bound; launch overhead and memory time are unchanged.
   Under tensor parallelism the GPUs run in lockstep, so one slow GPU slows every step alike: the
@@ -194,15 +200,24 @@ class Perturbation:
             if dag is not None:
                 raise InputError("failures are not modeled for agent workloads (their runtimes pin and move KV "
                                  "outside the scheduler)", where=f"{self._where(inj_failure[0])}.type")
-        if not changed and pred_tool is None:
+        plan = None
+        if dag is not None and self.out_pred is not None:  # the runtimes' critical paths, from the predictions
+            factor = np.ones(dag.n_nodes)
+            llm = dag.kind == 0
+            r = dag.request[llm]
+            factor[llm] = self.out_pred[r] / np.maximum(self._out_true[r], 1)
+            if (factor != 1.0).any():
+                plan = replan(dag, factor)
+        if not changed and pred_tool is None and plan is None:
             return table
         new_rows = rows.copy()
         new_rows["arrival_s"] = arr
         kw = {"rows": new_rows}
         if dag is not None:
+            extra = {"remaining_s": plan[0], "slack_s": plan[1]} if plan is not None else {}
             kw["dag"] = dataclasses.replace(dag, app_arrival_s=app_arr,
                                             predicted_s=pred_tool if pred_tool is not None else dag.predicted_s,
-                                            _hash_cache={})
+                                            _hash_cache={}, **extra)
         return dataclasses.replace(table, **kw)
 
     @staticmethod
@@ -376,6 +391,45 @@ class Perturbation:
             true = self._out_true
             out["perturb_output_pred_mape"] = float(np.mean(np.abs(self.out_pred - true) / np.maximum(true, 1)))
         return out
+
+
+def replan(dag, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(remaining_s, slack_s) of an AgentDag (workload/agent_apps.py: agents.critical_path's static priority
+    features) with every node's predicted time x `factor` (per node). The node weights are recovered from
+    the DAG's own remaining_s (remaining = weight + the largest successor's remaining), so whatever predictor
+    built the DAG is kept; only the scaled nodes change."""
+    n = dag.n_nodes
+    rem = dag.remaining_s
+    indeg = np.diff(dag.pred_offsets).astype(np.int64)
+    order, left = [], indeg.copy()  # Kahn: a topological order of all apps' nodes
+    stack = np.flatnonzero(left == 0).tolist()
+    while stack:
+        i = stack.pop()
+        order.append(i)
+        for s in dag.succs(i).tolist():
+            left[s] -= 1
+            if left[s] == 0:
+                stack.append(s)
+    if len(order) != n:
+        raise InputError("the agent DAG has a cycle", where="dag")
+    w = np.empty(n)
+    for i in range(n):
+        s = dag.succs(i)
+        w[i] = rem[i] - (rem[s].max() if len(s) else 0.0)
+    w = np.maximum(w, 0.0) * factor
+    new_rem = np.zeros(n)
+    for i in reversed(order):
+        s = dag.succs(i)
+        new_rem[i] = w[i] + (new_rem[s].max() if len(s) else 0.0)
+    earliest = np.zeros(n)
+    for i in order:
+        p = dag.preds(i)
+        earliest[i] = (earliest[p] + w[p]).max() if len(p) else 0.0
+    total = np.zeros(dag.n_apps)
+    roots = indeg == 0
+    np.maximum.at(total, dag.app[roots], new_rem[roots])
+    slack = np.maximum(total[dag.app] - earliest - new_rem, 0.0)
+    return new_rem, slack
 
 
 def op_tiers(op) -> set[str]:

@@ -124,19 +124,22 @@ def capacity_path(step_model, max_store_blocks: int | None = None) -> TransferPa
     per_stack = sm.block_bytes / max(sm.n_stacks, 1)
     o, _ = _offsets()
     scale = float(sm.n_stacks * sm.system.gpus)  # every stack of every GPU moves its share at once
+    # the lookups the step model binds now, read at each transfer: a rebinding (robust/perturb.py's DMA
+    # slow-down and refresh storms) reaches the offload path as it reaches the steps' own migrations
+    down_id, up_id = sm.dma_op(promote=False).op_id, sm.dma_op(promote=True).op_id
 
-    def t(n: int, lk=down) -> float:
-        return lk.scalar(n * per_stack)[0] * 1e-9 if n > 0 else 0.0
+    def t(n: int, op_id: str = down_id) -> float:
+        return sm._lookups[op_id].scalar(n * per_stack)[0] * 1e-9 if n > 0 else 0.0
 
     def actions(direction: str, n: int, vec: np.ndarray) -> None:
         if n <= 0:
             return
-        _, a = (up if direction == "up" else down).scalar(n * per_stack)
+        _, a = sm._lookups[up_id if direction == "up" else down_id].scalar(n * per_stack)
         vec[o:o + len(STACK_ACTIONS)] += a * scale
 
     path = TransferPath("capacity", t, sm.block_bytes * sm.capacity_ratio, sm.block_bytes * sm.capacity_ratio,
                         sm.system.gpus, actions, max_store_blocks, sm.system)
-    path.time_up_s = lambda n, lk=up: lk.scalar(n * per_stack)[0] * 1e-9 if n > 0 else 0.0
+    path.time_up_s = lambda n: t(n, up_id)
     return path
 
 
