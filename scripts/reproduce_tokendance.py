@@ -273,7 +273,7 @@ def report(res: dict, quick: bool, total_s: float) -> str:
             L += ["", f"### Placement roles of tokendance, outputs of {LONG_OUTPUT[0]:,}-{LONG_OUTPUT[1]:,} tokens "
                   f"(decode-heavy), {res['ga_agents']} agents, the GPU set-up's pool", "",
                   "| placement_roles | round span (s) | prefill / round (s) | TPOT p50 (ms) | master blocks in PIM at "
-                  "the collective step | ... once the round runs | diff blocks in capacity | demotions | "
+                  "the collective step | ... when its first call ends | diff blocks in capacity | demotions | "
                   "promotions | migration time share | wall (s) |", "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
             for name, f in ts["roles"].items():
                 mp = f"{f['master_pim_blocks']} / {f['master_placed_blocks']}"
@@ -385,8 +385,8 @@ def gaps(res: dict) -> list[str]:
             de = ratio(eager["round_span_s"], off["round_span_s"])
             out.append(f"- **Placement roles (decode-heavy rounds)**: with the master written into PIM and promoted "
                        f"first (lazy), a round spans {_f(lazy['round_span_s'], 3)} s against {_f(off['round_span_s'], 3)} s "
-                       f"with the KV policy alone ({100 * (d - 1):+.1f}%), eager {100 * (de - 1):+.1f}%; once a round "
-                       f"runs, {lazy['master_pim_blocks_running']} of {lazy['master_placed_blocks']} master blocks sit "
+                       f"with the KV policy alone ({100 * (d - 1):+.1f}%), eager {100 * (de - 1):+.1f}%; when a round's "
+                       f"first call ends, {lazy['master_pim_blocks_running']} of {lazy['master_placed_blocks']} master blocks sit "
                        f"in PIM against {off['master_pim_blocks_running']} without roles. The difference is small: "
                        "TokenStack's workload-aware eviction already keys a shared block by its longest holder, so "
                        "the master is hot once its readers attach; the roles add that it is hot from the moment it is "

@@ -45,7 +45,7 @@ agent's next call, are marked ``ROLE_CAPACITY`` lazily in both and unmarked when
 The moves are migrations the step model times and charges like the policy's own. Counted at each
 collective step: master blocks in PIM and distinct diff blocks in capacity (``master_pim_blocks`` of
 ``master_placed_blocks``, ``diff_capacity_blocks`` of ``diff_placed_blocks``), with the roles or without,
-and the master's blocks in PIM once the round's last call is admitted (``master_pim_blocks_running``).
+and the master's blocks in PIM when the round's first call finishes (``master_pim_blocks_running``).
 Costs are charged by the engine's step model (`ChargingCost`): the recompute tokens as extra prefill
 tokens of the step (the step's time with them minus without them, both from `StepModel.step`), the
 correction as a stream of KV bytes (`StepModel._stream1`), added to the step's time, parts (``other_s``
@@ -367,7 +367,6 @@ class _ReuseRuntime(AgentRuntime):
             rd = int(self.ag.round[r])
             self.round_left[rd] -= 1
             if self.round_left[rd] == 0:
-                self.placed(rd)
                 for o in self.owners.pop(rd, []):
                     self.src_pins.release(o)
 
@@ -407,9 +406,6 @@ class _ReuseRuntime(AgentRuntime):
             else:
                 keep.append((r, t))
         self.held = keep
-
-    def placed(self, rd: int) -> None:
-        """Hook: round rd's last call was admitted."""
 
     def quiet(self) -> bool:
         return not self.held and not self.uncharged and not self.round_charge
@@ -531,6 +527,7 @@ class TokenDance(_ReuseRuntime):
         self.eager = params.placement_roles == "eager"
         self.idle: dict[int, list[int]] = {}  # finished call -> its blocks marked idle (ROLE_CAPACITY)
         self.diff_set: set[int] = set()  # the blocks of the latest collected round's diffs
+        self.sampled: set[int] = set()  # rounds whose master placement was sampled (`sample_master`)
         self.c.update(master_pim_blocks=0, master_placed_blocks=0, diff_capacity_blocks=0, diff_placed_blocks=0,
                       master_pim_blocks_running=0)
 
@@ -539,6 +536,10 @@ class TokenDance(_ReuseRuntime):
         return [int(cached[h]) for h in dict.fromkeys(hashes) if h in cached]
 
     def finished(self, r: int, t: float) -> None:
+        rd = int(self.ag.round[r])
+        if rd not in self.sampled and rd in self.built:  # the round's first call done: decode under way
+            self.sampled.add(rd)
+            self.sample_master(rd)
         super().finished(r, t)
         kv = self.tiers
         if kv is None or int(self.ag.next[r]) < 0:
@@ -559,11 +560,11 @@ class TokenDance(_ReuseRuntime):
                     kv.prefer([b for b in own if b not in diffs and kv.holders[b]], ROLE_NONE)
         super().admitted(rs, t)
 
-    def placed(self, rd: int) -> None:
-        """Where round rd's master blocks are once all its calls run (``master_pim_blocks_running`` of
-        ``master_placed_blocks``: promotions after the collective step included)."""
+    def sample_master(self, rd: int) -> None:
+        """Where round rd's master blocks are when its first call finishes (``master_pim_blocks_running`` of
+        ``master_placed_blocks``: the moves since the collective step included)."""
         kv = self.kvt
-        if kv is None or rd not in self.plans or rd not in self.built:
+        if kv is None:
             return
         master = self._blocks_of(self.plans[rd].master)
         self.c["master_pim_blocks_running"] += int(((kv.loc[master] >= 0) & (kv.loc[master] < kv.U)).sum())
