@@ -407,7 +407,7 @@ def as_section(res: dict, rounds: int) -> str:
          "calls without reuse | wall (s) | CPU (s) |", "|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for (system, rt), f in res.items():
         if f is None:
-            L.append(f"| {system} | {rt} | not run (time) | | | | | | | | | |")
+            L.append(f"| {system} | {rt} | not finished when this was written | | | | | | | | | |")
             continue
         for i, row in enumerate(f["rounds"]):
             tail = (f"{100 * f['pool_peak']:.0f}% | {f['preemptions']} | {_f(f['fallback_calls'])} | "
@@ -422,6 +422,12 @@ def as_section(res: dict, rounds: int) -> str:
             parts = [f"{rt} {f['rounds'][-1]['prefill_s'] / td['prefill_s']:.1f}x"
                      for rt, f in fs.items() if rt != "tokendance" and td["prefill_s"] > 0]
             L += ["", f"{system}: prefill of the last round over tokendance's: " + ", ".join(parts) + "."]
+    for (system, rt), f in done.items():
+        later = sum(row["calls"] for row in f["rounds"][1:])
+        if rt != "vllm" and f["fallback_calls"] and f["fallback_calls"] >= later:
+            L += ["", f"{system} {rt}: every call of rounds >= 1 was served without reuse: the pool could not hold "
+                  "the round's reused KV beside the agents' held histories, so the runtime let them go (counted, "
+                  "runtime/collective.py); at this scale one GPU's pool holds a few dozen agents' contexts."]
     L += ["", AS_END]
     return "\n".join(L) + "\n"
 
