@@ -353,3 +353,52 @@ def test_output_length_misprediction_replans_the_agent_critical_paths():
     res = run_prepared(p, dataclasses.replace(spec, perturb=[dict(type="output_length_misprediction",
                                                                     magnitude=1.0)]), table=t)
     assert res.summary["output_tokens"] == int(t.rows["output_tokens"].sum())
+
+
+# offload_gain 0: every stall offloads (the capacity-tier store has copies when the stack fails); 1e6: none
+# does, so the stalls' KV is held (pinned) when the PIM layers fail
+@pytest.mark.parametrize("failure, gain", [(dict(type="stack_failure", magnitude=1.0, start_s=2.0), 0.0),
+                                           (dict(type="pim_layer_failure", magnitude=1.0, start_s=2.0), 1e6)])
+def test_failures_in_agent_runs_lose_kv_and_the_calls_recompute(monkeypatch, failure, gain):
+    """TokenCake on tokenstack-hbm4 offloading to the capacity layers: a failure mid-run loses the KV on
+    the failed locations (running calls' and the runtime's held KV), the tiers stay consistent at every
+    step, every call still runs to its budget, a stack failure charges the weights' reload at the host
+    link's rate as one stall step, and the apps end later than in the nominal run."""
+    from tokenstack_sim.hw.link import transfer_time_s
+    from tokenstack_sim.kv.tiered import TieredKv
+    from tokenstack_sim.model.shapes import weight_bytes_total
+    from tokenstack_sim.sim.step_cost import EngineOptions
+    from tokenstack_sim.workload import agents
+    from tokenstack_sim.workload.agent_apps import instantiate
+
+    checks = []
+    orig = TieredKv.begin_step
+
+    def begin_step(self):
+        self.check()
+        checks.append(1)
+        orig(self)
+
+    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
+    t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
+    p = prepare("tokenstack-hbm4", "llama-3.1-8b", options=EngineOptions(memory_timing="roofline"), kv_blocks=700)
+    spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=700, runtime="tokencake",
+                   runtime_options={"offload_gain": gain}, seed=0)
+    nom = run_prepared(p, spec, table=t)
+    res = run_prepared(p, dataclasses.replace(spec, perturb=[failure]), table=t)
+    p.step_model.kv.check()
+    s = res.summary
+    assert checks and s["output_tokens"] == int(t.rows["output_tokens"].sum())
+    assert s["perturb_blocks_lost"] > 0 and s["perturb_kv_tokens_lost"] + s["perturb_held_kv_lost"] > 0
+    assert s["app_makespan_mean_s"] > nom.summary["app_makespan_mean_s"]
+    assert res.steps["new_tokens"].sum() > nom.steps["new_tokens"].sum()  # the lost KV is computed again
+    if failure["type"] == "stack_failure":  # every stack of every GPU: the whole shard's weights over the host link
+        system = p.system
+        dt = float(transfer_time_s(system.host_link, float(weight_bytes_total(p.model.config)) / system.tp))
+        assert s["perturb_reload_s"] == pytest.approx(dt)
+        stall = res.steps[res.steps["batch_size"] == 0]
+        assert np.isclose(stall["end_s"] - stall["start_s"], dt).sum() == 1
+        assert s["perturb_store_blocks_lost"] > 0  # the offloaded copies in the capacity layers went with them
+    else:
+        assert s["perturb_pim_slots_lost"] > 0 and s["perturb_reload_s"] == 0
+        assert s["perturb_held_kv_lost"] > 0  # stalls' held KV on the failed layers, let go

@@ -180,4 +180,6 @@ class WorkLost:
     reload_s: float = 0.0
     reload_bytes: float = 0.0
     pim_slots_lost: int = 0
+    held_kv_lost: int = 0  # agent runs: finished calls' KV a runtime held (pinned) that had data lost
+    store_blocks_lost: int = 0  # agent runs: offloaded copies in a lost capacity tier
     events: list = field(default_factory=list)  # (time s, what)

@@ -50,10 +50,15 @@ What each injector type changes (robust/injectors.py has the keys):
   written counted as GPU writes to the stacks (the host link's energy is not charged, as in every
   serving run). The requests that lost KV resume by recompute after the reload.
 
+Failures during agent runs (runtime/agent_loop.py; `attach` makes them the loop's timed calls): the same,
+and the runtime's held KV with a block on a lost location (a stall's pinned KV, an upload or load in
+flight) is let go whole, so the calls after it recompute; a capacity-tier offload store is lost with the
+tier (counted: perturb_held_kv_lost, perturb_store_blocks_lost). The reload stalls the engine, not the
+tools, which keep running.
+
 Left out: restoring lost KV from surviving copies (a replica on a live unit, TokenCake's offloaded
-copies): every holder of a lost block recomputes; failures during agent runs (the agent runtimes pin
-and move KV outside the scheduler: refused with an InputError); per-unit DMA slow-down; slow-downs of
-the links.
+copies in a host store are not used to restore a lost stall before its calls return: they load it as
+for any dropped stall); per-unit DMA slow-down; slow-downs of the links.
 """
 
 from __future__ import annotations
@@ -196,10 +201,6 @@ class Perturbation:
                     sel &= dag.app == inj.agent
                 err = _log_error(self.rng(inj), len(pred_tool), inj.magnitude)
                 pred_tool[sel] = dag.predicted_s[sel] * err[sel]
-        if inj_failure := [i for i in self.injectors if i.type in FAILURE_TYPES]:
-            if dag is not None:
-                raise InputError("failures are not modeled for agent workloads (their runtimes pin and move KV "
-                                 "outside the scheduler)", where=f"{self._where(inj_failure[0])}.type")
         plan = None
         if dag is not None and self.out_pred is not None:  # the runtimes' critical paths, from the predictions
             factor = np.ones(dag.n_nodes)
@@ -313,7 +314,7 @@ class Perturbation:
             self._rebind()
         return now_s, rows
 
-    def _fail(self, inj: Injector, now_s: float, sched, rows: list) -> float:
+    def _fail(self, inj: Injector, now_s: float, sched, rows: list, loop=None) -> float:
         kv, sm, system = self.kv, self.sm, self.prep.system
         stacks = self.failed_stacks(inj)
         if not stacks:
@@ -329,6 +330,8 @@ class Perturbation:
                 units = {0} if pim_units == 1 else {s // sm.stacks_per_unit for s in stacks}
             capacity = kv is not None and kv.C > 0
         units = {u for u in units if u < pim_units}
+        if loop is not None and kv is not None and (units or capacity):
+            self._lose_held(loop, units, capacity)
         if kv is not None and (units or capacity):
             reqs = kv.holders_on(sorted(units), capacity)
             self.lost.kv_tokens_lost += int(sched.computed[reqs].sum()) if reqs else 0
@@ -367,14 +370,49 @@ class Perturbation:
         return now_s
 
     def attach(self, loop) -> None:
-        """For the agent loop (runtime/agent_loop.py): the window events as its timed calls."""
+        """For the agent loop (runtime/agent_loop.py): the window events and failures as its timed calls."""
         for t, k, what in self.events:
-            loop.call_at(t, lambda now, k=k, what=what: self._agent_event(k, what))
+            loop.call_at(t, lambda now, k=k, what=what: self._agent_event(k, what, loop))
         self._ev = len(self.events)
 
-    def _agent_event(self, k: int, what: str) -> None:
+    def _agent_event(self, k: int, what: str, loop) -> None:
+        if what == "fail":
+            self._agent_fail(self.injectors[k], loop)
+            return
         (self.active.add if what == "on" else self.active.discard)(k)
         self._rebind()
+
+    def _agent_fail(self, inj: Injector, loop) -> None:
+        """A failure in an agent run, at the loop's present time: as `_fail` (running calls on the lost
+        locations resume by recompute, a stack's weights reload while the engine stalls), after the runtime's
+        held KV there is let go (`_lose_held`). The stall is a step of the loop's, so the calls and tools
+        of the agents go on around it (a tool's clock does not stop)."""
+        rows: list = []
+        sched = loop.sched
+        now = self._fail(inj, loop.now, sched, rows, loop=loop)
+        # the calls preempted here are re-admitted like the scheduler's own preemptions (the loop's
+        # bookkeeping of admissions: prefix hits, the runtime's `admitted`)
+        loop._waiting_ids.update(int(r) for r in sched.waiting)
+        loop.steps.extend(rows)
+        loop.now = now
+
+    def _lose_held(self, loop, units: set, capacity: bool) -> None:
+        """The agent runtime's held KV with data on the lost locations: each finished call's pinned set
+        (a stall's KV, an upload or a load in flight; runtime/agent_scheduler.py Pins) that has a block there
+        is let go whole (its surviving blocks stay in the prefix cache, as a dropped stall's do), so the
+        calls after it recompute what was lost; the runtimes release pins idempotently, so a stall whose
+        pins are gone is treated as dropped. A lost capacity tier also loses an offload store kept there
+        (runtime/kv_transfer.py `capacity_path`); a host store survives."""
+        kv, pins = self.kv, loop.pins
+        lost = kv._lost_mask(sorted(units), capacity)
+        hit = [o for o, bl in pins.sets.items() if bl and lost[kv.loc[np.asarray(bl, np.int64)] + 1].any()]
+        for owner in hit:
+            pins.release(owner)
+        self.lost.held_kv_lost += len(hit)
+        rt = loop.rt
+        store, path = getattr(rt, "store", None), getattr(rt, "path", None)
+        if capacity and store is not None and path is not None and path.name == "capacity":
+            self.lost.store_blocks_lost += store.clear()
 
     def finish(self) -> dict:
         """Restore the step model's nominal tables and peaks; the run's summary keys of work lost."""
@@ -387,6 +425,8 @@ class Perturbation:
         out = {"perturb_kv_tokens_lost": lo.kv_tokens_lost, "perturb_requests_interrupted": lo.requests_interrupted,
                "perturb_blocks_lost": lo.blocks_lost, "perturb_reload_s": lo.reload_s,
                "perturb_reload_bytes": lo.reload_bytes, "perturb_pim_slots_lost": lo.pim_slots_lost}
+        if self.has_failures:
+            out |= {"perturb_held_kv_lost": lo.held_kv_lost, "perturb_store_blocks_lost": lo.store_blocks_lost}
         if self.out_pred is not None:
             true = self._out_true
             out["perturb_output_pred_mape"] = float(np.mean(np.abs(self.out_pred - true) / np.maximum(true, 1)))

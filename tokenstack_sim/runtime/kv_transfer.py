@@ -235,6 +235,12 @@ class KvStore:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def clear(self) -> int:
+        """Every copy is gone (the medium failed: robust/perturb.py); returns how many there were."""
+        n = len(self._ready)
+        self._ready.clear()
+        return n
+
     def has(self, h: int, now: float = math.inf) -> bool:
         t = self._ready.get(h)
         return t is not None and t <= now
