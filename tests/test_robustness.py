@@ -379,12 +379,12 @@ def test_failures_in_agent_runs_lose_kv_and_the_calls_recompute(monkeypatch, fai
         checks.append(1)
         orig(self)
 
-    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
     t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
     p = prepare("tokenstack-hbm4", "llama-3.1-8b", options=EngineOptions(memory_timing="roofline"), kv_blocks=700)
     spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=700, runtime="tokencake",
                    runtime_options={"offload_gain": gain}, seed=0)
     nom = run_prepared(p, spec, table=t)
+    monkeypatch.setattr(TieredKv, "begin_step", begin_step)  # the perturbed run, checked at every step
     res = run_prepared(p, dataclasses.replace(spec, perturb=[failure]), table=t)
     p.step_model.kv.check()
     s = res.summary
