@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests._cli import tokenstack
+from _cli import tokenstack  # tests/_cli.py
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.runtime.collective import (ChunkKeys, DiffStore, RoundPlan, recompute_tokens, round_metrics,
                                                round_storage)

@@ -269,7 +269,7 @@ def test_runspec_names_the_bad_injector_key(prep):
 
 
 def test_robustness_cli_runs_a_study_and_reports(tmp_path, capsys):
-    from tests._cli import tokenstack
+    from _cli import tokenstack  # tests/_cli.py
 
     spec = tmp_path / "r.toml"
     spec.write_text(f"""schema_version = 1
