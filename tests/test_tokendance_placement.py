@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests._cli import tokenstack
+from _cli import tokenstack
 from tokenstack_sim.kv.policy import KvPolicy
 from tokenstack_sim.kv.tiered import ROLE_CAPACITY, ROLE_MASTER, ROLE_NONE, TieredKv
 from tokenstack_sim.sim.capacity import capacity_search, capacity_table, probes_table
