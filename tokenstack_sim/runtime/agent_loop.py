@@ -30,7 +30,7 @@ import numpy as np
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.runtime.agent_scheduler import AgentScheduler, Pins
 from tokenstack_sim.runtime.params import SchedulerParams
-from tokenstack_sim.runtime.serve_loop import PROGRESS_EVERY_STEPS, REQUEST_RESULT_DTYPE, STEP_DTYPE, ServeResult
+from tokenstack_sim.runtime.serve_loop import PROGRESS_EVERY_STEPS, ServeResult, serve_result
 from tokenstack_sim.workload.table import validate
 
 _READY, _TOOL_DONE, _CALL = 0, 1, 2
@@ -311,30 +311,9 @@ class AgentLoop:
 
     # ---- results ------------------------------------------------------------------------------------
     def _result(self) -> ServeResult:
-        sched = self.sched
-        n = self.n
-        req = np.zeros(n, dtype=REQUEST_RESULT_DTYPE)
-        req["request_id"] = np.arange(n)
-        req["arrival_s"] = self.release_s
-        req["first_token_s"] = sched.first_token_s
-        req["finish_s"] = sched.finish_s
-        req["input_tokens"] = self.table.rows["input_tokens"]
-        req["output_tokens"] = sched.generated
-        req["preemptions"] = sched.preemptions
-        req["prefix_hit_tokens"] = sched.prefix_hit_tokens
-        steps = np.array(self.steps, dtype=STEP_DTYPE) if self.steps else np.zeros(0, dtype=STEP_DTYPE)
-        pool = sched.pool
-        counters = {
-            "steps": len(steps),
-            "preemptions": sched.total_preemptions,
-            "prefix_hit_tokens": sched.total_prefix_hit_tokens,
-            "pool_query_tokens": pool.query_tokens,
-            "pool_hit_tokens": pool.hit_tokens,
-            "pool_evictions": pool.evictions,
-            "max_kv_blocks_in_use": int(steps["kv_blocks_in_use"].max()) if len(steps) else 0,
-        }
-        counters["agent"] = self.app_metrics(steps)
-        return ServeResult(req, steps, counters)
+        res = serve_result(self.sched, self.release_s, self.table.rows["input_tokens"], self.steps)
+        res.counters["agent"] = self.app_metrics(res.steps)
+        return res
 
     def app_metrics(self, steps: np.ndarray) -> dict:
         d = self.dag

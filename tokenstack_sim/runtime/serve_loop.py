@@ -141,12 +141,18 @@ def serve(table: RequestTable, params: SchedulerParams, cost: StepCost, *,
                       batch.kv_blocks_in_use, batch.num_waiting, batch.preemptions, batch.prefix_hit_tokens))
     if progress is not None:
         progress(finished, n)
-    req = np.zeros(n, dtype=REQUEST_RESULT_DTYPE)
-    req["request_id"] = np.arange(n)
+    return serve_result(sched, arrival_s, table.rows["input_tokens"], steps)
+
+
+def serve_result(sched, arrival_s, input_tokens, steps) -> ServeResult:
+    """A finished run's per-request results, step records and counters, from the scheduler's state (the
+    plain serving loop and the agent loop, runtime/agent_loop.py, build theirs here)."""
+    req = np.zeros(len(arrival_s), dtype=REQUEST_RESULT_DTYPE)
+    req["request_id"] = np.arange(len(arrival_s))
     req["arrival_s"] = arrival_s
     req["first_token_s"] = sched.first_token_s
     req["finish_s"] = sched.finish_s
-    req["input_tokens"] = table.rows["input_tokens"]
+    req["input_tokens"] = input_tokens
     req["output_tokens"] = sched.generated
     req["preemptions"] = sched.preemptions
     req["prefix_hit_tokens"] = sched.prefix_hit_tokens
