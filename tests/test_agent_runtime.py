@@ -27,6 +27,7 @@ from tokenstack_sim.workload import agents
 from tokenstack_sim.workload.agent_apps import instantiate
 from tokenstack_sim.workload.tool_time import Fixed
 from _cli import tokenstack as _cli  # tests/_cli.py
+from _kv_checks import check_tiers_every_step  # tests/_kv_checks.py
 
 pytestmark = pytest.mark.unit
 
@@ -243,19 +244,10 @@ def test_tokenstack_offload_to_capacity_keeps_tiers_consistent(opcost_cache, mon
     """TokenCake on tokenstack-hbm4 offloading to the capacity layers (base-die DMA): the tiers stay
     consistent at every step while agents' KV is pinned, offloaded and uploaded (TieredKv.check), the
     offload path is the capacity tier, and every call runs to its budget."""
-    from tokenstack_sim.kv.tiered import TieredKv
     from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
     from tokenstack_sim.sim.step_cost import EngineOptions
 
-    checks = []
-    orig = TieredKv.begin_step
-
-    def begin_step(self):
-        self.check()
-        checks.append(1)
-        orig(self)
-
-    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
+    checks = check_tiers_every_step(monkeypatch)
     t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
     prep = prepare("tokenstack-hbm4", "llama-3.1-8b", options=EngineOptions(memory_timing="roofline"), kv_blocks=700)
     spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=700, runtime="tokencake",

@@ -14,6 +14,7 @@ from tokenstack_sim.robust import metrics as rm
 from tokenstack_sim.robust.injectors import parse_injector
 from tokenstack_sim.robust.perturb import Perturbation, warp_arrivals
 from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
+from _kv_checks import check_tiers_every_step  # tests/_kv_checks.py
 
 SYSTEM, MODEL = "tokenstack-hbm4-1gpu", "llama-3.1-8b"
 # a short loaded run with a small pool, so that demotions, promotions and preemptions all happen
@@ -365,26 +366,17 @@ def test_failures_in_agent_runs_lose_kv_and_the_calls_recompute(monkeypatch, fai
     step, every call still runs to its budget, a stack failure charges the weights' reload at the host
     link's rate as one stall step, and the apps end later than in the nominal run."""
     from tokenstack_sim.hw.link import transfer_time_s
-    from tokenstack_sim.kv.tiered import TieredKv
     from tokenstack_sim.model.shapes import weight_bytes_total
     from tokenstack_sim.sim.step_cost import EngineOptions
     from tokenstack_sim.workload import agents
     from tokenstack_sim.workload.agent_apps import instantiate
-
-    checks = []
-    orig = TieredKv.begin_step
-
-    def begin_step(self):
-        self.check()
-        checks.append(1)
-        orig(self)
 
     t = instantiate(agents.codewriter(initial_tokens=800, template_tokens=64), 4, 2.0, seed=3)
     p = prepare("tokenstack-hbm4", "llama-3.1-8b", options=EngineOptions(memory_timing="roofline"), kv_blocks=700)
     spec = RunSpec("codewriter-like", warmup_frac=0.0, drain_frac=0.0, kv_blocks=700, runtime="tokencake",
                    runtime_options={"offload_gain": gain}, seed=0)
     nom = run_prepared(p, spec, table=t)
-    monkeypatch.setattr(TieredKv, "begin_step", begin_step)  # the perturbed run, checked at every step
+    checks = check_tiers_every_step(monkeypatch)  # the perturbed run, checked at every step
     res = run_prepared(p, dataclasses.replace(spec, perturb=[failure]), table=t)
     p.step_model.kv.check()
     s = res.summary
