@@ -97,6 +97,7 @@ class Pins:
         self.count: dict[int, int] = {}  # block -> pins on it (across owners)
         self._unlanded: dict[int, list[tuple[int, int]]] = {}  # owner -> (block, hash) waiting for a copy
         self.version = 0  # bumped on every change (callers cache what they derive from the pins)
+        self._arrays_version = -1  # `pinned_only`'s arrays are of this version
 
     def __contains__(self, owner: int) -> bool:
         return owner in self.sets
@@ -180,9 +181,12 @@ class Pins:
         return len(blocks)
 
     def pinned_only(self) -> int:
-        """Pinned blocks that no running request holds (idle memory)."""
+        """Pinned blocks that no running request holds (idle memory). The pinned blocks and their pin
+        counts are gathered into arrays once per change of the pins (`version`), not at every step."""
         if not self.count:
             return 0
-        b = np.fromiter(self.count.keys(), np.int64, len(self.count))
-        c = np.fromiter(self.count.values(), np.int64, len(self.count))
-        return int(np.count_nonzero(self.pool.ref_cnt[b] == c))
+        if self._arrays_version != self.version:
+            self._blocks_arr = np.fromiter(self.count.keys(), np.int64, len(self.count))
+            self._counts_arr = np.fromiter(self.count.values(), np.int64, len(self.count))
+            self._arrays_version = self.version
+        return int(np.count_nonzero(self.pool.ref_cnt[self._blocks_arr] == self._counts_arr))

@@ -28,8 +28,10 @@ The mechanism, per reused output c (a *chunk*, ``O_c`` real tokens, padded to wh
   predecessor in a's prompt than in the master (its own output right after its private history, the
   first output after its own, an output after a gap in its visible set, any shuffled order): those
   chunks' leading blocks are a's **diff blocks**, recomputed for a. The master and every agent's diffs
-  are computed in one collective step per round (one batched pass, charged when the round's first call
-  runs). **Diff-Aware Storage**: master blocks stored once, diff blocks per agent (`DiffStore`: block
+  are computed in one collective pass per round (one batched pass, charged to the step that runs its
+  first call) when the pool has room for them; otherwise in several passes, each over the next calls in
+  line that fit, collecting the master chunks they reuse that no earlier pass did (each chunk corrected
+  and recomputed once per round either way). **Diff-Aware Storage**: master blocks stored once, diff blocks per agent (`DiffStore`: block
   table = master indices + diffs; equal diffs of two agents are one block in the pool, keyed by
   content). Restore maps the agent's block table onto master and diff blocks (no copy: attention reads
   the master's blocks, the fused sparse restore).
@@ -50,15 +52,25 @@ Costs are charged by the engine's step model (`ChargingCost`): the recompute tok
 tokens of the step (the step's time with them minus without them, both from `StepModel.step`), the
 correction as a stream of KV bytes (`StepModel._stream1`), added to the step's time, parts (``other_s``
 for the stream) and actions (energy).
-Memory: a call's history is held (`Pins`) from its end until the agent's next call is admitted, its
-output (the next round's chunk; for tokendance then the master's blocks) until every call of the next
-round is; reused blocks are allocated when a call is admitted, as far as the pool allows (the rest wait,
-first come first served). When nothing runs and nothing fits, the held chunks are let go and the
-round's remaining calls are served without reuse (counted: ``fallback_calls``).
+Memory: a finished call's history is held (`Pins`) until the agent's next call is admitted, its output
+(the next round's chunk source) until the chunk is read: by the collector (tokendance: the source is
+let go once its master chunk is written) or by the last call that reuses it (pic). A round's master
+chunks and diffs are held until every call that reuses them has been admitted (with k visible agents
+of N, a sliding window). Held KV gives way to calls in line: when the head of the scheduler's queue does
+not fit, histories are let go first (the next round's, furthest agent first, then those of calls this
+runtime still holds, last first), then chunk sources (a *lost* chunk is recomputed whole where it is
+reused: ``lost_chunks``, ``lost_chunk_tokens``). A released block is only evictable; a call whose
+history was evicted since recomputes it on admission (``history_recompute_tokens``, charged like the
+reuse work; its reused region stays reusable, the chunks being position-independent). Calls are handed
+to the scheduler in line order when their reuse, history and template + output fit (`budget`). When
+nothing runs and nothing fits, the masters of rounds still held are let go and their remaining calls are
+served without reuse (``fallback_calls``).
 Leaves out: the quality of the approximation (outputs are unchanged by reuse here), CacheBlend's
 per-layer selection pass (EPIC's position rule needs none), the rotation cost of the fused restore, the
-load of chunks from a CPU store (the chunks' KV stays on the GPU between rounds), partial-block reuse
-when outputs are not padded to the engine's block.
+load of chunks or histories from a CPU store (what the GPU's pool lets go is recomputed, never
+reloaded), partial-block reuse when outputs are not padded to the engine's block; an evicted history's
+blocks are recomputed as one run from its first missing block (the blocks after it that stayed cached
+are charged again).
 """
 
 from __future__ import annotations
@@ -70,7 +82,7 @@ import numpy as np
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.kv.tiered import ROLE_CAPACITY, ROLE_MASTER, ROLE_NONE
 from tokenstack_sim.runtime.agent_runtime import AgentRuntime
-from tokenstack_sim.runtime.agent_scheduler import DagHashes, Pins
+from tokenstack_sim.runtime.agent_scheduler import DagHashes, Pins, cached_prefix
 from tokenstack_sim.workload.agent_apps import sequence_hashes
 from tokenstack_sim.workload.hashing import derive
 
@@ -134,10 +146,13 @@ class RoundPlan:
         producers = ag.round_calls[t - 1]
         self.master: list[int] = []
         self.master_pred: dict[int, int] = {}
+        self.master_at: dict[int, tuple[int, int]] = {}  # chunk -> its blocks' slice of the master
         pred = _h(_MASTER_START)
         for c in producers.tolist():
             self.master_pred[c] = pred
+            j = len(self.master)
             self.master += keys.chunk(c, pred)
+            self.master_at[c] = (j, len(self.master))
             pred = ChunkKeys.chunk_pred(c)
         self.master_tokens = int(ag.padded(ag.out_tokens[producers]).sum())
         self.master_recompute = int(keys.n_rec[producers].sum())
@@ -155,6 +170,8 @@ class RoundPlan:
             self.region[r] = ks
             self.diff_recompute[r] = dtok
             self.pic_recompute[r] = int(keys.n_rec[ag.chunks(r)].sum())
+        in_master = set(self.master)
+        self.diffs = {r: [k for k in ks if k not in in_master] for r, ks in self.region.items()}
 
 
 class DiffStore:
@@ -307,11 +324,14 @@ class _ReuseRuntime(AgentRuntime):
         self.held: list[tuple[int, float]] = []  # (request, ready time), agent order
         self.queued: dict[int, int] = {}  # admitted, not yet scheduled: request -> blocks its tail needs
         self.uncharged: dict[int, tuple] = {}  # request -> (new tokens, context, correction bytes)
-        self.round_charge: dict[int, tuple] = {}  # round -> collective work (tokendance)
         self.round_left = {t: len(c) for t, c in enumerate(ag.round_calls)}
         self.owners: dict[int, list[int]] = {}  # round -> previous-round calls whose chunks it reuses
-        self.src_pins = Pins(self.sched, loop.kv)  # chunk sources and masters, per generating call
+        self.src_pins = Pins(self.sched, loop.kv)  # chunk sources (the generating call's output KV)
+        self.master_pins = Pins(self.sched, loop.kv)  # a built master's chunks, per generating call (tokendance)
         self.unsourced: set[int] = set()
+        self._readers: dict[int, dict] = {}  # round -> `readers_left`
+        self.entered: set[int] = set()  # calls admitted by the scheduler (once, preemptions aside)
+        self.lost: set[int] = set()  # calls whose output's KV was let go before its reuse (`make_room`)
         sm = loop.cost
         self.kv_tok_bytes = float(getattr(sm, "block_bytes", 0.0)) / self.bs  # one shard's KV per token
         system = getattr(sm, "system", None)
@@ -320,7 +340,8 @@ class _ReuseRuntime(AgentRuntime):
         loop.cost = ChargingCost(sm, self)
         self.c.update(reuse_step_s=0.0, recompute_tokens=0, reused_tokens=0, correction_bytes=0.0,
                       collective_steps=0, fallback_calls=0, relieved=0, region_blocks=0, stored_region_blocks=0,
-                      master_blocks=0, diff_blocks=0, reuse_calls=0)
+                      master_blocks=0, diff_blocks=0, reuse_calls=0, history_recompute_tokens=0,
+                      released_histories=0, lost_chunks=0, lost_chunk_tokens=0)
 
     # --- plan ----------------------------------------------------------------------------------------
     def plan(self, t: int) -> RoundPlan:
@@ -364,33 +385,132 @@ class _ReuseRuntime(AgentRuntime):
             p = int(self.ag.prev[r])
             if p >= 0:
                 self.pins.release(p)  # the call holds its history and reused blocks itself now
+            if r in self.entered:
+                continue  # back after a preemption
+            self.entered.add(r)
             rd = int(self.ag.round[r])
             self.round_left[rd] -= 1
+            if rd >= 1:  # a chunk's KV is let go once every call that reuses it holds it
+                left = self.readers_left(rd)
+                for c in self.ag.chunks(r).tolist():
+                    left[c] -= 1
+                    if left[c] == 0:
+                        self.src_pins.release(c)
+                        self.master_pins.release(c)
             if self.round_left[rd] == 0:
                 for o in self.owners.pop(rd, []):
                     self.src_pins.release(o)
+                    self.master_pins.release(o)
+
+    def readers_left(self, t: int) -> dict:
+        """Per chunk reused in round t (a call of round t - 1): calls of round t not admitted yet that reuse
+        it. Its source (pic) or its master blocks and the diffs of its agent's next call (tokendance) are
+        held until none is left (with k visible agents of N the held KV is a sliding window, not all)."""
+        left = self._readers.get(t)
+        if left is None:
+            left = {}
+            for r in self.ag.round_calls[t].tolist():
+                for c in self.ag.chunks(r).tolist():
+                    left[c] = left.get(c, 0) + 1
+            self._readers[t] = left
+        return left
+
+    # --- memory pressure --------------------------------------------------------------------------
+    def _history_victims(self, keep: set, granted: bool = False) -> list[int]:
+        """Owners of held histories in the order they are let go: those whose next call is not in line
+        yet (the next round's), furthest in agent order first; then those of calls this runtime holds,
+        last in line first; with `granted`, then those of calls handed to the scheduler, last first
+        (otherwise their reuse, granted, stays until they are admitted). Never owners in `keep`."""
+        held = [int(self.ag.prev[r]) for r, _ in self.held]
+        waiting = [int(self.ag.prev[r]) for r in self.sched.waiting]
+        in_line = set(held) | set(waiting)
+        later = sorted((o for o in self.pins.sets if o not in in_line), key=lambda o: -int(self.ag.next[o]))
+        skip = set(keep) | (set() if granted else set(waiting))
+        return [o for o in later + held[::-1] + (waiting[::-1] if granted else []) if o not in skip]
+
+    def make_room(self, need: int, keep=(), sources: bool = False, granted: bool = False) -> int:
+        """Let go of held histories until `need` blocks are free for calls in line (`budget`), least
+        needed first (`_history_victims`); with `sources`, then of chunk sources not yet read, furthest
+        in agent order first (the chunk is *lost*: its reuse recomputes it whole, `lost_tokens`). Returns
+        blocks freed. A released block is only evictable: it still hits while the pool keeps it; a call
+        whose history was evicted recomputes it on admission (`land_history`)."""
+        freed = 0
+        for o in self._history_victims(set(keep), granted):
+            if self.budget() >= need:
+                return freed
+            n = self.pins.release(o)
+            if n:
+                freed += n
+                self.c["released_histories"] += 1
+                r = int(self.ag.next[o])
+                if r in self.queued:  # handed to the scheduler: its history may now be evicted before it runs
+                    self.queued[r] = self.blocks_to_admit(r) + self.tail_need(r)
+        if sources:
+            for c in sorted(self.src_pins.sets, key=lambda c: -int(self.ag.agent[c])):
+                if self.budget() >= need:
+                    break
+                freed += self.src_pins.release(c)
+                self.lost.add(c)
+                self.c["lost_chunks"] += 1
+        return freed
+
+    def lost_tokens(self, chunks) -> int:
+        """Tokens beyond the selection rule's that reusing `chunks` recomputes: all of a lost chunk's."""
+        return sum(int(self.ag.out_tokens[c]) - int(self.keys.n_rec[c]) for c in chunks if c in self.lost)
+
+    def unblock_waiting(self) -> None:
+        """The head of the scheduler's queue does not fit while idle histories or chunk sources are held:
+        let go of them (`make_room`) before the head waits for running calls to finish. A call in line
+        comes before the reuse of a later one (vLLM admits it by evicting cached blocks); without this,
+        pins of finished calls fill the pool and the round serializes (1,000 agents)."""
+        sched = self.sched
+        if not sched.num_waiting or not (self.pins.total or self.src_pins.total):
+            return
+        head = int(sched.waiting[0])
+        need = self.blocks_to_admit(head)
+        short = need - (self.pool.num_free - self.running_need())
+        if short > 0:  # make_room asks the budget, which counts every call in the queue: ask for the shortfall
+            self.make_room(self.budget() + short, keep={int(self.ag.prev[head])}, sources=True)
+
+    def land_history(self, r: int) -> int:
+        """Blocks of call r's history evicted since its agent's last call: allocated and cached now, their
+        prefill charged to the step that admits r (the reused region after them stays reusable: the
+        chunks are position-independent); returns how many."""
+        hashes = self.sched.hashes.first(r, self.hist_blocks(r))
+        cached = self.pool._cached
+        miss = [j for j, h in enumerate(hashes) if h not in cached]
+        if not miss:
+            return 0
+        self.land(int(self.ag.prev[r]), [hashes[j] for j in miss])
+        tok = len(miss) * self.bs
+        self.charge(r, tok, miss[0] * self.bs, 0.0)
+        self.c["history_recompute_tokens"] += tok
+        return len(miss)
+
+    def charge(self, r: int, tokens: int, context: int, nbytes: float) -> None:
+        """Add reuse work of call r (prefill of `tokens` after `context`, `nbytes` of KV corrected) to
+        what the step that runs it is charged (`take_charge`)."""
+        w = self.uncharged.get(r, ([], [], 0.0))
+        self.uncharged[r] = (w[0] + [int(tokens)], w[1] + [int(context)], w[2] + float(nbytes))
+
+    def missing_history(self, r: int) -> int:
+        return self.missing(self.sched.hashes.first(r, self.hist_blocks(r)))
 
     def relieve(self, now: float, need_idle: bool = False) -> bool:
-        """Admission is stuck with nothing running: let go of the chunk sources and masters of the rounds
-        still held (their calls not yet admitted are served without reuse), then of histories until the
-        head of the queue fits."""
-        freed = 0
-        for rd in sorted(self.owners):
-            for o in self.owners.pop(rd):
-                freed += self.src_pins.release(o)
-            self.unsourced.add(rd)
-        # then histories: first those held for the next round (calls not released yet), then those of calls
-        # in line, last first, until the head of the scheduler's queue could fit whole (the calls recompute
-        # what gets evicted)
+        """Admission is stuck with nothing running: let go of histories, then chunk sources, until the head
+        of the queue fits (`make_room`); if nothing of those is left, of the masters and diffs of rounds
+        still held (their calls not yet admitted are served without reuse: `fallback`)."""
         sched = self.sched
         head = int(sched.waiting[0]) if sched.num_waiting else None
         need = -(-int(sched.num_tokens[head]) // self.bs) if head is not None else 0
-        line = [int(self.ag.prev[r]) for r, _ in self.held] + [int(self.ag.prev[r]) for r in sched.waiting]
-        in_line = set(line)
-        for o in [o for o in list(self.pins.sets) if o not in in_line] + line[::-1]:
-            freed += self.pins.release(o)
-            if self.pool.num_free - self.running_need() >= need:
-                break
+        keep = {int(self.ag.prev[head])} if head is not None else set()
+        short = need - (self.pool.num_free - self.running_need())
+        freed = self.make_room(self.budget() + short, keep, sources=True, granted=True) if short > 0 else 0
+        if self.pool.num_free - self.running_need() < need:
+            for rd in sorted(self.owners):
+                for o in self.owners.pop(rd):
+                    freed += self.src_pins.release(o) + self.master_pins.release(o)
+                self.unsourced.add(rd)
         if freed:
             self.c["relieved"] += 1
         return freed > 0
@@ -408,7 +528,7 @@ class _ReuseRuntime(AgentRuntime):
         self.held = keep
 
     def quiet(self) -> bool:
-        return not self.held and not self.uncharged and not self.round_charge
+        return not self.held and not self.uncharged
 
     def pending_work(self) -> bool:
         return bool(self.held)
@@ -422,7 +542,22 @@ class _ReuseRuntime(AgentRuntime):
         self.held = []
 
     def budget(self) -> int:
-        return self.pool.num_free - self.running_need() - sum(self.queued.values())
+        """Blocks the runtime may still hand out: free (or evictable) blocks less what running calls and
+        calls in the scheduler's queue will take (those it admitted: `queued`; those back in the queue
+        after a preemption: their blocks not cached)."""
+        back = 0
+        if len(self.queued) < self.sched.num_waiting:
+            for r in self.sched.waiting:
+                if r not in self.queued:
+                    back += self.blocks_to_admit(int(r))
+        return self.pool.num_free - self.running_need() - sum(self.queued.values()) - back
+
+    def blocks_to_admit(self, r: int) -> int:
+        """Free blocks the scheduler's admission of call r takes (its blocks not hit, and the hit blocks
+        it takes off the free queue)."""
+        hit = cached_prefix(self.pool, self.prompt_hashes(r))
+        return -(-int(self.sched.num_tokens[r]) // self.bs) - len(hit) \
+            + self.pool.num_evictable(np.asarray(hit, np.int32))
 
     def land(self, owner: int, hashes: list[int], pins=None) -> int:
         """Allocate and cache blocks for those of `hashes` not cached yet (their KV is written by the
@@ -445,17 +580,11 @@ class _ReuseRuntime(AgentRuntime):
 
     def take_charge(self, batch):
         """The reuse work of calls in this batch not charged yet: (new tokens, contexts, bytes) or None."""
-        if not self.uncharged and not self.round_charge:
+        if not self.uncharged:
             return None
         new, ctx, nbytes = [], [], 0.0
         for r in batch.request_ids.tolist():
             w = self.uncharged.pop(r, None)
-            if w is not None:
-                new += w[0]
-                ctx += w[1]
-                nbytes += w[2]
-            rd = int(self.ag.round[r])
-            w = self.round_charge.pop(rd, None)
             if w is not None:
                 new += w[0]
                 ctx += w[1]
@@ -477,27 +606,31 @@ class Pic(_ReuseRuntime):
     name = "pic"
 
     def before_step(self, now: float) -> None:
+        self.unblock_waiting()
         if self.unsourced:
             self.fallback()
         if not self.held:
             return
-        budget = self.budget()
         keep = []
         for i, (r, t) in enumerate(self.held):
             hashes = self.region_hashes(r)
-            need = self.missing(hashes) + self.tail_need(r)
-            if need > budget:
+            owner = int(self.ag.prev[r])
+            need = self.missing_history(r) + self.missing(hashes) + self.tail_need(r)
+            if need > self.budget():
+                self.make_room(need, keep={owner})
+            if need > self.budget():
                 keep = self.held[i:]
                 break
-            owner = int(self.ag.prev[r])
-            got = self.land(owner, hashes)
-            budget -= got + self.tail_need(r)
+            self.land_history(r)
+            self.land(owner, hashes)
             plan = self.plan(int(self.ag.round[r]))
-            rec = plan.pic_recompute[r]
+            lost = self.lost_tokens(self.ag.chunks(r).tolist())
+            rec = plan.pic_recompute[r] + lost
+            self.c["lost_chunk_tokens"] += lost
             region = int(self.ag.region_tokens[r])
             nbytes = region * self.kv_tok_bytes
             ctx = int(self.ag.hist_tokens[r]) + region - rec
-            self.uncharged[r] = ([rec], [ctx], nbytes)
+            self.charge(r, rec, ctx, nbytes)
             self.c["recompute_tokens"] += rec
             self.c["reused_tokens"] += region
             self.c["correction_bytes"] += nbytes * self.gpus
@@ -520,7 +653,9 @@ class TokenDance(_ReuseRuntime):
         sched = self.sched
         sched.hashes = LayoutHashes(loop.table, self.keys, self.bs, sched.output_tokens, sched.hashes.fallback
                                     if isinstance(sched.hashes, DagHashes) else sched.hashes)
-        self.built: set[int] = set()
+        self.built: set[int] = set()  # rounds whose Diff-Aware Storage is open (`_open_round`)
+        self.collected: set[int] = set()  # chunks whose master blocks a pass landed
+        self.covered: set[int] = set()  # calls whose master chunks and diffs a pass landed
         kv = loop.kv
         self.kvt = kv if kv is not None and getattr(kv, "U", 0) else None  # a tiered KV with PIM units
         self.tiers = self.kvt if params.placement_roles != "off" else None  # ... where the roles are set
@@ -574,86 +709,140 @@ class TokenDance(_ReuseRuntime):
             self.tiers.roles_used = True
             self.tiers.new_role = role
 
-    def _place(self, plan: RoundPlan, diffs: dict) -> None:
-        """Where a collected round's master and diff blocks are (module docstring): marked first (those
+    def _place(self, master_keys: list[int], diffs: dict) -> None:
+        """Where a collective pass's master and diff blocks are (module docstring): marked first (those
         cached from before are moved now), then counted."""
         kv = self.kvt
-        master = self._blocks_of(plan.master)
+        master = self._blocks_of(master_keys)
         dblocks = self._blocks_of(k for d in diffs.values() for k in d)
         if self.tiers is not None:
             kv.prefer(master, ROLE_MASTER)
             kv.prefer(dblocks, ROLE_CAPACITY, move=self.eager)
-            self.diff_set = set(dblocks)
+            self.diff_set.update(dblocks)
         loc = kv.loc
         self.c["master_pim_blocks"] += int(((loc[master] >= 0) & (loc[master] < kv.U)).sum()) if master else 0
         self.c["diff_capacity_blocks"] += int((loc[dblocks] == kv.CAP).sum()) if dblocks else 0
         self.c["master_placed_blocks"] += len(master)
         self.c["diff_placed_blocks"] += len(dblocks)
 
-    def collect(self, t: int) -> bool:
-        """The KV Collector for round t: master + every call's diffs in one collective step, if the pool
-        has room for them; True when done."""
+    def _window_need(self, plan: RoundPlan, r: int, pending: set) -> tuple[int, list[int]]:
+        """Blocks that taking call r into a collective pass takes beyond what the pass has already
+        (`pending` chunks): its master chunks not collected yet, net of their sources (let go once read),
+        its diffs, its own history and tail; and those chunks."""
+        new_c = [c for c in self.ag.chunks(r).tolist() if c not in self.collected and c not in pending]
+        nb = 0
+        for c in new_c:
+            a, b = plan.master_at[c]
+            nb += self.missing(plan.master[a:b]) - len(self.src_pins.blocks(c))
+        return nb + self.missing(plan.diffs[r]) + self.missing_history(r) + self.tail_need(r), new_c
+
+    def collect(self, t: int) -> int:
+        """The KV Collector for round t: one collective pass over the held calls of round t not covered
+        yet, in line order, as many as the pool has room for (with the pool large enough: all of them,
+        one pass per round); a pass corrects and recomputes the master chunks its calls reuse that no
+        earlier pass collected, and their diffs. Returns the calls covered."""
         plan = self.plan(t)
-        calls = [r for r, _ in self.held if int(self.ag.round[r]) == t]
-        need_master = self.missing(plan.master)
-        in_master = set(plan.master)
-        diffs = {r: [k for k in plan.region[r] if k not in in_master] for r in calls}
-        need = need_master + len({k for d in diffs.values() for k in d})
-        if need > self.budget():
-            return False
-        producers = self.ag.round_calls[t - 1].tolist()
-        bpc = self.keys.blocks
-        j = 0
-        self._role(ROLE_MASTER)  # written into the PIM units (module docstring: placement)
-        for c in producers:  # the master's blocks, each chunk held for the call that generated it
-            nb = int(bpc[c])
-            self.land(c, plan.master[j:j + nb], self.src_pins)
-            j += nb
+        if t not in self.built:
+            self._open_round(t, plan)
+        calls = [r for r, _ in self.held if int(self.ag.round[r]) == t and r not in self.covered]
+        if not calls:
+            return 0
+        # the master is corrected from the sources chunk by chunk, each source let go once its chunk is
+        # written: at most one chunk's blocks beyond the sources at any time
+        peak = int(self.keys.blocks.max(initial=0))
+        need, first = self._window_need(plan, calls[0], set())
+        if need + peak > self.budget():
+            self.make_room(need + peak)
+            if need + peak > self.budget():
+                return 0
+        chosen, chunks, total = [calls[0]], list(first), need
+        pending = set(first)
+        room = self.budget() - peak
+        for r in calls[1:]:
+            need, new_c = self._window_need(plan, r, pending)
+            if total + need > room:
+                break
+            total += need
+            chosen.append(r)
+            chunks += new_c
+            pending.update(new_c)
+        self._pass(t, plan, chosen, sorted(chunks, key=lambda c: plan.master_at[c][0]))
+        return len(chosen)
+
+    def _open_round(self, t: int, plan: RoundPlan) -> None:
+        """Round t's Diff-Aware Storage (exact block tables of every call; what the pool holds at a time
+        follows the passes) and its storage counters."""
         store = DiffStore(plan.master)
-        new, ctx = [plan.master_recompute], [plan.master_tokens - plan.master_recompute]
-        self._role(ROLE_CAPACITY if self.eager else ROLE_NONE)  # diffs: into the capacity layers (eager)
-        for r in calls:
-            self.land(int(self.ag.prev[r]), diffs[r])
-        self._role(ROLE_NONE)
-        for r in calls:
+        for r in plan.calls.tolist():
             store.add(r, plan.region[r])
-            d = plan.diff_recompute[r]
-            new.append(d)
-            ctx.append(int(self.ag.hist_tokens[r] + self.ag.region_tokens[r]) - d)
         self.stores[t] = store
-        if self.kvt is not None:
-            self._place(plan, diffs)
-        nbytes = plan.master_tokens * self.kv_tok_bytes
-        self.round_charge[t] = (new, ctx, nbytes)
-        self.c["collective_steps"] += 1
-        self.c["recompute_tokens"] += int(sum(new))
-        self.c["reused_tokens"] += int(sum(int(self.ag.region_tokens[r]) for r in calls))
-        self.c["correction_bytes"] += nbytes * self.gpus
+        self.diff_set = set()
         self.c["region_blocks"] += store.logical_blocks
         self.c["stored_region_blocks"] += store.stored_blocks
         self.c["master_blocks"] += len(store.master)
         self.c["diff_blocks"] += store.diff_blocks
-        self.c["reuse_calls"] += len(calls)
         self.built.add(t)
-        return True
+
+    def _pass(self, t: int, plan: RoundPlan, calls: list[int], chunks: list[int]) -> None:
+        """One collective pass: land `chunks`' master blocks (each source let go once read) and the diffs
+        of `calls`; the pass's recompute and correction are charged to the step that runs its first call."""
+        self._role(ROLE_MASTER)  # written into the PIM units (module docstring: placement)
+        keys = []
+        for c in chunks:  # the master's blocks, each chunk held for the call that generated it
+            a, b = plan.master_at[c]
+            keys += plan.master[a:b]
+            self.land(c, plan.master[a:b], self.master_pins)
+            self.src_pins.release(c)  # the source is read: its chunk lives on in the master
+            self.collected.add(c)
+        self._role(ROLE_CAPACITY if self.eager else ROLE_NONE)  # diffs: into the capacity layers (eager)
+        for r in calls:  # held with the master (the round's Diff-Aware Storage), not with the history
+            self.land(int(self.ag.prev[r]), plan.diffs[r], self.master_pins)
+        self._role(ROLE_NONE)
+        lost = self.lost_tokens(chunks)  # recomputed whole, once, by the collector
+        self.c["lost_chunk_tokens"] += lost
+        rec = int(self.keys.n_rec[chunks].sum()) + lost if chunks else 0
+        tokens = int(self.ag.padded(self.ag.out_tokens[chunks]).sum()) if chunks else 0
+        nbytes = tokens * self.kv_tok_bytes
+        self.charge(calls[0], rec, tokens - rec, nbytes)
+        diff_tokens = 0
+        for r in calls:
+            d = plan.diff_recompute[r]
+            diff_tokens += d
+            self.charge(calls[0], d, int(self.ag.hist_tokens[r] + self.ag.region_tokens[r]) - d, 0.0)
+        self.covered.update(calls)
+        if self.kvt is not None:
+            self._place(keys, {r: plan.diffs[r] for r in calls})
+        self.c["collective_steps"] += 1
+        self.c["recompute_tokens"] += rec + diff_tokens
+        self.c["reused_tokens"] += int(sum(int(self.ag.region_tokens[r]) for r in calls))
+        self.c["correction_bytes"] += nbytes * self.gpus
+        self.c["reuse_calls"] += len(calls)
 
     def before_step(self, now: float) -> None:
+        self.unblock_waiting()
         if self.unsourced:
             self.fallback()
         if not self.held:
             return
         t = int(self.ag.round[self.held[0][0]])
-        if t not in self.built and not self.collect(t):
+        if self.held[0][0] not in self.covered and not self.collect(t):
             return
-        budget = self.budget()
         keep = []
         for i, (r, tr) in enumerate(self.held):
-            need = self.missing(self.region_hashes(r)) + self.tail_need(r)
-            if need > budget:
+            if r not in self.covered:
+                self.collect(t)  # the next pass, if the pool has room for it now
+                if r not in self.covered:
+                    keep = self.held[i:]
+                    break
+            owner = int(self.ag.prev[r])
+            need = self.missing_history(r) + self.missing(self.region_hashes(r)) + self.tail_need(r)
+            if need > self.budget():
+                self.make_room(need, keep={owner})
+            if need > self.budget():
                 keep = self.held[i:]
                 break
-            budget -= need
-            self.queued[r] = self.tail_need(r)
+            self.land_history(r)
+            self.queued[r] = self.missing(self.region_hashes(r)) + self.tail_need(r)
             self.loop.admit(r, tr)
         self.held = keep
 
