@@ -186,7 +186,7 @@ class AgentLoop:
                 continue
             if self.fast_forward and sched.num_waiting == 0 and rt.quiet():
                 k = sched.decode_run_length()
-                pinned_only = self.pins.pinned_only() if k else 0  # decode steps do not change it
+                pinned_only = rt.pinned_only() if k else 0  # decode steps do not change it
                 if k:
                     k = min(k, rt.quiet_steps(k))
                 taken = 0
@@ -252,7 +252,7 @@ class AgentLoop:
             if admitted:
                 self._account_hits(admitted, start)
                 rt.admitted([r for r, _ in admitted], start)
-            self.tracker.step(dt, batch.kv_blocks_in_use, self.pins.pinned_only())
+            self.tracker.step(dt, batch.kv_blocks_in_use, rt.pinned_only())
             done = sched.finish_step(batch, self.now)
             self.steps.append((start, self.now, batch.size, int(batch.new_tokens.sum()), int(batch.emits.sum()),
                                batch.kv_blocks_in_use, batch.num_waiting, batch.preemptions, batch.prefix_hit_tokens))
@@ -323,7 +323,8 @@ class AgentLoop:
         total = self.params.num_kv_blocks
         tr = self.tracker
         out = self.sched.output_tokens
-        prompt_computed = float(steps["new_tokens"].sum()) - float(np.maximum(self.sched.generated - 1, 0).sum())
+        prompt_computed = float(steps["new_tokens"].sum()) - float(np.maximum(self.sched.generated - 1, 0).sum()) \
+            + float(self.rt.charged_prompt_tokens())  # tokens a runtime's own work computed (reuse recompute)
         res = {
             "apps": int(d.n_apps),
             "app_makespan_mean_s": float(np.nanmean(mk)),

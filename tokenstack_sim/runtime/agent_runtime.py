@@ -208,6 +208,14 @@ class AgentRuntime:
     def pending_work(self) -> bool:
         return False
 
+    def charged_prompt_tokens(self) -> int:
+        """Prompt tokens computed by work this runtime charged to steps itself, outside the scheduler's."""
+        return 0
+
+    def pinned_only(self) -> int:
+        """Blocks this runtime holds that no running call holds (idle memory in the KV use figures)."""
+        return self.pins.pinned_only()
+
     def flush(self, now: float) -> None:
         pass
 

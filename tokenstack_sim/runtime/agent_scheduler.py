@@ -180,13 +180,25 @@ class Pins:
         self.version += 1
         return len(blocks)
 
-    def pinned_only(self) -> int:
-        """Pinned blocks that no running request holds (idle memory). The pinned blocks and their pin
-        counts are gathered into arrays once per change of the pins (`version`), not at every step."""
-        if not self.count:
-            return 0
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pinned blocks and their pin counts, gathered once per change of the pins (`version`)."""
         if self._arrays_version != self.version:
             self._blocks_arr = np.fromiter(self.count.keys(), np.int64, len(self.count))
             self._counts_arr = np.fromiter(self.count.values(), np.int64, len(self.count))
             self._arrays_version = self.version
-        return int(np.count_nonzero(self.pool.ref_cnt[self._blocks_arr] == self._counts_arr))
+        return self._blocks_arr, self._counts_arr
+
+    def pinned_only(self, *others: "Pins") -> int:
+        """Pinned blocks that no running request holds (idle memory), over these pins and `others` (a
+        block pinned by several sets counts once: idle when every reference on it is a pin)."""
+        sets = [x for x in (self,) + others if x.count]
+        if not sets:
+            return 0
+        if len(sets) == 1:
+            b, c = sets[0].arrays()
+            return int(np.count_nonzero(self.pool.ref_cnt[b] == c))
+        b = np.concatenate([x.arrays()[0] for x in sets])
+        c = np.concatenate([x.arrays()[1] for x in sets])
+        ub, inv = np.unique(b, return_inverse=True)
+        total = np.bincount(inv, weights=c).astype(np.int64)
+        return int(np.count_nonzero(self.pool.ref_cnt[ub] == total))

@@ -553,6 +553,12 @@ class _ReuseRuntime(AgentRuntime):
     def pending_work(self) -> bool:
         return bool(self.held)
 
+    def pinned_only(self) -> int:
+        return self.pins.pinned_only(self.src_pins, self.master_pins)
+
+    def charged_prompt_tokens(self) -> int:
+        return int(self.c["recompute_tokens"] + self.c["history_recompute_tokens"])
+
     def flush(self, now: float) -> None:
         """Nothing runs and the held calls' reuse does not fit: serve them without reuse (counted)."""
         for r, t in self.held:
