@@ -31,9 +31,9 @@ The mechanism, per reused output c (a *chunk*, ``O_c`` real tokens, padded to wh
   are computed in one collective pass per round (one batched pass, charged to the step that runs its
   first call) when the pool has room for them; otherwise in several passes, each over the next calls in
   line that fit, collecting the master chunks they reuse that no earlier pass did (each chunk corrected
-  and recomputed once per round either way). **Diff-Aware Storage**: master blocks stored once, diff blocks per agent (`DiffStore`: block
-  table = master indices + diffs; equal diffs of two agents are one block in the pool, keyed by
-  content). Restore maps the agent's block table onto master and diff blocks (no copy: attention reads
+  and recomputed once per round either way). **Diff-Aware Storage**: master blocks stored once, diff
+  blocks per agent (`DiffStore`: block table = master indices + diffs; equal diffs of two agents are
+  one block in the pool, keyed by content). Restore maps the agent's block table onto master and diff blocks (no copy: attention reads
   the master's blocks, the fused sparse restore).
 Placement (issue 10 item 5, ``placement_roles``, on a tiered KV, kv/tiered.py): every sibling's attention
 reads the master's blocks at every decode step (N readers), a diff or a history block has one reader. The
@@ -323,7 +323,7 @@ class _ReuseRuntime(AgentRuntime):
         self.plans: dict[int, RoundPlan] = {}
         self.stores: dict[int, DiffStore] = {}
         self.held: list[tuple[int, float]] = []  # (request, ready time), agent order
-        self.queued: dict[int, int] = {}  # admitted, not yet scheduled: request -> blocks its tail needs
+        self.queued: dict[int, int] = {}  # handed to the scheduler, not admitted: request -> blocks it takes
         self.uncharged: dict[int, tuple] = {}  # request -> (new tokens, context, correction bytes)
         self.round_left = {t: len(c) for t, c in enumerate(ag.round_calls)}
         self.owners: dict[int, list[int]] = {}  # round -> previous-round calls whose chunks it reuses
@@ -376,7 +376,7 @@ class _ReuseRuntime(AgentRuntime):
         if nxt < 0:
             return
         # hold the agent's history (its next call starts with it) until that call is admitted, and this
-        # call's output (the next round's chunk) until the whole next round is
+        # call's output (the next round's chunk source) until it is read (module docstring: Memory)
         self.pins.pin_cached(r, self.sched.hashes.first(r, self.hist_blocks(nxt)))
         seq = self.sequence_hashes(r)
         first = int(self.sched.num_tokens[r] - self.sched.output_tokens[r]) // self.bs
@@ -440,10 +440,10 @@ class _ReuseRuntime(AgentRuntime):
         (furthest agent first) and the histories of calls in line (last first); with `sources`, last the
         chunk sources the held calls reuse. A lost chunk costs tokendance one recompute
         (`lost_chunk_once`) but pic one per reader (k per chunk), so pic lets go of sources only with
-        `sources` (a call in the scheduler's queue does not fit, or nothing runs), after the histories. A source let go makes its chunk
-        *lost*: its reuse recomputes it whole (`lost_tokens`). Returns blocks freed. A released block is
-        only evictable: it still hits while the pool keeps it; a call whose history was evicted recomputes
-        it on admission (`land_history`)."""
+        `sources` (a call in the scheduler's queue does not fit, or nothing runs), after the histories.
+        A source let go makes its chunk *lost*: its reuse recomputes it whole (`lost_tokens`). Returns
+        blocks freed. A released block is only evictable: it still hits while the pool keeps it; a call
+        whose history was evicted recomputes it on admission (`land_history`)."""
         if self.budget() >= need:
             return 0
         t_held = int(self.ag.round[self.held[0][0]]) if self.held else -1
