@@ -8,7 +8,8 @@ Characterizes into a fresh temporary cache (one core, from nothing, unless --wor
 With --scan N, also checks every table against the kernel at N held-out sizes per load level
 (log-uniform inside the grid, seed 2024, not the characterization's own held-out points) and at the
 same sizes under held-out loads between levels (half-way, and one random share per size, seed 2025;
-interpolated between the two levels, as `OpTable.time` does),
+interpolated between the two levels, as `OpTable.time` does; under load the kernel's figure is the
+expected time over the background's draws, simulate.py, the same function the table is made from),
 and prints max / p95 / mean |error| and how many points miss by more than 5%. Prints figures; asserts
 nothing. Targets (issue 6): >= 1M look-ups/s vectorized; <= 60 s to characterize one config; costs
 within 5% of the kernel at held-out sizes and loads.
@@ -94,8 +95,9 @@ def scan(st, op, tab, n: int) -> None:
                 for between in ((share + lo) / 2, float(rng_share.uniform(lo, share))):
                     k, _, _ = simulate_op(st, op, float(x), float(between))
                     rows["between levels"].append((x, between, k, float(tab.time(x, between))))
-    # ops of at least LONG_NS: shorter ones vary with the background's realization (its seed) by more
-    # than 5% (characterize.SHARE_PROBE_NS), which no table in size and share can follow
+    # ops of at least LONG_NS apart: the issue's 5% is met there for streams and attention; shorter ops
+    # under load (where one write drain or one background request is a large share) have a looser bound
+    # (characterize.py's module docstring)
     for key in list(rows):
         rows[f"{key}, >= 2 us"] = [v for v in rows[key] if v[2] >= LONG_NS]
     for what, r in rows.items():

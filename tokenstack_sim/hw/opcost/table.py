@@ -6,21 +6,20 @@ Each segment between two sizes is affine (a fixed cost plus a rate: what a strea
 row-by-row PIM sweep is). The size grid starts geometric and is refined where the kernel's curve bends
 (a refresh landing inside the op, a tier map wrapping to the next row, queues filling): a segment whose
 midpoint the line misses by more than the tolerance is split, so each level has its own sizes
-(characterize.py). Under load, where the time has structure at the scale of one access per channel
-(a DMA's write-drain sawtooth), a level holds, up to `dense_max[level]`, both ends of every run of
+(characterize.py). Where the time has structure at the scale of one access per channel (a DMA's
+write-drain sawtooth at load 0), a level holds, up to `dense_max[level]`, both ends of every run of
 sizes that the slice serves as the same requests (simulate.size_breaks), so that the same linear
 look-up is exact there (the engine's step model interpolates the level-0 arrays itself).
 
 A load between two levels is interpolated linearly in share between the two levels' times at that size.
-That is sound because the background (simulate.py) is independent random lines: an op's time then
-rises with the load, smoothly enough to interpolate (a 1.79 MB stream of the capacity tier: 1016 /
-1260 / 1773 / 2423 / 3698 ns under 0 / 0.05 / 0.1 / 0.15 / 0.2). Under the earlier sequential-sweep
+That is sound because an op's cost under load is its expected time over the background's draws
+(simulate.py): it rises with the load, smoothly enough to interpolate (a 1.79 MB stream of the capacity
+tier: 1016 ns alone, rising with every 0.05 of load up to 0.2). Under the earlier sequential-sweep
 background it was not monotonic (1264 / 1583 / 3832 / 2768 ns under 0.1 / 0.175 / 0.2 / 0.3: two
-sweeps of one channel fall into step), and the look-up then took the level above and missed by up to
-174%. `max_rel_error_between_levels` says how far the interpolation misses at held-out loads. What is
-left: ops of a few hundred ns under load (small DMAs, whose last writes wait for the write-age timer or
-not: ~100-190 ns teeth that move with the background's phase), which no table in share follows. A size
-above the grid, or a load above the top level, is refused.
+sweeps of one channel fall into step), and under one realization of random lines the realization's
+noise was structure no table followed (DMAs 14-49% off between levels). `max_rel_error_between_levels`
+says how far the interpolation misses at held-out loads (figures: characterize.py). A size above the
+grid, or a load above the top level, is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ ATTENTION_TOKENS = _geometric(16, 131072, 1)  # 0, 16 .. 131072 tokens
 # 0.025 apart; characterize._refine_shares), so each table has its own. The top is 0.2: under 0.25-0.3
 # of random lines (which miss the row almost every time, so a channel serves far less of them than its
 # peak) the queue the background builds decides the op's time, which then jumps 2-3x between neighbouring loads (300-token attention: 1006 / 3172 / 1760 /
-# 4706 ns under 0.225 / 0.25 / 0.275 / 0.3; simulate_op on hbm4-12h-tokenstack): no longer a cost of
+# 4706 ns under 0.225 / 0.25 / 0.275 / 0.3; one realization of the previous "random" background): no longer a cost of
 # the op.
 LOAD_SHARES = [0.0, 0.1, 0.2]
 

@@ -8,7 +8,8 @@ destination before the DMA engine touches it (`translation.Translator`, one look
 overlapped with the transfer): a read cannot enter before the translations of its pages are done. Each write waits for the read that holds
 its data, plus the base die's buffer latency and, when it quantizes, the quantizer's pipeline; a
 quantizing DMA writes `size_ratio` of the bytes it reads, and its writes are spaced by the quantizers'
-throughput. GPU traffic is stream 0 (in order, saturating; or open loop at a given rate).
+throughput. GPU traffic is stream 0 (in order, saturating; or open loop at a given rate, at an exact
+period or as a Poisson process).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class GpuStream:
     write_fraction: float = 0.0
     seed: int = 0
     random: bool = False  # uniformly random lines of the tier instead of a sequential sweep
+    poisson: bool = False  # open loop: exponential gaps (a Poisson process at rate_GBps), not an exact period
 
 
 @dataclass
@@ -102,7 +104,11 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         a = np.zeros(k, np.int64)
         if g.rate_GBps and sid_ == GPU:
             open_loop = True
-            a = np.floor(np.arange(k) * acc / g.rate_GBps / stack.dram.tck_ns).astype(np.int64)
+            if g.poisson:
+                gaps = np.random.default_rng([g.seed, 1]).standard_exponential(k)
+                a = np.floor((np.cumsum(gaps) - gaps[0]) * acc / g.rate_GBps / stack.dram.tck_ns).astype(np.int64)
+            else:
+                a = np.floor(np.arange(k) * acc / g.rate_GBps / stack.dram.tck_ns).astype(np.int64)
         add(m.decode(lines), w, sid_, np.full(k, -1, np.int64), a)
     quant_elements = 0
     rd_bytes = wr_bytes = 0
