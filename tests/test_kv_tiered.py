@@ -116,6 +116,15 @@ def test_replication_cuts_cross_stack_gathers_within_budget(opcost_cache, checke
     assert on.steps["kv_replica_blocks"].max() <= kv.replica_cap
 
 
+def test_replicas_without_eviction_need_no_dma_table(opcost_cache, checked):
+    """eviction = none never migrates, so the base-die DMA costs are not loaded; replication still copies
+    shared blocks (it used to fail looking up the DMA table: KeyError 'dma-pim-capacity-int8g32')."""
+    table = crafted(64, 512, 64, gap_s=0.002, shared_blocks=16)
+    res, kv = serve(table, {"eviction": "none", "replication_budget": 0.05})
+    assert res.steps["kv_replicated_blocks"].sum() > 0
+    assert kv.counters["demotions"] == kv.counters["promotions"] == 0
+
+
 def test_tiny_replication_budget_is_never_exceeded(opcost_cache, checked):
     table = crafted(64, 512, 64, gap_s=0.002, shared_blocks=16)
     res, kv = serve(table, {"replication_budget": 3 / 400}, kv_blocks=2000)

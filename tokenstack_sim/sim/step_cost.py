@@ -916,8 +916,9 @@ class StepModel:
         per_block = self.block_bytes / spu  # FP16 bytes of one block on each stack of its unit
         worst = 0.0
         dma = self._dma_lookups
-        if dma is None:
-            dma = self._dma_lookups = {promote: self._lookups[self.dma_op(promote).op_id] for promote in (False, True)}
+        if dma is None:  # only with eviction on (`migrates`); replicas alone need no DMA table
+            dma = self._dma_lookups = ({promote: self._lookups[self.dma_op(promote).op_id] for promote in (False, True)}
+                                       if self.migrates else {})
         m = mig.tolist()
         for u in np.flatnonzero(mig.sum(axis=0)).tolist():
             t = 0.0
