@@ -3,17 +3,31 @@
 A DRAM config is a device (organization, clock, timing parameters, constraint scopes, refresh, energy
 per action) plus the controller and front end that drive it. Timing parameters are given in cycles
 (`nRCD_RD = 31`) or in nanoseconds (`tRCD_RD_ns = 19.4`, rounded up to whole cycles at resolve time),
-exactly one form per parameter. The command set and the constraint table come from a *family* file
+exactly one form per parameter, each in the unit its source gives it: a pin-rate change then scales the
+ns-specified core timings and keeps the clock-counted ones (burst, column-to-column delays). The command
+set, the constraint table and the data beats per command clock come from a *family* file
 (`arch_configs/dram/families/<family>.toml`), so a standard is data, not code.
+
+The clock: `data_rate_gbps x tck_ns` must equal the family's `beats_per_tck` (a published, rounded tCK
+such as AttAcc's 0.769 ns for 4 / 5.2 Gb/s is accepted within 0.1%). A config that gives only
+`data_rate_gbps` gets `tck_ns = beats_per_tck / data_rate_gbps`, so `--set clock.data_rate_gbps=10` is a
+real pin-rate change on a preset that does not state its tCK; where the two disagree (a preset that
+states both, overridden in one only) resolve stops and names the consistent value.
 
 `resolve_dram()` is pure: it derives cycle counts, compiles the constraint table against the timing
 values, checks the relations that must hold between timings, and computes capacity and peak bandwidth.
+Each timing is rounded up to cycles on its own, so a relation that holds in ns (tRC >= tRAS + tRP) can
+fail by a cycle after rounding; such a relation is restored by rounding up its dependent parameter
+(nRC = max(nRC, nRAS + nRP)), as a controller programmed from the datasheet would. A relation that
+fails in ns, or between values all given in cycles, is an error unless waived by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping
 
@@ -81,7 +95,8 @@ class Organization:
 @dataclass(frozen=True)
 class Clock:
     data_rate_gbps: float = spec(min=0.1, max=1000.0, doc="data rate per pin in Gb/s")
-    tck_ns: float = spec(min=0.01, max=100.0, doc="command clock period in ns")
+    tck_ns: float | None = spec(None, min=0.01, max=100.0, doc="command clock period in ns (default: the "
+                                "family's beats_per_tck / data_rate_gbps)")
 
 
 @dataclass(frozen=True)
@@ -175,23 +190,31 @@ class DramConfig:
     frontend: Frontend = spec(default_factory=Frontend)
 
 
-# Relations checked at load: (name, description, predicate over cycle values).
+# Relations checked at load: (name, description, dependent parameter, the lower bound on it as a function
+# of the other parameters, strict). They hold when n[dependent] >= bound (> bound if strict); the bound
+# works on cycles and on ns alike, so a failure caused only by rounding can be told from a real one.
 RELATIONS = (
-    ("rc_ge_ras_plus_rp", "tRC >= tRAS + tRP", ("nRC", "nRAS", "nRP"),
-     lambda n: n["nRC"] >= n["nRAS"] + n["nRP"]),
-    ("ras_ge_rcd", "tRAS >= tRCD_RD", ("nRAS", "nRCD_RD"), lambda n: n["nRAS"] >= n["nRCD_RD"]),
-    ("ccd_l_ge_ccd_s", "tCCD_L >= tCCD_S", ("nCCD_L", "nCCD_S"), lambda n: n["nCCD_L"] >= n["nCCD_S"]),
-    ("rrd_l_ge_rrd_s", "tRRD_L >= tRRD_S", ("nRRD_L", "nRRD_S"), lambda n: n["nRRD_L"] >= n["nRRD_S"]),
-    ("wtr_l_ge_wtr_s", "tWTR_L >= tWTR_S", ("nWTR_L", "nWTR_S"), lambda n: n["nWTR_L"] >= n["nWTR_S"]),
-    ("faw_ge_rrd_s", "tFAW >= tRRD_S", ("nFAW", "nRRD_S"), lambda n: n["nFAW"] >= n["nRRD_S"]),
-    ("refi_gt_rfc", "tREFI > tRFC", ("nREFI", "nRFC"), lambda n: n["nREFI"] > n["nRFC"]),
-    ("refresh_positive", "tRFC, tRFCpb, tREFIpb and the burst length >= 1 cycle",
-     ("nRFC", "nRFCpb", "nREFIpb", "nBL"), lambda n: min(n["nRFC"], n["nRFCpb"], n["nREFIpb"], n["nBL"]) >= 1),
-    ("ccd_s_ge_bl", "tCCD_S >= burst length (no data-bus overlap)", ("nCCD_S", "nBL"),
-     lambda n: n["nCCD_S"] >= n["nBL"]),
-    ("rtw_clears_bus", "tRTW >= CL + BL - CWL (read data leaves the bus before write data)",
-     ("nRTW", "nCL", "nBL", "nCWL"), lambda n: n["nRTW"] >= n["nCL"] + n["nBL"] - n["nCWL"]),
+    ("ras_ge_rcd", "tRAS >= tRCD_RD", "nRAS", lambda n: n["nRCD_RD"], False),
+    ("rc_ge_ras_plus_rp", "tRC >= tRAS + tRP", "nRC", lambda n: n["nRAS"] + n["nRP"], False),
+    ("ccd_l_ge_ccd_s", "tCCD_L >= tCCD_S", "nCCD_L", lambda n: n["nCCD_S"], False),
+    ("rrd_l_ge_rrd_s", "tRRD_L >= tRRD_S", "nRRD_L", lambda n: n["nRRD_S"], False),
+    ("wtr_l_ge_wtr_s", "tWTR_L >= tWTR_S", "nWTR_L", lambda n: n["nWTR_S"], False),
+    ("faw_ge_rrd_s", "tFAW >= tRRD_S", "nFAW", lambda n: n["nRRD_S"], False),
+    ("refi_gt_rfc", "tREFI > tRFC", "nREFI", lambda n: n["nRFC"], True),
+    ("refresh_positive", "tRFC, tRFCpb, tREFIpb and the burst length >= 1 cycle", None,
+     lambda n: min(n["nRFC"], n["nRFCpb"], n["nREFIpb"], n["nBL"]), False),
+    ("ccd_s_ge_bl", "tCCD_S >= burst length (no data-bus overlap)", "nCCD_S", lambda n: n["nBL"], False),
+    ("rtw_clears_bus", "tRTW >= CL + BL - CWL (read data leaves the bus before write data)", "nRTW",
+     lambda n: n["nCL"] + n["nBL"] - n["nCWL"], False),
 )
+RELATION_PARAMS = {  # the parameters each relation reads, for its error message
+    "ras_ge_rcd": ("nRAS", "nRCD_RD"), "rc_ge_ras_plus_rp": ("nRC", "nRAS", "nRP"),
+    "ccd_l_ge_ccd_s": ("nCCD_L", "nCCD_S"), "rrd_l_ge_rrd_s": ("nRRD_L", "nRRD_S"),
+    "wtr_l_ge_wtr_s": ("nWTR_L", "nWTR_S"), "faw_ge_rrd_s": ("nFAW", "nRRD_S"), "refi_gt_rfc": ("nREFI", "nRFC"),
+    "refresh_positive": ("nRFC", "nRFCpb", "nREFIpb", "nBL"), "ccd_s_ge_bl": ("nCCD_S", "nBL"),
+    "rtw_clears_bus": ("nRTW", "nCL", "nBL", "nCWL"),
+}
+TCK_REL_TOL = 1e-3  # a published tCK rounded to 3 digits (AttAcc's 0.769 ns for 4 / 5.2 Gb/s: 3e-4 off)
 
 
 @dataclass(frozen=True)
@@ -213,6 +236,7 @@ class Family:
     commands: tuple[str, ...]
     constraints: tuple[dict, ...]
     source: str
+    beats_per_tck: float | None = None  # data beats per pin per command clock (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -308,20 +332,84 @@ def compile_constraints(family: Family, n: Mapping[str, int], scopes: Scopes) ->
     return tuple(out)
 
 
+def resolve_clock(clock: Clock, family: Family, *, source: str | None) -> Clock:
+    """The clock with tck_ns filled in (beats_per_tck / data_rate_gbps when not given), checked against the
+    family's beats per tCK: a pin rate and a tCK that disagree are an error naming both and the fix."""
+    beats = family.beats_per_tck
+    if beats is None:  # a family built without the clock figure (tests): tck_ns must be given
+        if clock.tck_ns is None:
+            raise InputError(f"clock.tck_ns is missing and family {family.name!r} gives no beats_per_tck to "
+                             "derive it from", source=source, where="clock.tck_ns")
+        return clock
+    want_tck = beats / clock.data_rate_gbps
+    if clock.tck_ns is None:
+        return dataclasses.replace(clock, tck_ns=want_tck)
+    if abs(clock.data_rate_gbps * clock.tck_ns / beats - 1) > TCK_REL_TOL:
+        raise InputError(f"clock.data_rate_gbps {clock.data_rate_gbps:g} and clock.tck_ns {clock.tck_ns:g} "
+                         f"disagree: {beats:g} beats per tCK (family {family.name!r}) needs tck_ns = "
+                         f"{want_tck:.6g} (or data_rate_gbps = {beats / clock.tck_ns:.6g}); set both keys together "
+                         "(tck_ns is derived from the rate only where no config layer states it)",
+                         source=source, where="clock")
+    return clock
+
+
+def timing_ns(timing: Mapping[str, float], n: Mapping[str, int], tck_ns: float) -> dict[str, float]:
+    """Each parameter in ns as its source gives it: a tX_ns value as written, an nX value times tCK."""
+    out = {p: c * tck_ns for p, c in n.items()}
+    for key, value in timing.items():
+        if key.endswith("_ns"):
+            out["n" + key[1:-3]] = float(value)
+    return out
+
+
+def check_relations(n: dict[str, int], ns: Mapping[str, float], waived: tuple[str, ...], *,
+                    source: str | None) -> tuple[str, ...]:
+    """Check RELATIONS on the cycle values `n`, in place; returns the names restored by rounding.
+
+    A relation that fails in cycles but holds on the ns values (`ns`: each parameter as its source gives
+    it) failed only because each term was rounded up to cycles on its own: the dependent parameter is
+    rounded up to the bound (nRC = max(nRC, nRAS + nRP)), as a controller programmed from the datasheet
+    does. A relation that also fails in ns (or whose terms are all given in cycles) is an error unless
+    its name is in `waived`. Relations run in order until nothing changes (nRAS may rise before nRC)."""
+    restored: list[str] = []
+    for _ in range(len(RELATIONS) + 1):
+        changed = False
+        for name, text, dep, bound, strict in RELATIONS:
+            need = bound(n) + (1 if strict else 0)
+            if dep is None:
+                if need >= 1:
+                    continue
+            elif n[dep] >= need:
+                continue
+            if dep is not None:
+                need_ns, have_ns = bound(ns), ns[dep]
+                if have_ns > need_ns if strict else have_ns >= need_ns - 1e-9:
+                    n[dep] = need
+                    restored.append(name)
+                    changed = True
+                    continue
+            if name in waived:
+                continue
+            values = ", ".join(f"{p}={n[p]}" for p in RELATION_PARAMS[name])
+            raise InputError(f"timing relation {text} is violated ({values} cycles); fix the values or "
+                             f"list '{name}' in waive_relations with the source's reason", source=source,
+                             where="timing")
+        if not changed:
+            break
+    return tuple(dict.fromkeys(restored))
+
+
 def resolve_dram(cfg: DramConfig, family: Family, *, source: str | None = None) -> ResolvedDram:
-    """Derive cycles, constraints, capacity and bandwidth; check the timing relations."""
-    n = timing_cycles(cfg.timing, cfg.clock.tck_ns, source=source)
+    """Derive the clock, cycles, constraints, capacity and bandwidth; check the timing relations."""
+    cfg = dataclasses.replace(cfg, clock=resolve_clock(cfg.clock, family, source=source))
+    tck_ns = cfg.clock.tck_ns
+    n = timing_cycles(cfg.timing, tck_ns, source=source)
     known = {r[0] for r in RELATIONS}
     for w in cfg.waive_relations:
         if w not in known:
             raise InputError(f"unknown relation {w!r}; known: {', '.join(sorted(known))}",
                              source=source, where="waive_relations")
-    for name, text, params, ok in RELATIONS:
-        if not ok(n) and name not in cfg.waive_relations:
-            values = ", ".join(f"{p}={n[p]}" for p in params)
-            raise InputError(f"timing relation {text} is violated ({values} cycles); fix the values or "
-                             f"list '{name}' in waive_relations with the source's reason", source=source,
-                             where="timing")
+    check_relations(n, timing_ns(cfg.timing, n, tck_ns), tuple(cfg.waive_relations), source=source)
     o = cfg.organization
     access_bytes = o.dq_bits * o.burst_length // 8
     row_bytes = access_bytes * o.columns
@@ -343,4 +431,19 @@ def from_raw(raw: dict, path) -> ResolvedDram:
     from tokenstack_sim.config.schema import build
 
     cfg = build(DramConfig, raw, source=str(path))
-    return resolve_dram(cfg, load_family(cfg.family, source=str(path)), source=str(path))
+    family = load_family(cfg.family, source=str(path))
+    family = dataclasses.replace(family, beats_per_tck=family_beats_per_tck(family.source))
+    return resolve_dram(cfg, family, source=str(path))
+
+
+def family_beats_per_tck(family_path: str) -> float:
+    """The family file's `beats_per_tck` (data beats per pin per command clock), checked.
+
+    Read here rather than by the loader's family reader, which builds the constraint table only."""
+    from tokenstack_sim.config.loader import read_toml
+
+    value = read_toml(Path(family_path)).get("beats_per_tck")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 64:
+        raise InputError(f"expected a number of data beats per tCK above 0 and at most 64, got {value!r}",
+                         source=family_path, where="beats_per_tck")
+    return float(value)
