@@ -464,15 +464,17 @@ def test_point_ids_are_stable():
     assert point_id(params) == "cc359f6990ae12fa"
 
 
-def test_parameters_route_into_the_systems_set_lists():
+def test_parameters_are_set_strings_the_loader_routes_into_the_presets():
     from tokenstack_sim.config.loader import load_config
     from tokenstack_sim.sweep.overrides import system_overrides
 
     sets = system_overrides("attacc-hbm4", {"memory_utilization": 0.8, "pim_device.stack.pim.lanes": 8,
                                             "gpu_stack.basedie.tlb_entries": 512, "gpu.name": "g"})
-    assert sets[0] == "memory_utilization=0.8"
-    assert 'pim_device.stack_set=["pim.mode_scope=\\"channel\\"", "pim.lanes=8"]' in sets  # the preset's kept
-    assert 'stack_set=["basedie.tlb_entries=512"]' in sets and 'gpu_set=["name=\\"g\\""]' in sets
+    assert sets == ["memory_utilization=0.8", "pim_device.stack.pim.lanes=8", "gpu_stack.basedie.tlb_entries=512",
+                    'gpu.name="g"']
+    s = load_config("attacc-hbm4", sets, kind="system")
+    assert s.pim_stack.config.pim.lanes == 8 and s.pim_stack.config.pim.mode_scope == "channel"  # the preset's kept
+    assert s.gpu_stack.config.basedie.tlb_entries == 512 and s.gpu.name == "g"
     s = load_config("tokenstack-hbm4", system_overrides("tokenstack-hbm4", {"gpu_stack.layout.pim_dies": 2}),
                     kind="system")
     assert sum(d.kind == "pim" for d in s.gpu_stack.dies) == 2

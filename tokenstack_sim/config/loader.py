@@ -4,10 +4,21 @@ A preset is a TOML file under the project's `arch_configs/` folder, named by its
 file may extend a preset with `base = "name"`: the base is read first and the file's tables are merged
 over it key by key. `--set key.path=value` overrides are merged last; their values are TOML literals
 (`64`, `0.5`, `"closed"`, `true`), and a bare word is taken as a string.
+
+One override adds or replaces ONE key and never drops another setting:
+- a key path reaching INTO a preset a config names (a system's `gpu_stack.layout.pim_dies`, a stack's
+  `dram.clock.data_rate_gbps`) is appended, as `rest=value`, to the list of overrides that config applies
+  to that preset (`stack_set`, `dram_set`, ...: OVERRIDE_ROUTES), after the config's own entries, so a
+  later entry wins and the preset's own settings stay. Routing repeats at each level, so
+  `gpu_stack.dram.clock.data_rate_gbps=10` on a system reaches the stack's `dram_set`;
+- setting one of those lists itself (`--set 'gpu_stack.dram_set=["..."]'`) appends its items too (a list
+  that starts with the config's own entries is taken whole, so they are not repeated);
+- anything else replaces that one key; an unknown key is refused by the resolver naming the valid keys.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -19,6 +30,7 @@ from tokenstack_sim.config.dram import Family
 from tokenstack_sim.errors import InputError
 
 SCHEMA_VERSION = 1
+_AFTER_NOTES = re.compile(r"( \(after --set [^()]*\))+$")
 
 # kind -> "module:function" turning the merged raw table of a config file into its resolved form
 # (`function(raw: dict, path: Path)`). Imported lazily, so that each kind lives in its own module and a
@@ -114,6 +126,17 @@ def timing_twin(key: str) -> str:
     return ("n" + key[1:-3]) if key.endswith("_ns") else ("t" + key[1:] + "_ns")
 
 
+# kind -> {key naming a preset: the key of the list of `--set` strings the config applies to that preset}.
+# A path that goes on past the preset key is routed into its list (module docstring); where the lists
+# are read: config/system.py (resolve_system) and config/stack.py (resolve_stack).
+OVERRIDE_ROUTES = {
+    "system": {"gpu_stack": "stack_set", "gpu": "gpu_set", "gpu_link": "gpu_link_set",
+               "host_link": "host_link_set", "pim_device.stack": "pim_device.stack_set",
+               "pim_device.link": "pim_device.link_set"},
+    "stack": {"dram": "dram_set"},
+}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
@@ -126,28 +149,78 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def _route(kind, path: list[str]) -> tuple[str, list[str]] | None:
+    """(list key, rest of the path) when `path` reaches into a preset named by a config of `kind`."""
+    best = None
+    for ref, list_key in OVERRIDE_ROUTES.get(kind, {}).items():
+        parts = ref.split(".")
+        if len(path) > len(parts) and path[:len(parts)] == parts and (best is None or len(parts) > best[2]):
+            best = (list_key, path[len(parts):], len(parts))
+    return None if best is None else best[:2]
+
+
+def _append_to_list(out: dict, list_key: str, items: list, text: str) -> None:
+    """Append `items` (`--set` strings) to the override list at dotted `list_key` of `out`, in place."""
+    *parents, leaf = list_key.split(".")
+    node = out
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):  # e.g. pim_device on a system without one
+            raise InputError(f"this config has no [{part}] table, so {text.partition('=')[0].strip()!r} has "
+                             f"nothing to apply to", source="--set", where=text.partition("=")[0].strip())
+        node[part] = child = dict(child)
+        node = child
+    existing = node.get(leaf, [])
+    if not isinstance(existing, list):
+        raise InputError(f"{list_key} of this config is {existing!r}, expected a list of KEY=VALUE strings",
+                         source="--set", where=list_key)
+    bad = [i for i in items if not isinstance(i, str)]
+    if bad:
+        raise InputError(f"expected KEY=VALUE strings in {list_key}, got {bad[0]!r}", source="--set",
+                         where=list_key)
+    # A list that starts with the config's own entries (its current list written out, then more) is taken
+    # whole: applying those entries twice in a row sets the same keys to the same values, so only the
+    # duplicates are left out, and the result matches what the writer of the full list meant.
+    node[leaf] = list(items) if existing and list(items[:len(existing)]) == list(existing) else [*existing, *items]
+
+
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> tuple[dict, list[str]]:
+    """`raw` with `overrides` applied as the module docstring says, and the dotted key of each."""
     out = _merge(raw, {})
+    kind = raw.get("kind")
+    list_keys = set(OVERRIDE_ROUTES.get(kind, {}).values())
     keys = []
     for text in overrides:
         path, value = parse_override(text)
+        dotted = ".".join(path)
         if path[0] in ("base", "schema_version", "kind"):
             raise InputError(f"{path[0]} cannot be overridden; write a file that says base = \"...\" instead",
                              source="--set", where=path[0])
+        keys.append(dotted)
+        routed = _route(kind, path)
+        if routed is not None:  # into a named preset: one more entry in the config's list for it
+            list_key, rest = routed
+            _append_to_list(out, list_key, [f"{'.'.join(rest)}={text.partition('=')[2].strip()}"], text)
+            continue
+        if dotted in list_keys:  # the list itself: its items come after the config's own (later wins)
+            _append_to_list(out, dotted, value if isinstance(value, list) else [value], text)
+            continue
         node = out
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             child = node.get(part)
-            if not isinstance(child, dict):
-                child = {} if child is None else child
-                if not isinstance(child, dict):
-                    raise InputError(f"{part!r} is not a table; cannot set {'.'.join(path)}", source="--set")
-                node[part] = child = dict(child)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise InputError(f"{'.'.join(path[:i + 1])} is {child!r}, not a table"
+                                 + (f" (keys that reach into a named preset here: "
+                                    f"{', '.join(k + '.<key>' for k in OVERRIDE_ROUTES[kind])})"
+                                    if kind in OVERRIDE_ROUTES else ""), source="--set", where=dotted)
+            node[part] = child = dict(child)
             node = child
         leaf = path[-1]
         if path[0] == "timing":  # a timing given in the other unit replaces the preset's value
             node.pop(timing_twin(leaf), None)
         node[leaf] = value
-        keys.append(".".join(path))
     return out, keys
 
 
@@ -214,8 +287,11 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), 
         return getattr(importlib.import_module(module), func)(raw, path)
     except InputError as exc:
         # an error at or around an overridden key is blamed on --set (a relation error names `timing`)
-        w = exc.where or ""
+        # a nested preset's error reads "gpu_stack (dram (clock.x))"; its dotted form is gpu_stack.dram.clock.x
+        w = (exc.where or "").replace(" (", ".").rstrip(")")
         if w and any(w == k or w.startswith(k + ".") or k.startswith(w + ".") for k in override_keys):
             note = "" if w in override_keys else f" (after --set {', '.join(override_keys)})"
-            raise InputError(exc.message + note, source="--set", where=exc.where) from None
+            # the outermost level's note names what the user typed; a nested preset's names its inner lists
+            message = _AFTER_NOTES.sub("", exc.message)
+            raise InputError(message + note, source="--set", where=w) from None
         raise

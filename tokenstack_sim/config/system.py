@@ -12,8 +12,11 @@ A system names presets and counts; it holds no hardware number of its own:
 - `memory_utilization`: the share of each memory the KV cache manager may use (vLLM's
   `gpu_memory_utilization`, 0.9 by default, serving.md §2.1).
 
-`stack_set` / `gpu_set` / `pim_device.stack_set` are `--set` overrides applied when the named preset is
-loaded, so a preset can reuse a stack with another DRAM device or height without a new stack file.
+`stack_set` / `gpu_set` / `gpu_link_set` / `host_link_set` / `pim_device.stack_set` / `pim_device.link_set`
+are `--set` overrides applied when the named preset is loaded, so a preset can reuse a stack with another
+DRAM device or height without a new stack file. A `--set gpu_stack.<path>=...` (or `gpu.`, `gpu_link.`,
+`host_link.`, `pim_device.stack.`, `pim_device.link.`) on a system is appended to these lists by the
+loader (config/loader.py OVERRIDE_ROUTES).
 
 Capacity tiers per GPU: `gpu_capacity` (the plain dies of the GPU's stacks), `gpu_pim` (the PIM dies of
 the GPU's stacks: TokenStack's PIM SID, every die of uniform PIM) and `pim_device` (AttAcc's PIM stacks,
@@ -41,6 +44,7 @@ class PimDevice:
     pim_stacks: int = spec(min=1, max=64, doc="PIM stacks per GPU (AttAcc: 5 per device; a sweep parameter)")
     link: str = spec(doc="link preset between the GPU and its PIM stacks (AttAcc: NVLink3 600 GB/s)")
     stack_set: tuple[str, ...] = spec((), doc="overrides applied to the PIM stack preset, as --set KEY=VALUE")
+    link_set: tuple[str, ...] = spec((), doc="overrides applied to the PIM link preset, as --set KEY=VALUE")
     replaces_gpu_stacks: bool = spec(
         True, doc="the PIM stacks take GPU stack sites (equal stack count); false: extra devices (AttAcc's own)")
 
@@ -62,6 +66,8 @@ class SystemConfig:
                                      doc="share of each memory the KV manager may use (vLLM default 0.9)")
     stack_set: tuple[str, ...] = spec((), doc="overrides applied to the gpu_stack preset, as --set KEY=VALUE")
     gpu_set: tuple[str, ...] = spec((), doc="overrides applied to the GPU preset, as --set KEY=VALUE")
+    gpu_link_set: tuple[str, ...] = spec((), doc="overrides applied to the gpu_link preset, as --set KEY=VALUE")
+    host_link_set: tuple[str, ...] = spec((), doc="overrides applied to the host_link preset, as --set KEY=VALUE")
     pim_device: PimDevice | None = spec(None, doc="AttAcc-style dedicated PIM stacks (optional table)")
     description: str = spec("", doc="free text")
     source: str = spec("", doc="where the numbers come from")
@@ -244,8 +250,8 @@ def _load(name: str, overrides, kind: str, where: str, source: str):
 def resolve_system(cfg: SystemConfig, *, source: str) -> ResolvedSystem:
     gpu = _load(cfg.gpu, cfg.gpu_set, "gpu", "gpu", source)
     gpu_stack = _load(cfg.gpu_stack, cfg.stack_set, "stack", "gpu_stack", source)
-    gpu_link = _load(cfg.gpu_link, (), "link", "gpu_link", source)
-    host_link = _load(cfg.host_link, (), "link", "host_link", source)
+    gpu_link = _load(cfg.gpu_link, cfg.gpu_link_set, "link", "gpu_link", source)
+    host_link = _load(cfg.host_link, cfg.host_link_set, "link", "host_link", source)
     sites = gpu.config.hbm_stack_sites
     pd = cfg.pim_device
     taken = pd.pim_stacks if pd is not None and pd.replaces_gpu_stacks else 0
@@ -263,7 +269,7 @@ def resolve_system(cfg: SystemConfig, *, source: str) -> ResolvedSystem:
         pim_stack = _load(pd.stack, pd.stack_set, "stack", "pim_device.stack", source)
         if not pim_stack.has_pim:
             raise InputError(f"stack preset {pd.stack!r} has no PIM dies", source=source, where="pim_device.stack")
-        pim_link = _load(pd.link, (), "link", "pim_device.link", source)
+        pim_link = _load(pd.link, pd.link_set, "link", "pim_device.link", source)
     return ResolvedSystem(cfg, source, gpu, gpu_stack, n_gpu, gpu_link, host_link, pim_stack,
                           pd.pim_stacks if pd is not None else 0, pim_link)
 
