@@ -75,6 +75,11 @@ def _runtime_overrides(items) -> dict:
 
 def _common(command):
     options = [
+        click.option("--set", "system_sets", multiple=True, metavar="KEY.PATH=VALUE",
+                     help="Override one system config value (repeatable), applied to EVERY system CONFIG of the "
+                          "command, as `tokenstack check SYSTEM --set` and a sweep's [params] take it, e.g. "
+                          "gpu_stack.layout.pim_dies=2, gpu_stack.dram.clock.data_rate_gbps=10, gpu.sm_count=132, "
+                          "gpu_link.latency_us=2. Each run is named SYSTEM[KEY=VALUE,...] unless --set name=... ."),
         click.option("--model", "-m", "model", default="llama-3.1-70b", show_default=True, help="Model preset or TOML."),
         click.option("--workload", "-w", default="azure-conv-like", show_default=True,
                      help="Built-in workload spec name, a spec TOML, or a trace file."),
@@ -157,10 +162,32 @@ def _note(msg: str) -> None:
     click.echo(f"  {msg}", err=True)
 
 
-def _prepare_all(configs, model, spec, options, workers):
+def _systems(configs, system_sets) -> list:
+    """CONFIGS as given (names, resolved later), or with `--set` each loaded with every override. A system
+    with overrides is renamed `NAME[KEY=VALUE,...]` (unless one sets `name`), so its runs and table rows
+    never pass for the preset's own."""
+    if not system_sets:
+        return list(configs)
+    import dataclasses
+
+    from tokenstack_sim.config.loader import load_config, parse_override
+
+    names_it = any(parse_override(s)[0] == ["name"] for s in system_sets)
+    out = []
+    for c in configs:
+        system = load_config(c, list(system_sets), kind="system")
+        if not names_it:
+            label = f"{system.name}[{','.join(s.strip() for s in system_sets)}]"
+            system = dataclasses.replace(system, config=dataclasses.replace(system.config, name=label))
+        out.append(system)
+    return out
+
+
+def _prepare_all(configs, model, spec, options, workers, system_sets=()):
     """Prepare every system (characterizing missing costs across them in parallel first)."""
     from tokenstack_sim.sim.engine import ensure_tables, prepare, required_pairs
 
+    configs = _systems(configs, system_sets)
     pairs = []
     for c in configs:
         pairs += required_pairs(c, model, options=options, scheduler=spec.scheduler, kv_blocks=spec.kv_blocks,
@@ -206,14 +233,15 @@ def _print_tables(runs, fmt: str) -> None:
 @click.option("--runtime-opt", "runtime_opts", multiple=True, metavar="KEY=VALUE",
               help="Agent runtime parameter (offload_target=auto|host|capacity, store_gib=100, reserve_share=0.2, "
                    "temporal=false, spatial=false, ...; docs in runtime/agent_runtime.py).")
-def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
-        pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds,
+def run(configs, system_sets, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing,
+        overlap, pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps, seeds,
         runtimes=(), runtime_opts=()) -> None:
     """Serve a workload on one or more system CONFIGS and print the comparison.
 
     \b
     tokenstack run tokenstack-hbm4 attacc-hbm4 gpu-hbm4 --model llama-3.1-70b --workload azure-conv-like \\
         --qps 4 --duration 300 --seeds 3 --out runs.h5
+    tokenstack run tokenstack-hbm4 --set gpu_stack.layout.pim_dies=2 --model llama-3.1-70b --qps 4 --duration 60
     """
     import dataclasses
 
@@ -234,7 +262,7 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
             raise InputError(exc.message, where="--runtime" if exc.where == "runtime" else "--runtime-opt") from None
     options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
                             allreduce=allreduce)
-    preps = _prepare_all(configs, model, spec, options, workers)
+    preps = _prepare_all(configs, model, spec, options, workers, system_sets)
     runs = []
     for prep in preps:
         for rspec in rt_specs:
@@ -273,9 +301,9 @@ def run(configs, model, workload, duration, max_requests, seed, sched, kv_blocks
 @click.option("--slo-makespan", default=None,
               help="Agent apps: an app meets the SLO when its makespan is within this (e.g. 300s); without it, "
                    "the LLM calls' TTFT/TPOT SLO is used.")
-def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_blocks, kv, memory_timing, overlap,
-             pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt, workers, qps_start,
-             tolerance, target, seeds, runtime=None, max_agents=None, runtime_opts=(), slo_makespan=None) -> None:
+def capacity(configs, system_sets, model, workload, duration, max_requests, seed, sched, kv_blocks, kv,
+             memory_timing, overlap, pim_batching, allreduce, slo_ttft, slo_tpot, warmup_frac, drain_frac, out, fmt,
+             workers, qps_start, tolerance, target, seeds, runtime=None, max_agents=None, runtime_opts=(), slo_makespan=None) -> None:
     """Highest request rate at which >= 90% of requests meet the SLO, per system CONFIG.
 
     With --seeds N every probed rate is served N times; the rate meets the SLO when the MEAN SLO
@@ -341,7 +369,7 @@ def capacity(configs, model, workload, duration, max_requests, seed, sched, kv_b
             raise InputError(exc.message, where="--runtime" if exc.where == "runtime" else "--runtime-opt") from None
     options = EngineOptions(memory_timing=memory_timing, overlap=overlap, pim_batching=pim_batching,
                             allreduce=allreduce)
-    preps = _prepare_all(configs, model, spec, options, workers)
+    preps = _prepare_all(configs, model, spec, options, workers, system_sets)
     results, runs = [], []
     for prep in preps:
         if rounds:  # the agent count is the "rate" (results/allgather_report.agents_capacity)
