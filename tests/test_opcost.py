@@ -201,14 +201,15 @@ def test_ensure_with_one_worker_runs_in_process(cache_tmp, monkeypatch):
     monkeypatch.setattr(parallel, "characterize_parallel", boom)
     st = stack()
     ops = [OpSpec("stream", tier="capacity"), OpSpec("stream", tier="pim")]
+    grid = {**SMALL, "shares": [0.0]}  # what runs where, not the loaded levels (tested above)
     costs = OpCosts(st)
-    costs.ensure(ops, workers=1, grid=SMALL)
+    costs.ensure(ops, workers=1, grid=grid)
     assert costs.on_missing == "error"  # restored
     assert [costs.origin[o.op_id] for o in ops] == ["kernel", "kernel"]
     # one missing op (the other two cached), workers by default: in process too
     ops3 = ops + [OpSpec("dma", src="pim", dst="capacity", fmt="int8")]
     costs3 = OpCosts(st)
-    costs3.ensure(ops3, grid=SMALL)
+    costs3.ensure(ops3, grid=grid)
     assert [costs3.origin[o.op_id] for o in ops3] == ["cache", "cache", "kernel"]
 
 
@@ -307,6 +308,26 @@ def test_expected_time_under_load_smooths_the_write_drain_teeth():
 
     assert stray("random") > 0.10
     assert stray("poisson") < 0.04
+
+
+@pytest.mark.unit
+def test_first_write_drain_step_is_in_the_loaded_grid():
+    """Under load a short DMA whose slice writes the drain watermark's worth of lines drains at once; one
+    line fewer waits for the write-age timer (simulate.write_drain_step): a step of ~40% of the op, which
+    the loaded levels hold on both sides."""
+    from tokenstack_sim.hw.opcost.simulate import write_drain_step
+
+    st = stack()
+    for op in (OpSpec("dma", src="pim", dst="capacity", fmt="int8"),
+               OpSpec("dma", src="capacity", dst="pim", fmt="int8", dequantize=True)):
+        before, after = write_drain_step(st, op)
+        assert after - before == 32  # one byte per channel
+        for share in (0.1, 0.2):
+            t_before = simulate_op(st, op, before, share)[0]
+            t_after = simulate_op(st, op, after, share)[0]
+            assert t_after < 0.8 * t_before, (op.op_id, share, t_before, t_after)
+    with pytest.raises(InputError, match="DMA"):
+        write_drain_step(st, OpSpec("stream", tier="pim"))
 
 
 @pytest.mark.validation

@@ -6,8 +6,8 @@ where the op changes (`_dense_limit`); refresh steps located by bisection; then 
 every segment is checked at its midpoint and split where the line misses the kernel by more than
 REFINE_TOL, within a deterministic budget (see `_fit_level`). Under load, where a point is the mean of
 several draws of the background (simulate.py), the grid is every other size above ops of
-LOADED_FULL_GRID_NS, a DMA's grid also holds both sides of each write-drain step of short ops
-(simulate.write_drain_steps), and sizes whose op lasts over STEADY_NS alone are the load-0 time scaled
+LOADED_FULL_GRID_NS, a DMA's grid also holds both sides of its first write-drain step
+(simulate.write_drain_step), and sizes whose op lasts over STEADY_NS alone are the load-0 time scaled
 by the slow-down just below them. Each table is then checked at held-out sizes on its levels
 (`OpTable.validation`) and at loads between levels, half-way and random (`meta["validation_between_levels"]`).
 
@@ -17,7 +17,7 @@ Between the grid's load levels, levels are added where linear interpolation in s
 Accuracy (`python scripts/bench_ops.py --scan 24 --lookups 200000` on hbm4-12h-tokenstack, the shared
 2-core machine; 24 held-out sizes per level, one held-out load per size between levels (half-way and
 random), the kernel's figure under load being the same expectation over draws). Characterizing the
-config from nothing: 69.4 s of CPU on one core (5 levels per op). Max |error|, all points / ops of
+config from nothing: 63.7 s of CPU on one core (5 levels per op). Max |error|, all points / ops of
 >= 2 us; "before" is the previous load model (one realization of random lines, each table checked
 against that realization), 128.5 s of CPU, same machine and command:
 
@@ -26,7 +26,7 @@ against that realization), 128.5 s of CPU, same machine and command:
 | stream-capacity            |  5.5% / 2.8%  |  9.8% / 9.8%   |  9.7% / 2.2%, 38.9% / 7.2%  |
 | stream-pim                 |  9.8% / 2.9%  | 10.1% / 2.7%   |  1.5% / 1.5%, 10.6% / 2.6%  |
 | dma-pim-capacity-int8      | 14.6% / 12.6% | 18.5% / 12.2%  | 20.1% / 16.8%, 219% / 49.1% |
-| dma-capacity-pim-int8-deq  | 30.1% / 3.5%  | 32.5% / 10.0%  | 13.1% / 13.1%, 203% / 14.0% |
+| dma-capacity-pim-int8-deq  | 30.1% / 3.5%  | 31.2% / 10.0%  | 13.1% / 13.1%, 203% / 14.0% |
 | attention h8 g8 d128       |  5.8% / 5.8%  |  5.8% / 5.8%   |  7.7% / 6.1%, 41.5% / 4.3%  |
 
 What is left, and why. (1) DMAs near their knee under 0.15-0.2 (1-2.5 MB, where the background and
@@ -34,7 +34,8 @@ the DMA ask for more row activations than the channel serves): one draw's time s
 there and neighbouring sizes do not share it, so the mean of <= DRAWS_MAX draws is itself rough in size
 by ~10% (measured: 16 draws at 16 sizes of 1-2.5 MB under 0.2); a table within 5% there would need
 ~80 draws a point. (2) Short ops under load (< 2 us): within ~10% for streams and attention, 15-33% for
-DMAs (a dequantizing DMA's write-drain steps come every 16 KB and rise inside each step). (3) Between
+DMAs (past the first write-drain step, which the grid holds, a short DMA's time under load
+rises and falls with the drains' phase). (3) Between
 0.15 and 0.2 the capacity stream's large sizes bend (24 MB: 9.8% off under 0.175); a sixth level
 would cost ~+3 s per op. Spending more (v1 of this model: REFINE_BUDGET_LOADED_MS 3000, DRAW_SE 1.5%,
 up to 6 levels) gave DMAs 6.5% / 5.9% at levels but 161 s of CPU.
@@ -59,7 +60,7 @@ import numpy as np
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.opcost import cache
 from tokenstack_sim.hw.opcost.simulate import (DEFAULT_BACKGROUND, OpSpec, simulate_op, size_quantum,
-                                                write_drain_steps)
+                                                write_drain_step)
 from tokenstack_sim.hw.opcost.table import ATTENTION_TOKENS, DMA_SIZES, LOAD_SHARES, STREAM_SIZES, OpTable
 
 
@@ -74,8 +75,6 @@ REFINE_TOL = 0.02  # a segment whose line misses the kernel at its midpoint by m
 REFINE_BUDGET_MS = 1500.0  # per load level: estimated kernel milliseconds for refinement (sim_cost_ms)
 REFINE_BUDGET_LOADED_MS = 1200.0  # [E] the same under load, where a point is the mean of several draws
 # (simulate.py): set with the two below to bring one config near the 60 s target (issue 6)
-DRAIN_STEP_NS = 600.0  # [E] under load a DMA's grid holds both sides of each write-drain step up to
-# ops this long at load 0 (~100 ns steps: > 5% of the op below ~2 us under load)
 STEADY_NS = 32_000.0  # [E] under load, sizes whose op lasts longer at load 0 are scaled, not simulated
 # (_fit_level step 4)
 LOADED_FULL_GRID_NS = 4_000.0  # [E] under load the whole grid where the level below is shorter, every
@@ -163,11 +162,10 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
         keep = (below < LOADED_FULL_GRID_NS) | (np.arange(len(sizes0)) % 2 == 0)
         keep[-1] = True
         sizes0 = sizes0[keep]
-    if op.kind == "dma" and share > 0 and DEFAULT_BACKGROUND == "poisson" and level0 is not None:
-        # both sides of each write-drain step where it is a large share of the op (write_drain_steps)
-        steps = write_drain_steps(stack, op, float(sizes0[-1]))
-        steps = steps[np.interp(steps, level0[0], level0[1]) < DRAIN_STEP_NS]
-        sizes0 = np.unique(np.concatenate([sizes0, steps]))
+    if op.kind == "dma" and share > 0 and DEFAULT_BACKGROUND == "poisson":
+        # both sides of the first write-drain step: ~40-50% of a short DMA's time (write_drain_step)
+        step = np.array(write_drain_step(stack, op))
+        sizes0 = np.unique(np.concatenate([sizes0, step[step < sizes0[-1]]]))
     steady = np.zeros(0)
     if share > 0 and DEFAULT_BACKGROUND == "poisson" and level0 is not None:
         long = np.interp(sizes0, level0[0], level0[1]) > STEADY_NS

@@ -174,32 +174,29 @@ def min_draws(alone_ns: float) -> int:
     return int(min(16, max(3, math.ceil(DRAW_MIN_NS / max(alone_ns, 1.0)))))
 
 
-def write_drain_steps(stack, op: OpSpec, top: float) -> np.ndarray:
-    """Sizes (bytes, ascending, up to `top`) on either side of each step of a DMA's write drains under
-    load: the last size whose slice writes k x hi - 1 lines and the first that writes k x hi, hi being the
-    write buffer's drain watermark for DMA runs (hw/stack/run.py: the controller's high watermark, capped
-    at the DMA writes' queue share, hw/stack/dma.py stream_params). Under load (reads always queued) a
-    DMA's writes drain when hi of them wait, or when the oldest has waited the write-age timer: a DMA whose
-    slice writes a multiple of hi lines never waits for the timer at its end, one that writes one line
-    fewer does (a 29 KB DMA under 0.1: 110 ns at 16 writes per channel, ~190 ns at 15)."""
-    import math as _m
-
+def write_drain_step(stack, op: OpSpec) -> tuple[float, float]:
+    """The sizes (bytes) on either side of a DMA's first write-drain step under load: the last size whose
+    slice writes hi - 1 lines and the first that writes hi, hi being the write buffer's drain watermark
+    for DMA runs (hw/stack/run.py: the controller's high watermark, capped at the DMA writes' queue
+    share, hw/stack/dma.py stream_params). Under load (reads always queued) a DMA's writes drain when hi
+    of them wait or when the oldest has waited the write-age timer: a short DMA of hi writes per channel
+    drains at once, one of hi - 1 waits for the timer (a 29 KB INT8 demotion: 199 / 110 ns under 0.1
+    at 15 / 16 writes per channel, 220 / 142 ns under 0.2). Past the first drain the writes' phase
+    drifts with the reads, and no later step is as sharp (measured at the next four multiples)."""
     from tokenstack_sim.hw.stack import quantize
 
     if op.kind != "dma":
-        raise InputError("write_drain_steps is for DMAs")
+        raise InputError("write_drain_step is for DMAs")
     c = stack.dram.config.controller
-    share = max(1, _m.floor(stack.config.basedie.dma_queue_share * min(c.read_queue, c.write_queue)))
+    share = max(1, math.floor(stack.config.basedie.dma_queue_share * min(c.read_queue, c.write_queue)))
     hi = min(max(1, round(c.write_high_watermark * c.write_queue)), share)
     n_ch = _slice_channel(stack, (op.src, op.dst))[1]
     dma_bytes = int(stack.dram.access_bytes * stack.config.basedie.tsv_width_mult)
     ratio = quantize.size_ratio(op.fmt, op.group)
-    per_ch = np.arange(1, math.ceil(top / n_ch) + 1, dtype=np.float64)
+    per_ch = np.arange(1, math.ceil(hi * dma_bytes / min(ratio, 1.0)) + 2, dtype=np.float64)
     n_wr = np.ceil(per_ch * (1 if op.dequantize else ratio) / dma_bytes)  # as build_streams computes it
-    first = (n_wr % hi == 0) & (np.concatenate([[0.0], n_wr[:-1]]) % hi != 0)
-    b = per_ch[first]
-    out = np.unique(np.concatenate([(b - 1) * n_ch, b * n_ch]))
-    return out[(out > 0) & (out <= top)]
+    b = float(per_ch[np.argmax(n_wr >= hi)])
+    return (b - 1) * n_ch, b * n_ch
 
 
 def simulate_op(stack, op: OpSpec, size: float, share: float,

@@ -48,9 +48,9 @@ ATTENTION_TOKENS = _geometric(16, 131072, 1)  # 0, 16 .. 131072 tokens
 # levels; characterize adds levels between them where linear interpolation in share misses (down to
 # 0.025 apart; characterize._refine_shares), so each table has its own. The top is 0.2: under 0.25-0.3
 # of random lines (which miss the row almost every time, so a channel serves far less of them than its
-# peak) the queue the background builds decides the op's time, which then jumps 2-3x between neighbouring loads (300-token attention: 1006 / 3172 / 1760 /
-# 4706 ns under 0.225 / 0.25 / 0.275 / 0.3; one realization of the previous "random" background): no longer a cost of
-# the op.
+# peak) the queue the background builds decides the op's time, which then jumps 2-3x between
+# neighbouring loads (300-token attention: 1006 / 3172 / 1760 / 4706 ns under 0.225 / 0.25 / 0.275 / 0.3;
+# one realization of the previous "random" background): no longer a cost of the op.
 LOAD_SHARES = [0.0, 0.1, 0.2]
 
 
