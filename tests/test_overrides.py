@@ -83,6 +83,18 @@ def test_system_set_lists_are_appended_to():
         assert s.pim_stack.config.layout.pim_layer_capacity_factor == 1.0 and s.pim_stack.config.pim.lanes == 8
 
 
+def test_a_file_extending_a_preset_adds_to_its_set_lists(tmp_path):
+    # attacc-hbm4 says pim_device.stack_set = ['pim.mode_scope="channel"']; a file based on it that gives its
+    # own list keeps that entry (a file's list used to replace its base's), and the stack's own dram_set too
+    f = tmp_path / "attacc-lanes8.toml"
+    f.write_text('schema_version = 1\nkind = "system"\nbase = "attacc-hbm4"\nname = "attacc-lanes8"\n'
+                 '[pim_device]\nstack_set = ["pim.lanes=8", "dram.controller.read_queue=64"]\n')
+    s = load_config(str(f), kind="system")
+    assert s.pim_stack.config.pim.mode_scope == "channel" and s.pim_stack.config.pim.lanes == 8
+    ctl = s.pim_stack.dram.config.controller
+    assert (ctl.read_queue, ctl.write_max_age_cycles) == (64, 256)
+
+
 def test_link_overrides_reach_the_link_presets():
     s = load_config("attacc-hbm4", ["gpu_link.latency_us=7.5", "host_link.bw_per_direction_GBps=10",
                                     "pim_device.link.bw_efficiency=0.5"], kind="system")

@@ -2,7 +2,8 @@
 
 A preset is a TOML file under the project's `arch_configs/` folder, named by its file stem. A config
 file may extend a preset with `base = "name"`: the base is read first and the file's tables are merged
-over it key by key. `--set key.path=value` overrides are merged last; their values are TOML literals
+over it key by key, except that a file's override list for a named preset (`stack_set`, `dram_set`, ...)
+comes after its base's rather than replacing it. `--set key.path=value` overrides are merged last; their values are TOML literals
 (`64`, `0.5`, `"closed"`, `true`), and a bare word is taken as a string.
 
 One override adds or replaces ONE key and never drops another setting:
@@ -44,6 +45,16 @@ KIND_RESOLVERS = {
     "system": "tokenstack_sim.config.system:from_raw",
 }
 KINDS = tuple(KIND_RESOLVERS)
+
+# kind -> {key naming a preset: the key of the list of `--set` strings the config applies to that preset}.
+# A path that goes on past the preset key is routed into its list (module docstring); where the lists
+# are read: config/system.py (resolve_system) and config/stack.py (resolve_stack).
+OVERRIDE_ROUTES = {
+    "system": {"gpu_stack": "stack_set", "gpu": "gpu_set", "gpu_link": "gpu_link_set",
+               "host_link": "host_link_set", "pim_device.stack": "pim_device.stack_set",
+               "pim_device.link": "pim_device.link_set"},
+    "stack": {"dram": "dram_set"},
+}
 
 
 def arch_configs_dir() -> Path:
@@ -117,24 +128,47 @@ def read_raw(name_or_path: str, _chain: tuple[Path, ...] = ()) -> tuple[dict, Pa
         base_raw.pop("description", None)
         for key in raw.get("timing", {}) if isinstance(raw.get("timing"), dict) else ():
             base_raw.get("timing", {}).pop(timing_twin(key), None)
-        raw = _merge(base_raw, raw)
+        merged = _merge(base_raw, raw)
+        _join_set_lists(base_raw, raw, merged)
+        raw = merged
     return raw, path
+
+
+def _get_dotted(raw: dict, dotted: str):
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _joined(existing: list, items: list) -> list:
+    """`items` after `existing`; a list that starts with all of `existing` is taken whole (applying those
+    entries twice in a row sets the same keys to the same values, so only the repeat is left out)."""
+    if existing and list(items[:len(existing)]) == list(existing):
+        return list(items)
+    return [*existing, *items]
+
+
+def _join_set_lists(base_raw: dict, top: dict, merged: dict) -> None:
+    """A file's override lists for named presets (`stack_set`, `dram_set`, ...: OVERRIDE_ROUTES) come after
+    its base's, as a `--set` of them does, instead of replacing them: extending a preset never drops one of
+    its settings. In place on `merged`."""
+    kind = top.get("kind", base_raw.get("kind"))
+    for list_key in OVERRIDE_ROUTES.get(kind, {}).values():
+        below, above = _get_dotted(base_raw, list_key), _get_dotted(top, list_key)
+        if isinstance(below, list) and isinstance(above, list):
+            *parents, leaf = list_key.split(".")
+            node = merged
+            for part in parents:
+                node = node[part]  # a table in both, so _merge made a fresh one
+            node[leaf] = _joined(below, above)
 
 
 def timing_twin(key: str) -> str:
     """`nRCD_RD` <-> `tRCD_RD_ns`: the same timing parameter in the other unit."""
     return ("n" + key[1:-3]) if key.endswith("_ns") else ("t" + key[1:] + "_ns")
-
-
-# kind -> {key naming a preset: the key of the list of `--set` strings the config applies to that preset}.
-# A path that goes on past the preset key is routed into its list (module docstring); where the lists
-# are read: config/system.py (resolve_system) and config/stack.py (resolve_stack).
-OVERRIDE_ROUTES = {
-    "system": {"gpu_stack": "stack_set", "gpu": "gpu_set", "gpu_link": "gpu_link_set",
-               "host_link": "host_link_set", "pim_device.stack": "pim_device.stack_set",
-               "pim_device.link": "pim_device.link_set"},
-    "stack": {"dram": "dram_set"},
-}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -178,10 +212,7 @@ def _append_to_list(out: dict, list_key: str, items: list, text: str) -> None:
     if bad:
         raise InputError(f"expected KEY=VALUE strings in {list_key}, got {bad[0]!r}", source="--set",
                          where=list_key)
-    # A list that starts with the config's own entries (its current list written out, then more) is taken
-    # whole: applying those entries twice in a row sets the same keys to the same values, so only the
-    # duplicates are left out, and the result matches what the writer of the full list meant.
-    node[leaf] = list(items) if existing and list(items[:len(existing)]) == list(existing) else [*existing, *items]
+    node[leaf] = _joined(existing, items)
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> tuple[dict, list[str]]:
