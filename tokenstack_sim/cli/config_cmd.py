@@ -9,7 +9,10 @@ import click
 from tokenstack_sim.config.loader import arch_configs_dir, list_presets, load_config, read_toml
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                          help="Override one config value (repeatable), e.g. --set controller.read_queue=64")
+                          help="Override one config value (repeatable), e.g. --set controller.read_queue=64; on a "
+                               "system, paths into the presets it names, as `run --set` and sweep [params] take "
+                               "them: gpu_stack.layout.pim_dies=2, gpu_stack.dram.controller.read_queue=64, "
+                               "gpu.<key>, gpu_link.<key>, host_link.<key>, pim_device.stack.<key>")
 
 
 @click.command()

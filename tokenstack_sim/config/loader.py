@@ -297,6 +297,15 @@ KIND_FOLDERS = {"dram": "dram", "stack": "stacks", "model": "models", "gpu": "gp
                 "system": "systems"}
 
 
+def _list_key_as_preset(key: str) -> str:
+    """`gpu_stack.dram_set` -> `gpu_stack.dram`: an override of a preset's list, as the path its errors name."""
+    for routes in OVERRIDE_ROUTES.values():
+        for ref, list_key in routes.items():
+            if key == list_key or key.endswith("." + list_key):
+                return key[:len(key) - len(list_key)] + ref
+    return key
+
+
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, kind: str | None = None):
     """Read a preset or file, apply `--set` overrides, validate and resolve it.
 
@@ -320,7 +329,8 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), 
         # an error at or around an overridden key is blamed on --set (a relation error names `timing`)
         # a nested preset's error reads "gpu_stack (dram (clock.x))"; its dotted form is gpu_stack.dram.clock.x
         w = (exc.where or "").replace(" (", ".").rstrip(")")
-        if w and any(w == k or w.startswith(k + ".") or k.startswith(w + ".") for k in override_keys):
+        if w and any(w == k or w.startswith(k + ".") or k.startswith(w + ".")
+                     for k in [*override_keys, *map(_list_key_as_preset, override_keys)]):
             note = "" if w in override_keys else f" (after --set {', '.join(override_keys)})"
             # the outermost level's note names what the user typed; a nested preset's names its inner lists
             message = _AFTER_NOTES.sub("", exc.message)
