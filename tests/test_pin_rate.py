@@ -15,17 +15,37 @@ HBM4_10 = ["clock.data_rate_gbps=10", "clock.tck_ns=0.4"]
 
 def test_mismatched_rate_and_tck_names_both_keys_and_the_fix():
     with pytest.raises(InputError) as err:
-        load_config("hbm4-ramulator21", ["clock.data_rate_gbps=10"])
+        load_config("hbm4-ramulator21", ["clock.data_rate_gbps=10", "clock.tck_ns=0.5"])
     msg = err.value.message
     assert "clock.data_rate_gbps 10" in msg and "clock.tck_ns 0.5" in msg
     assert "4 beats per tCK" in msg and "tck_ns = 0.4" in msg
     assert err.value.source == "--set"  # blamed on the override that broke it
 
 
+def test_rate_alone_on_a_speed_bin_is_refused():
+    # hbm3-ramulator21 gives its core timings in cycles (Ramulator's speed bin): a new rate would shrink them
+    with pytest.raises(InputError) as err:
+        load_config("hbm3-ramulator21", ["clock.data_rate_gbps=8"])
+    assert "clock.tck_ns 0.625" in err.value.message and "tck_ns = 0.5" in err.value.message
+
+
+def test_rate_alone_derives_tck_where_the_core_timings_are_in_ns(tmp_path):
+    at10 = load_config("hbm4-ramulator21", ["clock.data_rate_gbps=10"])
+    assert at10.tck_ns == pytest.approx(0.4) and at10.peak_bw_GBps == pytest.approx(2560.0)
+    assert dict(at10.n) == dict(load_config("hbm4-ramulator21", HBM4_10).n)
+    path = tmp_path / "pin.toml"  # a file restating the rate alone derives its tCK too
+    path.write_text('schema_version = 1\nkind = "dram"\nbase = "hbm4-ramulator21"\nname = "x"\n'
+                    "[clock]\ndata_rate_gbps = 10.0\n")
+    assert load_config(str(path)).tck_ns == pytest.approx(0.4)
+    # and through a system's stack, as a one-parameter sweep over the pin rate writes it
+    sysc = load_config("tokenstack-hbm4", ["gpu_stack.dram.clock.data_rate_gbps=10"], kind="system")
+    assert sysc.gpu_stack.dram.tck_ns == pytest.approx(0.4)
+
+
 def test_mismatch_in_a_file_names_the_file(tmp_path):
     path = tmp_path / "pin.toml"
     path.write_text('schema_version = 1\nkind = "dram"\nbase = "hbm4-ramulator21"\nname = "x"\n'
-                    "[clock]\ndata_rate_gbps = 10.0\n")
+                    "[clock]\ndata_rate_gbps = 10.0\ntck_ns = 0.5\n")
     with pytest.raises(InputError) as err:
         load_config(str(path))
     assert str(path) in str(err.value) and err.value.where == "clock" and "tck_ns = 0.4" in err.value.message

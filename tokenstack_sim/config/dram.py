@@ -10,9 +10,11 @@ set, the constraint table and the data beats per command clock come from a *fami
 
 The clock: `data_rate_gbps x tck_ns` must equal the family's `beats_per_tck` (a published, rounded tCK
 such as AttAcc's 0.769 ns for 4 / 5.2 Gb/s is accepted within 0.1%). A config that gives only
-`data_rate_gbps` gets `tck_ns = beats_per_tck / data_rate_gbps`, so `--set clock.data_rate_gbps=10` is a
-real pin-rate change on a preset that does not state its tCK; where the two disagree (a preset that
-states both, overridden in one only) resolve stops and names the consistent value.
+`data_rate_gbps` gets `tck_ns = beats_per_tck / data_rate_gbps`; a rate set alone (a `--set` or a file
+over a base) drops the stated tCK where the core timings are in ns (config/loader.py `_rate_alone`), so
+`--set clock.data_rate_gbps=10` on hbm4-ramulator21 is a real pin-rate change; where the two disagree (a
+speed bin with its core in cycles given a new rate, or both keys set inconsistently) resolve stops and
+names the consistent value.
 
 `resolve_dram()` is pure: it derives cycle counts, compiles the constraint table against the timing
 values, checks the relations that must hold between timings, and computes capacity and peak bandwidth.
@@ -348,7 +350,8 @@ def resolve_clock(clock: Clock, family: Family, *, source: str | None) -> Clock:
         raise InputError(f"clock.data_rate_gbps {clock.data_rate_gbps:g} and clock.tck_ns {clock.tck_ns:g} "
                          f"disagree: {beats:g} beats per tCK (family {family.name!r}) needs tck_ns = "
                          f"{want_tck:.6g} (or data_rate_gbps = {beats / clock.tck_ns:.6g}); set both keys together "
-                         "(tck_ns is derived from the rate only where no config layer states it)",
+                         "(a rate set alone derives tck_ns where the core timings are in ns; a preset with "
+                         "them in cycles, a speed bin, keeps its clock)",
                          source=source, where="clock")
     return clock
 

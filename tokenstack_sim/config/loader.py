@@ -128,6 +128,11 @@ def read_raw(name_or_path: str, _chain: tuple[Path, ...] = ()) -> tuple[dict, Pa
         base_raw.pop("description", None)
         for key in raw.get("timing", {}) if isinstance(raw.get("timing"), dict) else ():
             base_raw.get("timing", {}).pop(timing_twin(key), None)
+        clock = raw.get("clock")
+        if isinstance(clock, dict) and "data_rate_gbps" in clock and "tck_ns" not in clock:
+            base_clock = base_raw.get("clock")
+            if isinstance(base_clock, dict):  # a file that restates the rate alone derives its tCK
+                base_clock.pop("tck_ns", None)
         merged = _merge(base_raw, raw)
         _join_set_lists(base_raw, raw, merged)
         raw = merged
@@ -251,8 +256,26 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> tuple[
         leaf = path[-1]
         if path[0] == "timing":  # a timing given in the other unit replaces the preset's value
             node.pop(timing_twin(leaf), None)
+        if path == ["clock", "data_rate_gbps"] and _rate_alone(out, overrides):
+            node.pop("tck_ns", None)  # derived from the new rate (config/dram.py), as the twin timings are
         node[leaf] = value
     return out, keys
+
+
+# The row timings that say whether a DRAM preset's core is given in ns (a pin-rate change keeps them in
+# ns) or in cycles (a speed bin: its cycle counts were set for its own clock).
+_CORE_TIMINGS_NS = ("tRCD_RD_ns", "tRP_ns", "tRAS_ns")
+
+
+def _rate_alone(raw: dict, overrides) -> bool:
+    """A pin rate set without a tCK in the same overrides, on a DRAM config whose core timings are in ns:
+    the stated tCK is dropped so the rate derives it (beats per tCK / rate) and the ns timings scale. A
+    config with its core in cycles (a speed bin, e.g. hbm3-ramulator21) keeps its tCK, so a rate alone is
+    refused there (config/dram.py names both keys)."""
+    if any(parse_override(t)[0] == ["clock", "tck_ns"] for t in overrides):
+        return False
+    timing = raw.get("timing")
+    return isinstance(timing, dict) and all(k in timing for k in _CORE_TIMINGS_NS)
 
 
 def load_family(name: str, *, source: str | None = None) -> Family:
