@@ -29,6 +29,11 @@ from tokenstack_sim.config.schema import build, spec, to_dict
 from tokenstack_sim.errors import InputError
 
 PLACEMENTS = ("bank", "bank_pair", "bank_group", "base_die")
+# basedie.dma_GBps bounds [E]. Below ~5 GB/s the op-cost grid's largest DMA (64 MiB, opcost/table.py
+# DMA_SIZES) outlasts the most background a load level may use (simulate.MAX_BACKGROUND_BYTES) and its
+# characterization fails (measured: 1 GB/s fails at 16 MB under 0.2; 8 GB/s characterizes both KV DMAs to
+# 0.2). 1e6 GB/s is far above any stack's channels (HBM4: 2,048 GB/s), i.e. no cap in effect.
+DMA_GBPS_MIN, DMA_GBPS_MAX = 8.0, 1e6
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,18 @@ class BaseDie:
     quant_pipeline_cycles: int = spec(5, min=0, max=4096, doc="quantizer latency, its own cycles")
     dma_buffer_latency_cycles: int = spec(4, min=0, max=4096,
                                           doc="DRAM cycles from read data in the base die to the write's entry")
+    # No public figure for an HBM4 base die's DMA or logic throughput (hardware.md §1 gives process and
+    # TSV counts only), so the default is no cap [E]: a DMA moves as fast as the channels serve it, as
+    # before the knob existed. Set it to ask what a slower (or cheaper) DMA engine costs.
+    dma_GBps: float | None = spec(None, doc="DMA engine throughput cap per stack, GB/s of data read "
+                                  f"({DMA_GBPS_MIN:,.0f} to {DMA_GBPS_MAX:,.0f}); unset = no cap")
+
+    def __post_init__(self) -> None:
+        v = self.dma_GBps
+        if v is not None and not DMA_GBPS_MIN <= v <= DMA_GBPS_MAX:  # also refuses nan
+            raise InputError(f"expected the DMA engine's cap in GB/s of data read per stack, from "
+                             f"{DMA_GBPS_MIN:,.0f} to {DMA_GBPS_MAX:,.0f} (leave it unset for no cap), got {v:g}",
+                             where="dma_GBps")
 
 
 @dataclass(frozen=True)

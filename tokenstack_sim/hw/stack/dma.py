@@ -8,8 +8,12 @@ destination before the DMA engine touches it (`translation.Translator`, one look
 overlapped with the transfer): a read cannot enter before the translations of its pages are done. Each write waits for the read that holds
 its data, plus the base die's buffer latency and, when it quantizes, the quantizer's pipeline; a
 quantizing DMA writes `size_ratio` of the bytes it reads, and its writes are spaced by the quantizers'
-throughput. GPU traffic is stream 0 (in order, saturating; or open loop at a given rate, at an exact
-period or as a Poisson process).
+throughput. With `basedie.dma_GBps` set, the DMA engine reads at most that many GB/s per stack: read k
+of its jobs enters no earlier than k periods in (as an open-loop GPU stream's arrivals), the cap spread
+evenly over the channels a whole DMA between the two tiers uses (per channel: one read per access bytes
+x channels / cap), so a job confined to some of those channels (the op-cost slice, one channel) gets
+their share of the cap. Unset: no cap. GPU traffic is stream 0 (in order, saturating; or open loop at a
+given rate, at an exact period or as a Poisson process).
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         add(m.decode(lines), w, sid_, np.full(k, -1, np.int64), a)
     quant_elements = 0
     rd_bytes = wr_bytes = 0
+    engine_t = 0.0  # cycles: when the capped DMA engine may issue the next job's first read
     for job in dma:
         ratio = quantize.size_ratio(job.fmt, job.group)
         src = TierMap.of(stack, job.src, channels=job.channels, sids=job.src_sids, pcs=job.pcs)
@@ -136,6 +141,13 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
                         seen.add(key)
                         cost += translator.lookup(key)
                 not_before[k] = cost
+        period = read_period_cycles(stack, job)
+        if period > 0:
+            # the engine's cap: read k enters no earlier than k periods after the engine's previous jobs;
+            # a read held back (a full queue, a refresh) may then catch up, as an engine serving other
+            # channels meanwhile would, so a capped DMA takes bytes / cap plus its tail
+            not_before = np.maximum(not_before, np.floor(engine_t + np.arange(n_rd) * period).astype(np.int64))
+            engine_t += n_rd * period
         add(src.decode(rd_lines), np.zeros(n_rd, bool), DMA_READ, np.full(n_rd, -1, np.int64), not_before)
         need = np.minimum(np.ceil((np.arange(n_wr) + 1) / out_per_in - 1e-9).astype(np.int64) - 1, n_rd - 1)
         add(dst.decode(wr_lines), np.ones(n_wr, bool), DMA_WRITE, first_read + need, np.zeros(n_wr, np.int64))
@@ -176,3 +188,22 @@ def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = Fals
     big = 1 << 40
     return np.array([[prio_gpu, 0, 0, big], [prio_dma, 0, 0, share], [prio_dma, dep_lat, spacing_fp, share]],
                     np.int64)
+
+
+def read_period_cycles(stack, job: DmaJob) -> float:
+    """DRAM cycles between two reads of `job` entering under the engine's cap `basedie.dma_GBps`; 0 = no cap.
+
+    The cap is per stack and spread evenly over the channels a whole DMA between the job's tiers spreads
+    over (those with both tiers, as the op-cost slice counts them): per channel, one read of `dma_bytes`
+    every dma_bytes x channels / cap. A job's reads are one in-order stream over its own channels, so their
+    period is that over the job's channel count: a whole DMA reads dma_bytes per dma_bytes / cap, a job on
+    one of 32 channels (the op-cost slice) one per 32 x dma_bytes / cap."""
+    cap = stack.config.basedie.dma_GBps
+    if cap is None:
+        return 0.0
+    whole = {c for c, _ in stack.tier_units(job.src)} & {c for c, _ in stack.tier_units(job.dst)}
+    used = {c for c, _ in TierMap.of(stack, job.src, channels=job.channels, sids=job.src_sids,
+                                       pcs=job.pcs).units}
+    share = min(1.0, len(used) / max(1, len(whole)))  # of the stack's cap, what this job's channels get
+    dma_bytes = int(stack.dram.access_bytes * stack.config.basedie.tsv_width_mult)  # as build_streams
+    return dma_bytes / (cap * share) / stack.dram.tck_ns
