@@ -105,3 +105,13 @@ def test_reachable_from_a_system_and_a_sweep_parameter():
     with pytest.raises(InputError) as info:
         load_config("tokenstack-hbm4", ["gpu_stack.basedie.dma_GBps=0"], kind="system")
     assert "dma_GBps" in str(info.value) and "from 8 to 1,000,000" in str(info.value)
+
+
+def test_one_channel_slice_gets_its_channels_quantizers():
+    """The quantizers sit per channel: the op-cost slice (one channel) is spaced by that channel's, not the
+    stack's (it was 32x too fast there, so the quantizer knobs barely moved op costs: 1.37 vs 17.5 us)."""
+    few = ("basedie.quant_units_per_channel=1", "basedie.quant_lanes=1")
+    slice_ns = op_ns(*few)
+    whole_ns = run_stack(stack(*few), dma=[DmaJob(NBYTES, src="pim", dst="capacity", fmt="int8")]).dma_time_ns
+    assert slice_ns == pytest.approx(whole_ns, rel=0.1)
+    assert slice_ns > 5 * op_ns()  # quantizer-bound with one lane per channel

@@ -32,10 +32,12 @@ IRRELEVANT = {
     "stream": ("pim", "pim_energy", "basedie.tsv_width_mult", "basedie.tlb_entries", "basedie.tlb_page_bytes",
                "basedie.tlb_hit_cycles", "basedie.tlb_miss_cycles", "basedie.quant_units_per_channel",
                "basedie.quant_lanes", "basedie.quant_clock_ghz", "basedie.quant_pipeline_cycles",
-               "basedie.dma_buffer_latency_cycles", "basedie.dma_queue_share", "basedie.pim_first"),
+               "basedie.dma_buffer_latency_cycles", "basedie.dma_queue_share", "basedie.pim_first",
+               "basedie.dma_GBps"),
     "dma": ("pim", "pim_energy", "basedie.pim_first"),
     "attention": ("basedie.quant_units_per_channel", "basedie.quant_lanes", "basedie.quant_clock_ghz",
-                  "basedie.quant_pipeline_cycles", "basedie.dma_buffer_latency_cycles", "basedie.dma_queue_share"),
+                  "basedie.quant_pipeline_cycles", "basedie.dma_buffer_latency_cycles", "basedie.dma_queue_share",
+                  "basedie.dma_GBps"),
 }
 NEVER_RELEVANT = ("name", "description", "source", "base", "area")
 

@@ -178,13 +178,20 @@ def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = Fals
     dep_lat = b.dma_buffer_latency_cycles + (quantize.pipeline_cycles(stack) if quantizing else 0)
     spacing_fp = 0
     if quantizing:
-        # the quantizers emit one written line per (FP16 elements of that line / stack throughput) cycles;
-        # one spacing per stream, so jobs of one run share a format (the first quantizing job's)
+        # the quantizers emit one written line per (FP16 elements of that line / throughput) cycles, the
+        # throughput of the quantizers on the channels the writes go to (they sit per channel: a run on one
+        # channel, as the op-cost slice is, gets that channel's, not the stack's); one spacing per stream, so
+        # jobs of one run share a format (the first quantizing job's)
         j = quantizing[0]
         ratio = quantize.size_ratio(j.fmt, j.group)
         line_bytes = stack.dram.access_bytes * stack.config.basedie.tsv_width_mult
         fp16_elems_per_line = line_bytes / 2 if j.dequantize else line_bytes / ratio / 2
-        spacing_fp = math.ceil(fp16_elems_per_line / quantize.elements_per_cycle(stack) * kernels.FP)
+        used = set()
+        for q in quantizing:
+            used |= {c for c, _ in TierMap.of(stack, q.dst, channels=q.channels, sids=q.dst_sids, pcs=q.pcs).units}
+        on_channels = len(used) / stack.dram.org.channels if used else 1.0
+        spacing_fp = math.ceil(fp16_elems_per_line / (quantize.elements_per_cycle(stack) * on_channels)
+                               * kernels.FP)
     big = 1 << 40
     return np.array([[prio_gpu, 0, 0, big], [prio_dma, 0, 0, share], [prio_dma, dep_lat, spacing_fp, share]],
                     np.int64)
