@@ -444,7 +444,8 @@ class _ReuseRuntime(AgentRuntime):
         A source let go makes its chunk *lost*: its reuse recomputes it whole (`lost_tokens`). Returns
         blocks freed. A released block is only evictable: it still hits while the pool keeps it; a call
         whose history was evicted recomputes it on admission (`land_history`)."""
-        if self.budget() >= need:
+        budget = self.budget()
+        if budget >= need:
             return 0
         t_held = int(self.ag.round[self.held[0][0]]) if self.held else -1
         later_src, read_src = [], []
@@ -456,10 +457,17 @@ class _ReuseRuntime(AgentRuntime):
             order = [(0, o) for o in later_hist] + src + hist + ([(1, c) for c in read_src] if sources else [])
         else:
             order = [(0, o) for o in later_hist] + hist + (src + [(1, c) for c in read_src] if sources else [])
+        # `budget` walks the scheduler's queue (costly with 1,000 calls in it), so between releases it is
+        # bounded from above by the last exact figure plus the pool's newly free blocks (a release can only
+        # add evictable hits to what queued calls take) and computed exactly only when that bound reaches
+        # `need`: the loop stops at the same release as with an exact budget every time
+        free0 = self.pool.num_free
         freed = 0
         for kind, o in order:
-            if self.budget() >= need:
-                break
+            if budget + self.pool.num_free - free0 >= need:
+                budget, free0 = self.budget(), self.pool.num_free
+                if budget >= need:
+                    break
             if kind == 1:
                 freed += self.src_pins.release(o)
                 self.lost.add(o)
@@ -472,6 +480,7 @@ class _ReuseRuntime(AgentRuntime):
                 r = int(self.ag.next[o])
                 if r in self.queued:  # handed to the scheduler: its history may now be evicted before it runs
                     self.queued[r] = self.blocks_to_admit(r) + self.tail_need(r)
+                    budget, free0 = self.budget(), self.pool.num_free  # queued grew: the bound is resynced
         return freed
 
     def lost_tokens(self, chunks) -> int:
