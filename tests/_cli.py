@@ -13,3 +13,13 @@ def tokenstack(capsys, *args) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def one_line_error(capsys, *args) -> str:
+    """The one `error: ...` line a bad `tokenstack ARGS` prints (exit status 2, no traceback, no output)."""
+    code, out, err = tokenstack(capsys, *args)
+    assert code == 2, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and out == ""
+    return lines[0]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _kv_checks import check_tiers_every_step  # tests/_kv_checks.py
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.kv.policy import KvPolicy
-from tokenstack_sim.kv.tiered import TieredKv, capacity_ratio
+from tokenstack_sim.kv.tiered import capacity_ratio
 from tokenstack_sim.sim.engine import RunSpec, prepare, run_prepared
 from tokenstack_sim.sim.step_cost import EngineOptions
 from tokenstack_sim.workload.table import RequestTable, empty_rows
@@ -43,16 +44,7 @@ def crafted(n, prompt, outputs, gap_s=0.0, shared_blocks=0) -> RequestTable:
 @pytest.fixture
 def checked(monkeypatch):
     """Run TieredKv.check() (slots, replicas, holder counters) before every step."""
-    calls = []
-    orig = TieredKv.begin_step
-
-    def begin_step(self):
-        self.check()
-        calls.append(1)
-        orig(self)
-
-    monkeypatch.setattr(TieredKv, "begin_step", begin_step)
-    return calls
+    return check_tiers_every_step(monkeypatch)
 
 
 def serve(table, kv, kv_blocks=None, system="tokenstack-hbm4"):

@@ -16,21 +16,12 @@ import pytest
 from tokenstack_sim.config.loader import load_config
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.sweep.overrides import system_overrides
-from _cli import tokenstack  # tests/_cli.py
+from _cli import one_line_error, tokenstack  # tests/_cli.py
 
 pytestmark = pytest.mark.unit
 
 FAST = ("--model", "llama-3.1-8b", "--memory-timing", "roofline", "--qps", "2", "--duration", "3",
         "--format", "json")
-
-
-def one_line_error(capsys, *args) -> str:
-    code, out, err = tokenstack(capsys, *args)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err and out == ""
-    return lines[0]
 
 
 def rows(capsys, *args) -> list[dict]:

@@ -17,20 +17,11 @@ import pytest
 from tokenstack_sim.results.h5 import read_runs
 from tokenstack_sim.sim.engine import RunSpec, run
 from tokenstack_sim.sim.step_cost import EngineOptions
-from _cli import tokenstack  # tests/_cli.py
+from _cli import one_line_error, tokenstack  # tests/_cli.py
 
 pytestmark = pytest.mark.unit
 
 FAST = ("--model", "llama-3.1-8b", "--memory-timing", "roofline")
-
-
-def one_line_error(capsys, *args) -> str:
-    code, out, err = tokenstack(capsys, *args)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err and out == ""
-    return lines[0]
 
 
 def tiny_system(tmp_path) -> Path:
