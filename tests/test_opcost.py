@@ -374,3 +374,19 @@ def test_background_is_the_expectation_over_poisson_draws_by_default():
     assert simulate_op(st, op, 1.79e6, 0.1, background="random")[2]["draws"] == 1
     with pytest.raises(InputError, match="background"):
         simulate_op(st, op, 1.79e6, 0.1, background="bursty")
+
+
+@pytest.mark.validation
+def test_load0_dma_follows_its_write_drain_teeth_between_grid_sizes():
+    """At load 0 an INT8 demotion's time is a sawtooth in size (~30 ns teeth: whether its last writes
+    drain at once or wait for the write-age timer), with periods an 8-size probe can miss; the load-0
+    level is tabulated at every break while the DMA lasts under DENSE_DMA_NS (before: 23% off at sizes
+    between 32 and 500 KB, e.g. 82,048 B: table 186.7 ns, kernel 218.0 ns)."""
+    st = stack()
+    op = OpSpec("dma", src="pim", dst="capacity", fmt="int8")
+    tab = characterize(st, op, {**SMALL, "shares": [0.0]})
+    rng = np.random.default_rng(5)
+    sizes = np.concatenate([[82_048.0], np.exp(rng.uniform(np.log(32 << 10), np.log(1 << 20), 300)).round()])
+    for size in sizes:
+        k, _, _ = simulate_op(st, op, float(size), 0.0)
+        assert float(tab.time(size)) == pytest.approx(k, rel=0.05), size

@@ -89,6 +89,11 @@ DENSE_PROBE = 8
 DENSE_TOL = 0.02  # [E] half of the 5% contract: what is left for the line above the dense region
 DENSE_MAX_NS = 8_000.0  # [E] the teeth are <= ~200 ns (write-age wait + drain): < 2.5% of ops this long
 DENSE_BUDGET_MS = 3000.0  # [E] per load level, to keep one config near the 60 s target (~1 MB of DMA at 0.2)
+DENSE_DMA_NS = 1_000.0  # [E] at load 0 a DMA is tabulated at every break while it lasts under this, probe
+# or not: its write-drain teeth (~30 ns at load 0: 186.5 / 218.0 / 188.0 / 217.0 ns at 81,920 / 82,048 /
+# 82,944 / 83,968 B, an INT8 demotion) have periods the 8-size probe can miss (it found none from 32 KB
+# on, and the table missed by up to 23% between 32 and 500 KB); past 1 us a tooth is < 3% of the op.
+# A load-0 run is one deterministic simulation (~1 ms): ~2,000 more sizes, < 1 s per DMA op
 
 
 # Load levels added between the grid's (see _refine_shares).
@@ -268,8 +273,10 @@ def _dense_limit(stack, op, sim, cost_ms, sizes0: np.ndarray, quantum: float, sh
     s + k x quantum; their largest distance from their own least-squares line, relative to the shortest,
     is the structure's share of the op. From size 0 to the end of the last grid segment that starts at a
     probe above DENSE_TOL, every break is simulated, cheapest first, until DENSE_BUDGET_MS (sim_cost_ms) is
-    spent; the region stops at the last break reached. A size between two breaks is the op of the break
-    above, so _fit_level also puts that time at the run's first size: the linear look-up is exact there."""
+    spent; the region stops at the last break reached. At load 0 a DMA's region reaches the grid segment
+    where it outlasts DENSE_DMA_NS whatever the probes say (its teeth there have periods they miss). A
+    size between two breaks is the op of the break above, so _fit_level also puts that time at the run's
+    first size: the linear look-up is exact there."""
     from tokenstack_sim.hw.opcost.simulate import size_breaks
 
     probes = []
@@ -285,6 +292,10 @@ def _dense_limit(stack, op, sim, cost_ms, sizes0: np.ndarray, quantum: float, sh
         probes.append((s, stray))
         if stray > DENSE_TOL:
             end = float(sizes0[i + 1])
+    if share == 0 and op.kind == "dma":
+        short = [float(s) for s in sizes0[1:] if sim(float(s))[0] <= DENSE_DMA_NS]
+        if short:
+            end = max(end, float(sizes0[min(np.searchsorted(sizes0, short[-1]) + 1, len(sizes0) - 1)]))
     spent, dense_max = 0.0, 0.0
     for x in (size_breaks(stack, op, end) if end else ()):
         if spent >= DENSE_BUDGET_MS:
