@@ -200,11 +200,14 @@ def write_drain_step(stack, op: OpSpec) -> tuple[float, float]:
 
 
 def simulate_op(stack, op: OpSpec, size: float, share: float,
-                expect_ns: float | None = None, background: str = DEFAULT_BACKGROUND) -> tuple[float, dict, dict]:
+                expect_ns: float | None = None, background: str = DEFAULT_BACKGROUND,
+                draw_se: float = DRAW_SE, max_draws: int = DRAWS_MAX) -> tuple[float, dict, dict]:
     """(stack time in ns, stack action counts, details) of one op of `size` under load `share`.
 
     Under the "poisson" background, the mean over draws (module docstring); `details["draw_times_ns"]`
-    holds each draw's time. The background must outlast the op; its length is sized from a first guess
+    holds each draw's time. `draw_se` and `max_draws` (default: the table's DRAW_SE, DRAWS_MAX) set how
+    closely the mean is estimated: a reference for checking a table asks for more (scripts/bench_ops.py
+    --ref-se), since a check as rough as the table's points measures their noise, not the table. The background must outlast the op; its length is sized from a first guess
     of the op's time under load: `expect_ns` when the caller has one (e.g. from a neighbouring size),
     else a run without background. A guess too short costs a rerun with a longer background, never a
     different answer: an open-loop background's arrivals after the op's end do not change the op."""
@@ -218,7 +221,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
                                   background_seed(op.op_id, share), c0, n_ch)
         return t, _stack_actions(r.actions, n_ch), _details(stack, t, background, c0, n_ch, bg, [t])
     alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch)[0]
-    need = min_draws(alone_ns)
+    need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
     guess = expect_ns if expect_ns and expect_ns > 0 else alone_ns
     ts, acts, bg_total = [], {}, 0
     while True:
@@ -230,11 +233,11 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         for k, v in r.actions.items():
             acts[k] = acts.get(k, 0.0) + v
         n = len(ts)
-        if n >= DRAWS_MAX:
+        if n >= max_draws:
             break
         if n >= need:
             mean = sum(ts) / n
-            if n == 1 or mean <= 0 or float(np.std(ts, ddof=1)) / math.sqrt(n) <= DRAW_SE * mean:
+            if n == 1 or mean <= 0 or float(np.std(ts, ddof=1)) / math.sqrt(n) <= draw_se * mean:
                 break
     t = float(np.mean(ts))
     actions = _stack_actions({k: v / len(ts) for k, v in acts.items()}, n_ch)
