@@ -300,9 +300,8 @@ def _dense_limit(stack, op, sim, cost_ms, sizes0: np.ndarray, quantum: float, sh
         if stray > DENSE_TOL:
             end = float(sizes0[i + 1])
     if share == 0 and op.kind == "dma":
-        short = [float(s) for s in sizes0[1:] if sim(float(s))[0] <= DENSE_DMA_NS]
-        if short:
-            end = max(end, float(sizes0[min(np.searchsorted(sizes0, short[-1]) + 1, len(sizes0) - 1)]))
+        # the first grid size that outlasts DENSE_DMA_NS ends the segment where the teeth stop mattering
+        end = max(end, next((float(s) for s in sizes0[1:] if sim(float(s))[0] > DENSE_DMA_NS), float(sizes0[-1])))
     spent, dense_max = 0.0, 0.0
     for x in (size_breaks(stack, op, end) if end else ()):
         if spent >= DENSE_BUDGET_MS:

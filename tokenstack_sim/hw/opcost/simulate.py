@@ -207,9 +207,9 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     Under the "poisson" background, the mean over draws (module docstring); `details["draw_times_ns"]`
     holds each draw's time. `draw_se` and `max_draws` (default: the table's DRAW_SE, DRAWS_MAX) set how
     closely the mean is estimated: a reference for checking a table asks for more (scripts/bench_ops.py
-    --ref-se), since a check as rough as the table's points measures their noise, not the table. The background must outlast the op; its length is sized from a first guess
-    of the op's time under load: `expect_ns` when the caller has one (e.g. from a neighbouring size),
-    else a run without background. A guess too short costs a rerun with a longer background, never a
+    --ref-se), since a check as rough as the table's points measures their noise, not the table. The
+    background must outlast the op; its length is sized from a first guess of the op's time under load:
+    `expect_ns` when the caller has one (e.g. from a neighbouring size), else a run without background. A guess too short costs a rerun with a longer background, never a
     different answer: an open-loop background's arrivals after the op's end do not change the op."""
     if background not in BACKGROUNDS:
         raise InputError(f"background {background!r} is not one of {', '.join(BACKGROUNDS)}")
