@@ -10,7 +10,7 @@ from tokenstack_sim.config.loader import load_config
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.opcost import OpCosts, OpSpec, characterize
 from tokenstack_sim.hw.opcost import cache
-from tokenstack_sim.hw.opcost.simulate import refresh_dues, simulate_op, size_breaks
+from tokenstack_sim.hw.opcost.simulate import refresh_interval, simulate_op, size_breaks
 
 TS = "hbm4-12h-tokenstack"
 from tokenstack_sim.hw.opcost.table import _geometric
@@ -38,12 +38,13 @@ def stack(*ov):
 # The issue's contract is 5% of the kernel at held-out sizes and loads. Under load it holds for streams and
 # attention of at least LONG_NS; the bounds below are the known gaps characterize.py's module docstring
 # states and scripts/bench_ops.py --scan measures: shorter ops (a few hundred ns, where one write drain or
-# one background request is a large share of the op) within SHORT_TOL, and DMAs under load within DMA_TOL
-# (near their knee under 0.15-0.2 one draw's time spreads by 15-19%, so the mean of <= 16 draws is
-# rough in size).
+# one background request is a large share of the op: a 94 KB DMA under 0.2 spreads by 32% a draw, so the
+# mean of <= 16 draws is rough by ~8%) within SHORT_TOL, and DMAs under load within DMA_TOL (where the
+# time bends in load share between levels: a dequantizing DMA of 34 MB, 178 / 214 / 214 us under 0.15 /
+# 0.175 / 0.2). Measured here: short ops 17%, DMAs of >= 2 us 7%.
 LONG_NS = 2000.0
-SHORT_TOL = 0.35
-DMA_TOL = 0.15
+SHORT_TOL = 0.25
+DMA_TOL = 0.10
 
 
 def _within(err: float, kernel_ns: float, share: float, op=None) -> bool:
@@ -153,16 +154,41 @@ def test_source_hash_covers_the_kernel():
 
 
 @pytest.mark.validation
-def test_refresh_steps_are_located_not_smeared():
+def test_cost_is_the_expectation_over_where_the_op_starts_in_its_refresh_interval(monkeypatch):
+    """An op starts anywhere in the refresh interval: its cost is the mean over that, not the time of an
+    op that starts just after a refresh (which, shorter than tREFI, never meets one)."""
+    from tokenstack_sim.hw.opcost import simulate as S
+
     st = stack()
+    ns, cycles = refresh_interval(st)
+    trfc = st.dram.n["nRFC"] * st.dram.tck_ns
     op = OpSpec("stream", tier="capacity")
+    c0, n_ch = S._slice(st, op)
+    # an op longer than the interval: the mean over 32 evenly spread starts (brute force)
+    size = 12e6
+    brute = np.mean([S._simulate_once(st, op, size, 0.0, None, "poisson", 0, c0, n_ch,
+                                      phase_cycles=int((k + 0.5) / 32 * cycles))[0] for k in range(32)])
+    t, _, det = simulate_op(st, op, size, 0.0)
+    assert det["off_ns"] > ns and t == pytest.approx(brute, rel=0.02)
+    # a short op: it meets a refresh with probability t_off / tREFI and then waits at least tRFC
+    dma = OpSpec("dma", src="pim", dst="capacity", fmt="int8")
+    t, _, det = simulate_op(st, dma, 300e3, 0.0)
+    off = det["off_ns"]
+    assert off < ns / 4
+    assert simulate_op(st, dma, 300e3, 0.0, refresh="phase0")[0] == simulate_op(st, dma, 300e3, 0.0, refresh="off")[0] == off
+    assert t >= off + off / ns * trfc
+    monkeypatch.setattr(S, "REFRESH_PHASES", 32)  # where in the op the refresh falls, finely
+    assert t == pytest.approx(simulate_op(st, dma, 300e3, 0.0)[0], rel=0.02)
+    monkeypatch.undo()
+    # the table follows it over sizes where the op goes from meeting no refresh to meeting several
     grid = {"sizes": [0] + _geometric(1 << 20, 16 << 20, 4096)[1:], "shares": [0.0]}  # the default spacing
     tab = characterize(st, op, grid)
-    assert len(tab.sizes[0]) > len(grid["sizes"])  # points were added where a refresh starts to land
     rng = np.random.default_rng(7)
     for size in rng.uniform(1 << 20, 16 << 20, 6).round():
         k, _, _ = simulate_op(st, op, float(size), 0.0)
         assert float(tab.time(size)) == pytest.approx(k, rel=0.05)
+    with pytest.raises(InputError, match="refresh"):
+        simulate_op(st, op, 4096.0, 0.0, refresh="sometimes")
 
 
 @pytest.mark.unit
@@ -222,15 +248,7 @@ def test_background_length_never_changes_the_answer():
         t, _, det = simulate_op(st, op, size, 0.2)
         for guess in (t / 10, t, 10 * t):
             t2, _, det2 = simulate_op(st, op, size, 0.2, expect_ns=guess)
-            assert t2 == t and det2["refreshes"] == det["refreshes"] == refresh_dues(st, t)
-
-
-@pytest.mark.unit
-def test_refresh_dues_count_whole_intervals():
-    st = stack()
-    interval_ns = st.dram.n["nREFI"] * st.dram.tck_ns
-    assert refresh_dues(st, 0.0) == 0 and refresh_dues(st, interval_ns * 0.999) == 0
-    assert refresh_dues(st, interval_ns * 1.001) == 1 and refresh_dues(st, interval_ns * 3.5) == 3
+            assert t2 == t and det2["off_ns"] == det["off_ns"]
 
 
 @pytest.mark.validation
@@ -303,7 +321,9 @@ def test_expected_time_under_load_smooths_the_write_drain_teeth():
     xs = 300e3 + q * np.arange(8)
 
     def stray(background):
-        t = np.array([simulate_op(st, op, float(x), 0.1, background=background)[0] for x in xs])
+        # without refresh: the background's teeth alone (several refreshed runs a realization would smooth
+        # one realization too)
+        t = np.array([simulate_op(st, op, float(x), 0.1, background=background, refresh="off")[0] for x in xs])
         return float(np.max(np.abs(t - np.polyval(np.polyfit(xs, t, 1), xs))) / t.min())
 
     assert stray("random") > 0.10

@@ -1,14 +1,18 @@
 """Characterize ops on the cycle kernel and serve their costs from the on-disk cache.
 
-Method per (op, load level): a geometric size grid; at load 0, for streams and DMAs, a probe of
-structure at the scale of one access per channel and, where it is found, a tabulation at every size
-where the op changes (`_dense_limit`); refresh steps located by bisection; then adaptive refinement:
-every segment is checked at its midpoint and split where the line misses the kernel by more than
-REFINE_TOL, within a deterministic budget (see `_fit_level`). Under load, where a point is the mean of
-several draws of the background (simulate.py), the grid is every other size above ops of
-LOADED_FULL_GRID_NS, a DMA's grid also holds both sides of its first write-drain step
-(simulate.write_drain_step), and sizes whose op lasts over STEADY_NS alone are the load-0 time scaled
-by the slow-down just below them. Each table is then checked at held-out sizes on its levels
+Method per (op, load level). An op's cost is its expected time over where in the DRAM's refresh
+interval it starts (simulate.py, refresh="expected"). A level tabulates the op's time without refresh
+(`_fit_level`) and scales it by the refresh overhead, measured at fewer sizes (`_refresh_overhead`):
+the first has structure at the scale of one access per channel, the second varies slowly with size.
+The time without refresh: a geometric size grid; at load 0, for streams and DMAs, a probe of structure
+at the scale of one access per channel and, where it is found, a tabulation at every size where the op
+changes (`_dense_limit`); then adaptive refinement: every segment is checked at its midpoint and split
+where the line misses the kernel by more than REFINE_TOL, within a deterministic budget (see
+`_fit_level`). Under load, where a point is the mean of several draws of the background (simulate.py),
+the grid is every other size above ops of LOADED_FULL_GRID_NS, a DMA's grid also holds both sides of
+its first write-drain step (simulate.write_drain_step), and sizes whose op lasts over STEADY_NS alone
+are the load-0 time scaled by the slow-down just below them. Each table is then checked against the
+kernel (refresh expected) at held-out sizes on its levels
 (`OpTable.validation`) and at loads between levels, half-way and random (`meta["validation_between_levels"]`).
 
 Between the grid's load levels, levels are added where linear interpolation in share misses
@@ -66,8 +70,8 @@ import numpy as np
 
 from tokenstack_sim.errors import InputError
 from tokenstack_sim.hw.opcost import cache
-from tokenstack_sim.hw.opcost.simulate import (DEFAULT_BACKGROUND, OpSpec, simulate_op, size_quantum,
-                                                write_drain_step)
+from tokenstack_sim.hw.opcost.simulate import (DEFAULT_BACKGROUND, REFRESH_PHASES, OpSpec, simulate_op,
+                                                size_quantum, write_drain_step)
 from tokenstack_sim.hw.opcost.table import ATTENTION_TOKENS, DMA_SIZES, LOAD_SHARES, STREAM_SIZES, OpTable
 
 
@@ -76,8 +80,6 @@ def default_grid(op: OpSpec) -> dict:
     return {"sizes": list(sizes), "shares": list(LOAD_SHARES)}
 
 
-STEP_MAX_NS = 20_000.0  # refresh steps are located for ops shorter than this (later steps are < 3% each)
-STEP_WIDTH = 0.02  # ... to within this relative width in size
 REFINE_TOL = 0.02  # a segment whose line misses the kernel at its midpoint by more than this is split
 REFINE_BUDGET_MS = 1500.0  # per load level: estimated kernel milliseconds for refinement (sim_cost_ms)
 REFINE_BUDGET_LOADED_MS = 1200.0  # [E] the same under load, where a point is the mean of several draws
@@ -124,14 +126,12 @@ def sim_cost_ms(time_ns: float, share: float, draws: int = 1) -> float:
 
 
 def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=None, level0=None):
-    """Sizes, times (and actions) for one load level, plus refinement figures.
+    """Sizes, times without refresh (and actions) for one load level, plus refinement figures.
 
     1. The geometric grid `sizes0`.
-    2. Refresh steps. An all-bank refresh (tRFC ~0.45 us every tREFI ~3.9 us) lands inside an op once
-       the op runs past the next refresh, so time is a staircase in size. Where two grid points differ in
-       the refreshes due before their end and the op is short enough for a step to matter, the step is
-       located by bisection, so the table holds a steep segment of width STEP_WIDTH there instead of
-       smearing it over the interval.
+    2. (No refresh steps: the op is timed without refresh; `_refresh_overhead` adds the expected refreshes,
+       a smooth function of size. The previous convention, an op starting just after a refresh, made time
+       a staircase in size whose steps were located by bisection.)
     3. Adaptive refinement. Each segment is checked at its midpoint; where the line misses the kernel
        by more than REFINE_TOL the midpoint becomes a grid point and both halves are checked in turn,
        down to one access per channel (or one token). A checked midpoint that passes is kept too (it
@@ -148,15 +148,15 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
        The held-out checks reach them (characterize, scripts/bench_ops.py --scan).
 
     `expect(x)` (optional) guesses the op's time at size x under this load, to size the background."""
-    pts: dict[float, tuple[float, dict, float]] = {}
+    pts: dict[float, tuple[float, dict]] = {}
     quantum = size_quantum(stack, op)
 
     draws = {}
 
     def sim(x: float):
         if x not in pts:
-            t, acts, det = simulate_op(stack, op, x, share, expect_ns=expect(x) if expect else None)
-            pts[x] = (t, acts, det.get("refreshes", 0.0))
+            t, acts, det = simulate_op(stack, op, x, share, expect_ns=expect(x) if expect else None, refresh="off")
+            pts[x] = (t, acts)
             draws[x] = det.get("draws", 1)
             if expect:
                 expect.observe(x, t)
@@ -187,20 +187,6 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
         sim(float(x))
     dense = (_dense_limit(stack, op, sim, cost_ms, sizes0, quantum, share)
              if op.kind != "attention" and (share == 0 or DEFAULT_BACKGROUND != "poisson") else {"dense_max": 0.0})
-    for a, b in zip(sizes0[1:], sizes0[2:]):
-        a, b = float(a), float(b)
-        if pts[a][2] == pts[b][2] or pts[b][0] > STEP_MAX_NS:
-            continue
-        for _ in range(12):
-            if b - a <= max(STEP_WIDTH * a, quantum):
-                break
-            mid = float(round((a + b) / 2 / quantum) * quantum)  # sizes between quanta are the same op
-            if mid <= a or mid >= b:
-                break
-            if sim(mid)[2] == pts[a][2]:
-                a = mid
-            else:
-                b = mid
     # 3. refinement
     xs = sorted(pts)
     heap = []
@@ -245,8 +231,6 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
             prev = float(b)
     ratio = None
     if len(steady):
-        from tokenstack_sim.hw.opcost.simulate import refresh_dues
-
         sim_x = np.array(sorted(x for x in pts if x > 0))
         t0 = np.interp(sim_x, level0[0], level0[1])
         near = (t0 >= STEADY_NS / 2) & (t0 <= STEADY_NS)
@@ -255,11 +239,88 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
         ratio = float(np.mean([pts[float(x)][0] for x in sim_x[near]] / t0[near]))
         for x in steady:
             t = float(np.interp(x, level0[0], level0[1])) * ratio
-            pts[float(x)] = (t, {}, refresh_dues(stack, t))
+            pts[float(x)] = (t, {})
     xs = np.array(sorted(pts), np.float64)
     info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent, **dense,
             "steady_from": float(steady[0]) if len(steady) else None, "steady_ratio": ratio}
     return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}, info
+
+
+RHO_EVERY = 2  # [E] the refresh overhead is measured at every other grid size at load 0 (x2 apart) ...
+RHO_EVERY_LOADED = 4  # [E] ... and every fourth under load (x4 apart), where a point costs 2 runs a draw
+RHO_MAX_NS = 32_000.0  # [E] ... up to ops this long without refresh at load 0 (8 refresh intervals) and
+RHO_MAX_LOADED_NS = 8_000.0  # [E] this long under load (2 intervals; a 16 us op under 0.2 costs ~0.1 s a
+# draw with its refreshed runs); longer ops keep the last overhead (measured against 16 us: the tables'
+# error against a precise reference unchanged, ops >= 2 us)
+
+
+def _refresh_overhead(stack, op, share: float, xs: np.ndarray, ts_off: np.ndarray, sizes0: np.ndarray,
+                      acts: dict | None = None):
+    """(1 + the refresh overhead at each of `xs`, figures): what the refreshes that land in an op add to
+    its time without refresh, on average over where in its refresh interval it starts (simulate_op's
+    refresh="expected"), as a share of that time. Where `acts` ({size: action counts without refresh})
+    is given (load 0, the level whose actions the table keeps), they are scaled in place the same way,
+    action by action: a refresh closes every bank, so the rows open before it are opened again after
+    it (a capacity stream of 2 MB alone: 26% more row activations than without refresh).
+
+    Why separately: the op's own time (`ts_off`) has structure at the scale of one access per channel (a
+    DMA's write-drain teeth) that the level tabulates densely, while the overhead varies slowly with size
+    (an INT8 demotion alone: 10.2 / 10.7 / 12.9 / 14.8 / 17.5 / 16.7% at 20 KB / 82 KB / 300 KB / 1.25 MB /
+    2.9 MB / 6 MB) and costs 1 + REFRESH_PHASES runs to measure at load 0, two a draw under load. So it is
+    measured at grid sizes RHO_EVERY (RHO_EVERY_LOADED) apart up to ops of RHO_MAX_NS
+    (RHO_MAX_LOADED_NS), where an op meets several refreshes and the overhead has settled, and
+    interpolated in log size (held constant beyond the ends). Each measurement pairs the refreshed runs
+    with the same draws without refresh."""
+    from tokenstack_sim.hw.opcost.simulate import refresh_interval
+
+    if refresh_interval(stack) is None:
+        return np.ones(len(xs)), {"rho_sizes": [], "rho": []}
+    cand = sizes0[sizes0 > 0]
+    cand = cand[np.interp(cand, xs, ts_off) <= (RHO_MAX_NS if share == 0 else RHO_MAX_LOADED_NS)]
+    if len(cand) == 0:
+        cand = sizes0[sizes0 > 0][:1]
+    step = RHO_EVERY if share == 0 else RHO_EVERY_LOADED
+    pick = list(cand[::step])
+    if pick[-1] != cand[-1]:
+        pick.append(cand[-1])
+    rho, act_rho = [], {}
+    names = sorted({k for d in acts.values() for k in d}) if acts else []
+    for x in pick:
+        off = float(np.interp(x, xs, ts_off))
+        t, a_exp, det = simulate_op(stack, op, float(x), share, expect_ns=off * 1.2, with_off=True)
+        rho.append(t / det["off_ns"] - 1 if det["off_ns"] > 0 else 0.0)
+        for k in names:
+            a_off = acts.get(float(x), {}).get(k, 0.0)
+            act_rho.setdefault(k, []).append(a_exp.get(k, 0.0) / a_off - 1 if a_off > 0 else 0.0)
+    pick = np.array(pick, np.float64)
+    pos = xs > 0
+
+    def factor_at(values: list[float]) -> np.ndarray:
+        # each measurement is replaced by the median of it and its two neighbours: under load one is the
+        # mean of <= DRAWS_MAX draws whose refresh delays spread widely (a 1k-token attention under 0.2:
+        # 4.9% from 11 draws, 11.5% from 256, between 12.7% and 13.8% at 256 and 4k tokens)
+        smooth = [float(np.median(values[max(0, i - 1):i + 2])) if 0 < i < len(values) - 1 else float(values[i])
+                  for i in range(len(values))]
+        f = np.ones(len(xs))
+        f[pos] = 1 + np.interp(np.log(xs[pos]), np.log(pick), smooth)
+        return f, smooth
+
+    factor, smooth = factor_at(rho)
+    facs = {k: factor_at(v)[0] for k, v in act_rho.items()}
+    for i, x in enumerate(xs):
+        d = acts.get(float(x)) if acts else None
+        if d:  # a new dict: sizes of one run of the same op share theirs (_fit_level)
+            acts[float(x)] = {k: v * float(facs[k][i]) if k in facs else v for k, v in d.items()}
+    return factor, {"rho_sizes": pick.tolist(), "rho": [float(r) for r in rho], "rho_used": smooth}
+
+
+def _level(stack, op, sizes0: np.ndarray, share: float, expect=None, level0_off=None):
+    """One load level: (sizes, times, actions, figures, times without refresh). The op's time without
+    refresh is fitted (`_fit_level`), then scaled by the refresh overhead (`_refresh_overhead`); so are
+    the actions at load 0 (the only level whose actions the table keeps)."""
+    xs, ts_off, acts, info = _fit_level(stack, op, sizes0, share, op.size_unit, expect, level0_off)
+    factor, rinfo = _refresh_overhead(stack, op, share, xs, ts_off, sizes0, acts if share == 0 else None)
+    return xs, ts_off * factor, acts, {**info, **rinfo}, ts_off
 
 
 def _dense_limit(stack, op, sim, cost_ms, sizes0: np.ndarray, quantum: float, share: float) -> dict:
@@ -321,7 +382,7 @@ def _share_probe_sizes(op, xs0: np.ndarray, ts0: np.ndarray) -> np.ndarray:
     return np.unique(np.round(out)) if op.size_unit == "tokens" else out
 
 
-def _refine_shares(stack, op, shares, level_sizes, level_times, refine, sizes0, progress, t0):
+def _refine_shares(stack, op, shares, level_sizes, level_times, level_offs, refine, sizes0, progress, t0):
     """Add load levels where the look-up's linear interpolation in share misses the kernel.
 
     Why: an op's expected time under a random background rises with load but not linearly: it bends at a knee
@@ -332,9 +393,16 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, refine, sizes0, 
     is checked at its middle share at SHARE_PROBES sizes (ops of SHARE_PROBE_NS at load 0); where the
     interpolation misses any by more than SHARE_TOL, the
     middle share becomes a level (fitted like the others) and both halves are checked in turn, down to
-    SHARE_MIN_STEP, up to SHARE_MAX_LEVELS levels. Deterministic: same seeds, same order."""
+    SHARE_MIN_STEP, up to SHARE_MAX_LEVELS levels. Deterministic: same seeds, same order.
+
+    The check is made on the op's time without refresh (refresh="off"), whose levels the interpolation
+    joins before the refresh overhead scales them (`_level`): one run a draw instead of two or more, and a
+    spread over draws several times smaller (a 4k-token attention under 0.2: cv 3% without refresh, 12%
+    with one refreshed run a draw), so a probe says where the op bends, not where its refreshes fell."""
     probes = _share_probe_sizes(op, level_sizes[0], level_times[0])
-    levels = {float(sh): (xs, ts, info) for sh, xs, ts, info in zip(shares, level_sizes, level_times, refine)}
+    level0_off = (level_sizes[0], level_offs[0])
+    levels = {float(sh): (xs, ts, info, off)
+              for sh, xs, ts, info, off in zip(shares, level_sizes, level_times, refine, level_offs)}
     todo = list(zip(shares[:-1], shares[1:]))
     checks = []
     while todo and len(probes) and len(levels) < SHARE_MAX_LEVELS:
@@ -345,18 +413,17 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, refine, sizes0, 
         w = (mid - a) / (b - a)
         worst = 0.0
         for x in probes:
-            line = ((1 - w) * np.interp(x, levels[a][0], levels[a][1]) + w * np.interp(x, levels[b][0], levels[b][1]))
-            k, _, _ = simulate_op(stack, op, float(x), mid, expect_ns=float(line))
+            line = ((1 - w) * np.interp(x, levels[a][0], levels[a][3]) + w * np.interp(x, levels[b][0], levels[b][3]))
+            k, _, _ = simulate_op(stack, op, float(x), mid, expect_ns=float(line), refresh="off")
             worst = max(worst, abs(line - k) / k if k > 0 else 0.0)
         checks.append((a, b, worst))
         if worst <= SHARE_TOL:
             continue
         try:
-            xs, ts, _, info = _fit_level(stack, op, sizes0, mid, op.size_unit, _Expect(levels[a][0], levels[a][1]),
-                                         (levels[0.0][0], levels[0.0][1]))
+            xs, ts, _, info, off = _level(stack, op, sizes0, mid, _Expect(levels[a][0], levels[a][1]), level0_off)
         except InputError:
             continue
-        levels[mid] = (xs, ts, info)
+        levels[mid] = (xs, ts, info, off)
         todo += [(a, mid), (mid, b)]
         if progress:
             progress(f"{op.op_id}: load {mid:g} added (the line between {a:g} and {b:g} missed by "
@@ -386,6 +453,11 @@ class _Expect:
             self.ratio = t / b
 
 
+HELD_OUT = 3  # [E] held-out sizes checked per level at characterization (and as many between levels): a
+# check is the refresh-expected kernel, two or more runs a draw; 4 cost ~6 s more CPU per config
+# (scripts/bench_ops.py --scan checks each table independently, at 16 sizes a level)
+
+
 def held_out_sizes(sizes: np.ndarray, unit: str, rng: np.random.Generator, n: int = 4) -> np.ndarray:
     """Log-uniform sizes inside the grid that are not grid points."""
     lo, hi = np.log(max(sizes[1], 1.0)), np.log(sizes[-1])
@@ -403,7 +475,7 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
     if sizes0[0] != 0 or np.any(np.diff(sizes0) <= 0) or shares[0] != 0 or np.any(np.diff(shares) <= 0):
         raise InputError("a characterization grid starts at size 0 and load 0 and ascends")
     t0 = time.perf_counter()
-    level_sizes, level_times = [], []
+    level_sizes, level_times, level_offs = [], [], []
     action_sizes, actions = np.zeros(1), {}
     starves_at = None
     refine = []
@@ -412,8 +484,8 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
         if j > 0:
             expect = _Expect(level_sizes[-1], level_times[-1])
         try:
-            xs, ts, acts, info = _fit_level(stack, op, sizes0, float(share), op.size_unit, expect,
-                                            (level_sizes[0], level_times[0]) if j > 0 else None)
+            xs, ts, acts, info, ts_off = _level(stack, op, sizes0, float(share), expect,
+                                                level0_off if j > 0 else None)
         except InputError:
             if j == 0:
                 raise
@@ -426,8 +498,10 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
             break
         level_sizes.append(xs)
         level_times.append(ts)
+        level_offs.append(ts_off)
         refine.append(info)
         if j == 0:
+            level0_off = (xs, ts_off)
             action_sizes = xs
             names = sorted({a for d in acts.values() for a in d})
             actions = {a: np.array([acts[x].get(a, 0.0) for x in xs]) for a in names}
@@ -435,13 +509,13 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
             progress(f"{op.op_id}: load {share:g}: {len(xs)} sizes, {info['checked']} midpoints checked, "
                      f"{info['split']} split, {info['left']} left unchecked ({time.perf_counter() - t0:.1f} s)")
     shares, level_sizes, level_times, refine, share_checks = _refine_shares(
-        stack, op, list(shares), level_sizes, level_times, refine, sizes0, progress, t0)
+        stack, op, list(shares), level_sizes, level_times, level_offs, refine, sizes0, progress, t0)
     table = OpTable(op.op_id, op.size_unit, shares, level_sizes, level_times, action_sizes, actions,
                     dense_max=[float(i.get("dense_max", 0.0)) for i in refine])
     rng = np.random.default_rng(12345)
     between = []
     for j, share in enumerate(shares):
-        for i, size in enumerate(held_out_sizes(level_sizes[j], op.size_unit, rng)):
+        for i, size in enumerate(held_out_sizes(level_sizes[j], op.size_unit, rng, HELD_OUT)):
             table_ns = float(table.time(size, share))
             kernel_ns, _, _ = simulate_op(stack, op, float(size), float(share), expect_ns=table_ns)
             table.validation.append((float(size), float(share), kernel_ns, table_ns,
@@ -458,7 +532,7 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
                                     (t_ns - kernel_ns) / kernel_ns if kernel_ns else 0.0))
     table.meta = {"characterize_s": time.perf_counter() - t0, "stack": stack.config.name,
                   "simulations": sum(len(x) for x in level_sizes) + len(table.validation) + len(between),
-                  "starves_at_share": starves_at, "refresh_step_width": STEP_WIDTH,
+                  "starves_at_share": starves_at, "refresh_phases": REFRESH_PHASES,
                   "refine_tol": REFINE_TOL, "refine_budget_ms": REFINE_BUDGET_MS, "refine": refine,
                   "share_checks": share_checks,
                   "validation_between_levels": between}

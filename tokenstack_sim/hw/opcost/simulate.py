@@ -32,8 +32,16 @@ between them). A phase-locked sequential sweep (`background="sequential"`, older
 with a sequential op, so time was not even monotonic in load. Both stay selectable to compare against.
 
 What remains in the expectation is the op's own structure (a DMA's write drains at the buffer's
-watermark vs the write-age timer, refresh steps, a knee where the background and the op ask for more
-row activations than the channel serves), which the table's refinement follows (characterize.py).
+watermark vs the write-age timer, a knee where the background and the op ask for more row activations
+than the channel serves), which the table's refinement follows (characterize.py).
+
+Refresh. Every cost, at load 0 too, is also the expectation over where in the DRAM's refresh interval
+the op starts (`simulate_op`'s refresh="expected"): an op starts at no particular point of it. The
+earlier convention, an op starting just after a refresh (refresh="phase0", kept to compare), never
+let an op shorter than tREFI (3.9 us on HBM4) meet one, so such ops came out 9-15% fast at load 0 (an
+INT8 demotion of 20 KB-2.9 MB, a capacity stream of 64 KB-4 MB, 128-1k-token attention; measured
+against 64 starts spread over the interval), and under load the expected time jumped where the op's
+time crossed tREFI (an INT8 demotion of 1.25 MB under 0.2: 3.1-3.8 us, or 4.9-6.0 us when it crossed).
 
 Left out: channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
 slice picks); cross-channel effects (none exist in the kernel: channels share no timing state);
@@ -199,39 +207,157 @@ def write_drain_step(stack, op: OpSpec) -> tuple[float, float]:
     return (b - 1) * n_ch, b * n_ch
 
 
+REFRESHES = ("expected", "off", "phase0")
+REFRESH_PHASES = 4  # [E] where in its refresh interval a run at load 0 starts, for the expectation over
+# that (midpoints of REFRESH_PHASES equal parts): measured on hbm4-12h-tokenstack against 64 phases,
+# within ~1-2% for an INT8 demotion of 20 KB-20 MB, a capacity stream of 64 KB-16 MB and 16-65k-token
+# attention (K = 2: up to 2.4%; K = 8: within 1%, at twice the runs)
+
+
+def refresh_interval(stack) -> tuple[float, int] | None:
+    """(ns, cycles) between refreshes due on one scope, None where the DRAM does not refresh: tREFI
+    (all-bank) or tREFIpb (per-bank; the kernel rotates the banks)."""
+    d = stack.dram
+    mode = d.config.refresh.mode
+    if mode == "none":
+        return None
+    n = int(d.n["nREFI"] if mode == "all_bank" else d.n["nREFIpb"])
+    return n * d.tck_ns, n
+
+
+def _van_der_corput(i: int) -> float:
+    """The i-th (i >= 1) point of the base-2 van der Corput sequence in (0, 1): any run of draws from the
+    first covers the interval evenly (stratified), where independent uniform phases would leave gaps."""
+    q, d = 0.0, 1.0
+    while i:
+        d *= 2.0
+        i, r = divmod(i, 2)
+        q += r / d
+    return q
+
+
+def _phases(t_ns: float, interval: tuple[float, int]) -> int:
+    """How many evenly spread starts in the refresh interval estimate the mean of an op of `t_ns` that is
+    longer than the interval: REFRESH_PHASES up to 4 intervals, fewer beyond (one from 16). Where the
+    refreshes fall moves such an op by at most one refresh's delay, a shrinking share of its time: with
+    k starts the estimate is within delay / (2 k t_ns), <= 0.6% for a 700 ns delay from 4 intervals on."""
+    return max(1, min(REFRESH_PHASES, math.ceil(REFRESH_PHASES * 4 * interval[0] / max(t_ns, 1e-9))))
+
+
+def _spread(v: float, k: int) -> list[float]:
+    """k points of (0, 1) evenly spread, the first at v."""
+    return [(i + v) / k for i in range(k)]
+
+
+def _refreshed(run_at, t_off: float | None, a_off: dict | None, us, interval: tuple[float, int]):
+    """(expected time, expected actions) of one realization over where in its refresh interval the op
+    starts, from runs `run_at(phase_cycles)` -> (time, actions) at the points `us` of (0, 1).
+
+    An op shorter than the interval (`t_off`, its time without refresh, below it) meets at most one
+    refresh, and only when one falls due before it would have ended: with probability t_off / interval,
+    the due time then uniform in (0, t_off). So the runs put the due time at `us` x t_off and the
+    expectation is t_off + t_off / interval x the mean delay. (Spreading the starts over the whole
+    interval instead would leave a short op's rare refresh to chance: a 200 ns op, 16 runs 244 ns apart.)
+    A longer op (`t_off` None: known to be longer) meets one or more whatever the start: the runs start
+    at `us` x the interval and the expectation is their mean."""
+    ns, cycles = interval
+    tck = ns / cycles
+    short = t_off is not None and t_off < ns
+    runs = []
+    for u in us:
+        if short:
+            due = max(1, int(round(u * t_off / tck)))
+            runs.append(run_at(cycles - due))  # that many cycles into the interval: the next is due at `due`
+        else:
+            runs.append(run_at(int(u * cycles)))
+    keys = set(a_off or {}).union(*(a for _, a in runs))
+    if short:
+        w = t_off / ns
+        t = t_off + w * sum(r - t_off for r, _ in runs) / len(runs)
+        acts = {k: a_off.get(k, 0.0) + w * sum(a.get(k, 0.0) - a_off.get(k, 0.0) for _, a in runs) / len(runs)
+                for k in keys}
+    else:
+        t = sum(r for r, _ in runs) / len(runs)
+        acts = {k: sum(a.get(k, 0.0) for _, a in runs) / len(runs) for k in keys}
+    return t, acts
+
+
 def simulate_op(stack, op: OpSpec, size: float, share: float,
                 expect_ns: float | None = None, background: str = DEFAULT_BACKGROUND,
-                draw_se: float = DRAW_SE, max_draws: int = DRAWS_MAX) -> tuple[float, dict, dict]:
+                draw_se: float = DRAW_SE, max_draws: int = DRAWS_MAX,
+                refresh: str = "expected", with_off: bool = False) -> tuple[float, dict, dict]:
     """(stack time in ns, stack action counts, details) of one op of `size` under load `share`.
+
+    Refresh. An op starts at no particular point of the DRAM's refresh interval, so its cost is the
+    expectation over where it starts (`refresh="expected"`, the default): a 1.25 MB INT8 demotion alone
+    takes 1,782 ns when no refresh falls due during it and 2,046 ns on average over the interval (+15%;
+    a 1 MB capacity stream +14%: the refresh's tRFC and the rows reopened after it). At load 0 that is
+    the expectation over REFRESH_PHASES points of the interval (`_refreshed`); under load each draw of
+    the background takes one point of a van der Corput sequence, so the draws cover the interval evenly.
+    `refresh="off"` is the op without refresh (what characterize tabulates, then scales by the refresh
+    overhead it measures: characterize.py); `"phase0"` the op starting just after a refresh, the earlier
+    convention, under which an op shorter than tREFI never met one. `details["off_ns"]` is the op's time
+    without refresh over the same draws, where it was timed: always at load 0 and for ops shorter than
+    the interval, under load for longer ones when `with_off` asks (one more run a draw).
 
     Under the "poisson" background, the mean over draws (module docstring); `details["draw_times_ns"]`
     holds each draw's time. `draw_se` and `max_draws` (default: the table's DRAW_SE, DRAWS_MAX) set how
     closely the mean is estimated: a reference for checking a table asks for more (scripts/bench_ops.py
     --ref-se), since a check as rough as the table's points measures their noise, not the table. The
     background must outlast the op; its length is sized from a first guess of the op's time under load:
-    `expect_ns` when the caller has one (e.g. from a neighbouring size), else a run without background. A guess too short costs a rerun with a longer background, never a
-    different answer: an open-loop background's arrivals after the op's end do not change the op."""
+    `expect_ns` when the caller has one (e.g. from a neighbouring size), else a run without background. A
+    guess too short costs a rerun with a longer background, never a different answer: an open-loop
+    background's arrivals after the op's end do not change the op."""
     if background not in BACKGROUNDS:
         raise InputError(f"background {background!r} is not one of {', '.join(BACKGROUNDS)}")
+    if refresh not in REFRESHES:
+        raise InputError(f"refresh {refresh!r} is not one of {', '.join(REFRESHES)}")
     if size <= 0:
         return 0.0, {}, {}
     c0, n_ch = _slice(stack, op)
+    interval = refresh_interval(stack) if refresh == "expected" else None
+    on = refresh == "phase0"  # "off": no refresh; "expected": refreshed runs at chosen starts
+    bgs = []
+
+    def one(seed: int, sh: float, guess, phase=None):
+        t, r, bg = _simulate_once(stack, op, size, sh, guess, background, seed, c0, n_ch,
+                                  phase_cycles=phase or 0, refresh=on or phase is not None)
+        bgs.append(bg)
+        return t, r.actions
+
     if share <= 0 or background != "poisson":
-        t, r, bg = _simulate_once(stack, op, size, share, expect_ns, background,
-                                  background_seed(op.op_id, share), c0, n_ch)
-        return t, _stack_actions(r.actions, n_ch), _details(stack, t, background, c0, n_ch, bg, [t])
-    alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch)[0]
+        seed = background_seed(op.op_id, share)
+        t_off, a_off = one(seed, share, expect_ns)
+        t, acts = t_off, a_off
+        if interval is not None:
+            k = REFRESH_PHASES if t_off < interval[0] else _phases(t_off, interval)
+            t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, _spread(0.5, k), interval)
+        return t, _stack_actions(acts, n_ch), _details(stack, t, background, c0, n_ch, bgs[0], [t], [t_off])
+    alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on)[0]
     need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
     guess = expect_ns if expect_ns and expect_ns > 0 else alone_ns
-    ts, acts, bg_total = [], {}, 0
+    # an op longer than the refresh interval alone is longer under load too: no run without refresh
+    long_op = interval is not None and alone_ns >= interval[0] and not with_off
+    ts, offs, acts = [], [], {}
     while True:
-        t, r, bg = _simulate_once(stack, op, size, share, guess, background,
-                                  zlib.crc32(f"{op.op_id}|draw{len(ts)}".encode()), c0, n_ch)
+        seed = zlib.crc32(f"{op.op_id}|draw{len(ts)}".encode())
+        v = _van_der_corput(len(ts) + 1)
+        if long_op:
+            t, a = _refreshed(lambda ph: one(seed, share, guess, ph), None, None,
+                              _spread(v, _phases(alone_ns, interval)), interval)
+        else:
+            t, a = one(seed, share, guess)
+            offs.append(t)
+            if interval is not None:
+                # one start a draw where the op is shorter than the interval (the op's own spread over
+                # draws dominates), several evenly spread otherwise (where the refreshes fall dominates: a
+                # 4k-token attention under 0.2, cv 12% a draw with one start, 3.2% with four)
+                us = [v] if t < interval[0] else _spread(v, _phases(t, interval))
+                t, a = _refreshed(lambda ph: one(seed, share, max(guess, t), ph), t, a, us, interval)
         guess = max(guess, t)
         ts.append(t)
-        bg_total += bg
-        for k, v in r.actions.items():
-            acts[k] = acts.get(k, 0.0) + v
+        for k, val in a.items():
+            acts[k] = acts.get(k, 0.0) + val
         n = len(ts)
         if n >= max_draws:
             break
@@ -241,7 +367,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
                 break
     t = float(np.mean(ts))
     actions = _stack_actions({k: v / len(ts) for k, v in acts.items()}, n_ch)
-    return t, actions, _details(stack, t, background, c0, n_ch, bg_total, ts)
+    return t, actions, _details(stack, t, background, c0, n_ch, sum(bgs), ts, offs)
 
 
 def _slice(stack, op: OpSpec) -> tuple[int, int]:
@@ -257,21 +383,23 @@ def _stack_actions(actions: dict, n_ch: int) -> dict:
     return {k: v * n_ch for k, v in actions.items() if not k.startswith("refresh")}
 
 
-def _details(stack, t: float, background: str, c0: int, n_ch: int, bg_bytes: int, ts: list) -> dict:
+def _details(stack, t: float, background: str, c0: int, n_ch: int, bg_bytes: int, ts: list, offs: list) -> dict:
     return {"background": background, "slice_channel": c0, "channels": n_ch, "background_bytes": bg_bytes,
-            "draws": len(ts), "draw_times_ns": list(ts), "refreshes": refresh_dues(stack, t)}
+            "draws": len(ts), "draw_times_ns": list(ts), "off_ns": float(np.mean(offs)) if offs else None,
+            "draw_off_ns": list(offs)}
 
 
 def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, background: str, seed: int,
-                   c0: int, n_ch: int):
-    """(op time in ns, the run's StackResult, background bytes) of one realization of the background."""
+                   c0: int, n_ch: int, phase_cycles: int = 0, refresh: bool = True):
+    """(op time in ns, the run's StackResult, background bytes) of one realization of the background,
+    the op starting `phase_cycles` into the refresh interval (or without refresh)."""
     ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
     bg_bytes = 0
     guess_ns = float(expect_ns) if share > 0 and expect_ns and expect_ns > 0 else None
     if guess_ns is not None and int(share * ch_peak * guess_ns * 1.5) + 4096 > MAX_BACKGROUND_BYTES:
         guess_ns = None  # too long a guess to trust: measure the op alone first
     for _attempt in range(6):
-        kwargs = {}
+        kwargs = {"refresh_phase_cycles": int(phase_cycles), "refresh": refresh}
         if share > 0 and guess_ns is not None:
             bg_bytes = int(share * ch_peak * guess_ns * 1.5) + 4096
             if bg_bytes > MAX_BACKGROUND_BYTES:
@@ -302,19 +430,6 @@ def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, back
         raise InputError(f"{op.op_id} of {size:,.0f} {op.size_unit} starves under load share {share:g}: the "
                          "background takes the channel for as long as it lasts; characterize with lower shares")
     return t, r, bg_bytes
-
-
-def refresh_dues(stack, t_ns: float) -> int:
-    """Refreshes that fall due on a scope before an op of `t_ns` that starts at cycle 0 ends (first due
-    one interval in). An op's time steps up where this count does. It is a function of the op's time
-    alone; the refresh commands a run issued would also count those during the background that outlasts
-    the op under load, so they would depend on how long that background was made."""
-    d = stack.dram
-    mode = d.config.refresh.mode
-    if mode == "none" or t_ns <= 0:
-        return 0
-    interval = d.n["nREFI"] if mode == "all_bank" else d.n["nREFIpb"]
-    return int((t_ns / d.tck_ns) // interval)
 
 
 def _background_covers(r, op_ns: float) -> bool:

@@ -4,7 +4,7 @@ extrapolated.
 
 Each segment between two sizes is affine (a fixed cost plus a rate: what a stream, a DMA or a
 row-by-row PIM sweep is). The size grid starts geometric and is refined where the kernel's curve bends
-(a refresh landing inside the op, a tier map wrapping to the next row, queues filling): a segment whose
+(a tier map wrapping to the next row, queues filling, a DMA's write drains): a segment whose
 midpoint the line misses by more than the tolerance is split, so each level has its own sizes
 (characterize.py). Where the time has structure at the scale of one access per channel (a DMA's
 write-drain sawtooth at load 0), a level holds, up to `dense_max[level]`, both ends of every run of

@@ -95,9 +95,13 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
               programs: Programs | None = None, translator=None, command_log: bool = False,
-              foreground: GpuStream | None = None, refresh_phase_cycles: int = 0) -> StackResult:
+              foreground: GpuStream | None = None, refresh_phase_cycles: int = 0,
+              refresh: bool = True) -> StackResult:
     """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
-    `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs."""
+    `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs.
+    The run starts `refresh_phase_cycles` into the refresh interval (0: just after a refresh, the next due
+    one interval in); `refresh=False` runs without refresh, whatever the DRAM config says (the op-cost
+    characterization separates an op's own time from the refreshes that land in it: hw/opcost)."""
     t0 = time.perf_counter()
     d = stack.dram
     if foreground is not None and dma:
@@ -111,6 +115,8 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
+    if not refresh:
+        ctl[7] = 0  # the kernel's refresh mode: 0 none
     if dma:
         # the write-drain watermark must be reachable by DMA writes alone, which hold at most their share
         c = d.config.controller
