@@ -348,3 +348,24 @@ def test_refresh_phase_moves_the_first_refresh():
     late = run_stack(st, gpu=GpuStream(64 << 10), refresh_phase_cycles=0)
     assert late.command_counts["REFab"] == 0 < early.command_counts["REFab"]
     assert early.gpu_time_ns > late.gpu_time_ns
+
+
+@pytest.mark.unit
+def test_refresh_can_be_switched_off_and_a_run_can_stop_at_the_ops_end():
+    st = stack()
+    n = st.dram.n["nREFI"]
+    on = run_stack(st, gpu=GpuStream(256 << 10), refresh_phase_cycles=n - 10)
+    off = run_stack(st, gpu=GpuStream(256 << 10), refresh_phase_cycles=n - 10, refresh=False)
+    assert on.command_counts["REFab"] > 0 == off.command_counts["REFab"] and off.gpu_time_ns < on.gpu_time_ns
+    # under an open-loop background, stopping once the DMA is done changes neither the DMA nor what was
+    # served up to then, and leaves the background's later requests out
+    ch = (0,)
+    job = [DmaJob(64 << 10, src="pim", dst="capacity", fmt="int8", channels=ch)]
+    kw = dict(dma=job, gpu=GpuStream(1 << 20, tier="capacity", channels=ch, rate_GBps=20.0, random=True,
+                                     poisson=True, seed=3))
+    full = run_stack(st, **kw)
+    short = run_stack(st, **kw, stop_after_op=True)
+    assert short.dma_time_ns == full.dma_time_ns and short.background_last_arrival_ns == full.background_last_arrival_ns
+    assert short.time_ns < full.time_ns and sum(short.command_counts.values()) < sum(full.command_counts.values())
+    with pytest.raises(ValueError, match="open-loop"):
+        run_stack(st, dma=job, stop_after_op=True)

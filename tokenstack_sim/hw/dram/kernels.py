@@ -506,7 +506,7 @@ def simulate(
     tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
     #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first,
-    #              write_max_age, refresh_phase]
+    #              write_max_age, refresh_phase, stop_after_foreground]
     ctl,
     # PIM programs, sorted by channel: scope rows (level 0 channel / 1 pseudo-channel / 2 SID, c, p, s),
     # instruction rows (op, count or row, spacing x FP, energy fJ per command), [lo, hi) instructions
@@ -552,6 +552,9 @@ def simulate(
     pim_concurrent = ctl[13] != 0  # ordinary requests to other SIDs of a pseudo-channel while a SID computes
     pim_first = ctl[14] != 0  # PIM programs take the command slots before the request queues
     WR_AGE = ctl[15]  # drain writes once the oldest has waited this many cycles (0: never by age)
+    # stop once every request of the other streams and every program is done: stream 0 is then an
+    # open-loop background whose later requests cannot change them (op-cost runs under load)
+    stop_fg = ctl[17] != 0
 
     n = r_ch.shape[0]
     NS = s_lo.shape[0]
@@ -647,7 +650,16 @@ def simulate(
     end_cycle = np.int64(0)
     t = np.int64(0)
 
+    n_fg = 0
+    if stop_fg:
+        for i in range(n):
+            if r_stream[i] != 0:
+                n_fg += 1
+    served_fg = 0
+
     while served < n or pg_finished < n_prog:
+        if stop_fg and served_fg >= n_fg and pg_finished >= n_prog:
+            break
         # ---- in-order front end, per stream: offer up to fe_rate requests this cycle; a stream stalls on
         # a full queue (or its share of it), on the data of the request it depends on, or on its spacing
         for sm in range(NS):
@@ -938,6 +950,8 @@ def simulate(
                 done_cycle[i] = t + (nCWL if is_wr else nCL) + nBL
                 end_cycle = max(end_cycle, done_cycle[i])
                 served += 1
+                if r_stream[i] != 0:
+                    served_fg += 1
                 q_src[c, qi, r_stream[i]] -= 1
                 for sm in range(NS):
                     if fe_wait[sm] == i:  # a stream waited for this request's data
@@ -1034,6 +1048,6 @@ def simulate(
     end_cycle = max(end_cycle, t)
     for g in range(n_prog):
         end_cycle = max(end_cycle, pg_done[g])
-    if served < n or pg_finished < n_prog:
+    if (served < n or pg_finished < n_prog) and not (stop_fg and served_fg >= n_fg and pg_finished >= n_prog):
         return end_cycle, min(log_n, log.shape[0]), 2
     return end_cycle, min(log_n, log.shape[0]), 1 if log_n > log.shape[0] else 0

@@ -99,6 +99,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         1, 1,  # PIM: other SIDs may be accessed while a SID computes; programs before the queues (stack runs set these)
         ctl_cfg.write_max_age_cycles,
         0,  # refresh phase: cycles into the first refresh interval at cycle 0 (characterization varies it)
+        0,  # stop once every request but stream 0's (an open-loop background) is done (op-cost runs set it)
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)

@@ -293,7 +293,8 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     takes 1,782 ns when no refresh falls due during it and 2,046 ns on average over the interval (+15%;
     a 1 MB capacity stream +14%: the refresh's tRFC and the rows reopened after it). At load 0 that is
     the expectation over REFRESH_PHASES points of the interval (`_refreshed`); under load each draw of
-    the background takes one point of a van der Corput sequence, so the draws cover the interval evenly.
+    the background takes the next point of a van der Corput sequence (and, for an op longer than the
+    interval, points evenly spread from it), so the draws cover the interval evenly.
     `refresh="off"` is the op without refresh (what characterize tabulates, then scales by the refresh
     overhead it measures: characterize.py); `"phase0"` the op starting just after a refresh, the earlier
     convention, under which an op shorter than tREFI never met one. `details["off_ns"]` is the op's time
@@ -332,7 +333,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         if interval is not None:
             k = REFRESH_PHASES if t_off < interval[0] else _phases(t_off, interval)
             t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, _spread(0.5, k), interval)
-        return t, _stack_actions(acts, n_ch), _details(stack, t, background, c0, n_ch, bgs[0], [t], [t_off])
+        return t, _stack_actions(acts, n_ch), _details(background, c0, n_ch, bgs[0], [t], [t_off])
     alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on)[0]
     need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
     guess = expect_ns if expect_ns and expect_ns > 0 else alone_ns
@@ -367,7 +368,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
                 break
     t = float(np.mean(ts))
     actions = _stack_actions({k: v / len(ts) for k, v in acts.items()}, n_ch)
-    return t, actions, _details(stack, t, background, c0, n_ch, sum(bgs), ts, offs)
+    return t, actions, _details(background, c0, n_ch, sum(bgs), ts, offs)
 
 
 def _slice(stack, op: OpSpec) -> tuple[int, int]:
@@ -383,7 +384,7 @@ def _stack_actions(actions: dict, n_ch: int) -> dict:
     return {k: v * n_ch for k, v in actions.items() if not k.startswith("refresh")}
 
 
-def _details(stack, t: float, background: str, c0: int, n_ch: int, bg_bytes: int, ts: list, offs: list) -> dict:
+def _details(background: str, c0: int, n_ch: int, bg_bytes: int, ts: list, offs: list) -> dict:
     return {"background": background, "slice_channel": c0, "channels": n_ch, "background_bytes": bg_bytes,
             "draws": len(ts), "draw_times_ns": list(ts), "off_ns": float(np.mean(offs)) if offs else None,
             "draw_off_ns": list(offs)}
@@ -407,6 +408,7 @@ def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, back
             kwargs["gpu"] = GpuStream(bg_bytes, tier=_background_tier(stack), channels=(c0,),
                                       rate_GBps=share * ch_peak, random=background != "sequential",
                                       poisson=background == "poisson", seed=seed)
+            kwargs["stop_after_op"] = True  # the background's requests after the op cannot change it
         if op.kind == "stream":
             fg = GpuStream(max(1, math.ceil(size / n_ch)), tier=op.tier, channels=(c0,))
             r = run_stack(stack, foreground=fg, **kwargs)

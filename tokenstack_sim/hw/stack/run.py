@@ -96,12 +96,15 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
               programs: Programs | None = None, translator=None, command_log: bool = False,
               foreground: GpuStream | None = None, refresh_phase_cycles: int = 0,
-              refresh: bool = True) -> StackResult:
+              refresh: bool = True, stop_after_op: bool = False) -> StackResult:
     """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
     `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs.
     The run starts `refresh_phase_cycles` into the refresh interval (0: just after a refresh, the next due
     one interval in); `refresh=False` runs without refresh, whatever the DRAM config says (the op-cost
-    characterization separates an op's own time from the refreshes that land in it: hw/opcost)."""
+    characterization separates an op's own time from the refreshes that land in it: hw/opcost).
+    `stop_after_op=True` ends the run once the DMA jobs, the foreground stream and the programs are done,
+    leaving the open-loop GPU background's later requests unserved (they cannot change the op; the GPU
+    figures and action counts then cover only what was served)."""
     t0 = time.perf_counter()
     d = stack.dram
     if foreground is not None and dma:
@@ -117,6 +120,10 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
     if not refresh:
         ctl[7] = 0  # the kernel's refresh mode: 0 none
+    if stop_after_op:
+        if not s.open_loop:
+            raise ValueError("stop_after_op needs an open-loop GPU background (stream 0)")
+        ctl[17] = 1
     if dma:
         # the write-drain watermark must be reachable by DMA writes alone, which hold at most their share
         c = d.config.controller
