@@ -192,6 +192,20 @@ def test_cost_is_the_expectation_over_where_the_op_starts_in_its_refresh_interva
 
 
 @pytest.mark.unit
+def test_refresh_expectation_follows_the_refresh_mode():
+    """Per-bank refresh: the interval is tREFIpb; no refresh: the expectation is the op without refresh."""
+    op = OpSpec("stream", tier="capacity")
+    none = stack("dram.refresh.mode=none")
+    assert refresh_interval(none) is None
+    assert simulate_op(none, op, 65536.0, 0.0)[0] == simulate_op(none, op, 65536.0, 0.0, refresh="off")[0]
+    pb = stack("dram.refresh.mode=per_bank")
+    assert refresh_interval(pb)[1] == pb.dram.n["nREFIpb"]
+    off = simulate_op(pb, op, 65536.0, 0.0, refresh="off")[0]
+    assert off < refresh_interval(pb)[0]  # shorter than the interval: phase 0 never meets a refresh
+    assert simulate_op(pb, op, 65536.0, 0.0, refresh="phase0")[0] == off < simulate_op(pb, op, 65536.0, 0.0)[0]
+
+
+@pytest.mark.unit
 def test_ensure_in_parallel_equals_serial_characterization(cache_tmp):
     st = stack()
     ops = [OpSpec("stream", tier="capacity"), OpSpec("dma", src="pim", dst="capacity", fmt="int8")]
