@@ -424,3 +424,30 @@ def test_load0_dma_follows_its_write_drain_teeth_between_grid_sizes():
     for size in sizes:
         k, _, _ = simulate_op(st, op, float(size), 0.0)
         assert float(tab.time(size)) == pytest.approx(k, rel=0.05), size
+
+
+@pytest.mark.unit
+def test_knee_pass_follows_the_largest_miss_towards_the_step():
+    """Under load the refinement's budget can end with a knee inside one wide segment; the knee pass
+    checks both halves of the worst miss and follows the one that misses more."""
+    import importlib
+
+    ch = importlib.import_module("tokenstack_sim.hw.opcost.characterize")
+
+    step_at = 1_110_000.0
+    seen = []
+
+    def sim(x):  # 2 us below the step, 3.3 us above it (an INT8 demotion under 0.15 has such a knee)
+        seen.append(x)
+        return (2000.0 + x / 1e4 if x < step_at else 3300.0 + x / 1e4, {})
+
+    a, b, m = 1_048_576.0, 1_572_864.0, 1_310_720.0
+    line = (sim(a)[0] + sim(b)[0]) / 2
+    info = ch._knee_pass(sim, lambda x: 1.0, [(abs(line - sim(m)[0]) / sim(m)[0], a, b, m)], 4096.0)
+    assert info["knee_checked"] == 2 * ch.KNEE_DEPTH
+    left = max(x for x in seen if x < step_at)
+    right = min(x for x in seen if x >= step_at)
+    assert right - left <= (m - a) / 2 ** (ch.KNEE_DEPTH - 1)  # the step is bracketed ever more tightly
+    # misses on short ops (their draws' noise) or small misses start nothing
+    assert ch._knee_pass(lambda x: (500.0, {}), lambda x: 1.0, [(0.3, a, b, m)], 4096.0)["knee_checked"] == 0
+    assert ch._knee_pass(sim, lambda x: 1.0, [(0.05, a, b, m)], 4096.0)["knee_checked"] == 0

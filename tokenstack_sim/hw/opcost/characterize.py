@@ -8,7 +8,8 @@ The time without refresh: a geometric size grid; at load 0, for streams and DMAs
 at the scale of one access per channel and, where it is found, a tabulation at every size where the op
 changes (`_dense_limit`); then adaptive refinement: every segment is checked at its midpoint and split
 where the line misses the kernel by more than REFINE_TOL, within a deterministic budget (see
-`_fit_level`). Under load, where a point is the mean of several draws of the background (simulate.py),
+`_fit_level`; under load, a knee pass follows the largest miss once the budget is spent, `_knee_pass`).
+Under load, where a point is the mean of several draws of the background (simulate.py),
 the grid is every other size above ops of LOADED_FULL_GRID_NS, a DMA's grid also holds both sides of
 its first write-drain step (simulate.write_drain_step), and sizes whose op lasts over STEADY_NS alone
 are the load-0 time scaled by the slow-down just below them. Each table is then checked against the
@@ -38,18 +39,18 @@ log-uniform sizes (max 3.7 / 3.3 / 3.4 / 3.4 / 4.2%, p95 1.4-2.4%, in the table'
 write-drain teeth are tabulated, DENSE_DMA_NS; the refresh overhead is interpolated between sizes).
 
 What is left, and why. (1) Knees in the time without refresh under load: an INT8 demotion under 0.15
-takes 2.19 us at 1.01 MB and 3.31 us at 1.13 MB (one draw spreads 14% there); the loaded levels' grid
-is every other size there and the refinement's budget runs out first (1.2 MB under 0.15: 18.7%). Before
-the refresh expectation the refresh-step bisection happened to put points there, because the op's
-loaded time crossed tREFI near the knee (14.2% then). (2) Between levels the time bends in share: a
+takes 2.19 us at 1.01 MB and 3.31 us at 1.13 MB (one draw spreads 14% there). The knee pass follows the
+largest one per level (1.13 MB under 0.15 / 0.175: -23 -> -5 / -1%, precise reference); a level with
+two knees keeps the smaller one as a wide segment. (Before the refresh expectation the refresh-step
+bisection happened to refine this knee: the op's loaded time crossed tREFI near it.) (2) Between levels the time bends in share: a
 dequantizing DMA of 34 MB takes 178 / 214 / 214 us under 0.15 / 0.175 / 0.2, large capacity streams
 bend between 0.15 and 0.2 (56 MB under 0.175: 11.3%). (3) The refresh overhead under load is measured
 at few sizes from <= 16 draws whose refresh delays spread widely (a 10k-token attention under 0.2:
 9% high). (4) Short ops under load (< 2 us), where one background request or one write drain is a
 large share of the op (a 94 KB DMA under 0.2 spreads by 32% a draw): up to 18%.
 Tried and dropped (precise references, 12 sizes x 9 loads per op): a refinement budget of 1,800 under
-load (~61 s CPU): the knee at 1.13 MB still 21% off; refining a big miss's halves first: no change
-there; a 6th level: it went to 0.025 for most ops (the first interval is checked first), 81 s CPU.
+load (~61 s CPU): the knee at 1.13 MB still 21% off; refining a big miss's halves first within the
+budget: no change there (the budget ends in the first round); a 6th level: it went to 0.025 for most ops (the first interval is checked first), 81 s CPU.
 Earlier (session 7, before the refresh expectation): more draws for short ops with noise-aware splits
 and 7 levels (92 s CPU, no better); loaded levels shaped like the load-0 level (helped PIM streams,
 hurt capacity streams); worst-first load levels (moved the misses).
@@ -207,6 +208,7 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
     for a, b in zip(xs[1:], xs[2:]):
         push(a, b, 0)
     spent = checked = split = 0
+    misses = []
     budget = REFINE_BUDGET_MS if share == 0 else REFINE_BUDGET_LOADED_MS
     while heap and spent < budget:
         k0, k1, a, b, m = heapq.heappop(heap)
@@ -220,6 +222,8 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
             split += 1
             push(a, m, depth + 1)
             push(m, b, depth + 1)
+            misses.append((abs(line - t) / t, a, b, m))
+    knee = _knee_pass(sim, cost_ms, misses, quantum) if share > 0 else {}
     if dense["dense_max"] > 0:
         # each run of sizes that are the same op (previous break, break] also gets a point at its first
         # size (the float just above the previous break), with the break's time: the linear look-up
@@ -244,7 +248,7 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
             t = float(np.interp(x, level0[0], level0[1])) * ratio
             pts[float(x)] = (t, {})
     xs = np.array(sorted(pts), np.float64)
-    info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent, **dense,
+    info = {"checked": checked, "split": split, "left": len(heap), "spent_ms": spent, **dense, **knee,
             "steady_from": float(steady[0]) if len(steady) else None, "steady_ratio": ratio}
     return xs, np.array([pts[x][0] for x in xs]), {x: pts[x][1] for x in xs}, info
 
@@ -324,6 +328,44 @@ def _level(stack, op, sizes0: np.ndarray, share: float, expect=None, level0_off=
     xs, ts_off, acts, info = _fit_level(stack, op, sizes0, share, op.size_unit, expect, level0_off)
     factor, rinfo = _refresh_overhead(stack, op, share, xs, ts_off, sizes0, acts if share == 0 else None)
     return xs, ts_off * factor, acts, {**info, **rinfo}, ts_off
+
+
+KNEE_MISS = 0.08  # [E] under load, a midpoint that missed its line by more than this ...
+KNEE_MIN_NS = 1_000.0  # [E] ... on an op at least this long (shorter ones' draws spread up to 30%: noise) ...
+KNEE_DEPTH = 3  # [E] ... is followed this many halvings after the budget is spent (2 checks each)
+
+
+def _knee_pass(sim, cost_ms, misses, quantum: float) -> dict:
+    """Under load, follow the largest miss down to its knee after the refinement's budget is spent.
+
+    Why: the refinement checks every grid segment once before it splits any again, and under load a
+    loaded level's budget is spent in that first round (most of it on short ops, whose midpoints miss by
+    their draws' noise). A knee in the op's time then stays one wide segment: an INT8 demotion under
+    0.15 takes 2.19 us at 1.01 MB and 3.31 us at 1.13 MB, and the table's segment 1.05-1.27 MB missed
+    by 23%. So the segment whose midpoint missed most (by over KNEE_MISS, on an op of KNEE_MIN_NS or more)
+    has both halves checked, then the halves of the half that misses more, KNEE_DEPTH times."""
+    big = [x for x in misses if x[0] > KNEE_MISS and sim(x[3])[0] >= KNEE_MIN_NS]
+    if not big:
+        return {"knee_checked": 0}
+    miss, a, b, m = max(big)
+    checked, spent = 0, 0.0
+    for _ in range(KNEE_DEPTH):
+        cands = []
+        for u, v in ((a, m), (m, b)):
+            mm = float(round((u + v) / 2 / quantum) * quantum)
+            if mm <= u or mm >= v:
+                continue
+            tu, tv, t = sim(u)[0], sim(v)[0], sim(mm)[0]
+            checked += 1
+            spent += cost_ms(mm)
+            line = tu + (tv - tu) * (mm - u) / (v - u)
+            cands.append((abs(line - t) / t if t > 0 else 0.0, u, v, mm))
+        if not cands:
+            break
+        miss, a, b, m = max(cands)
+        if miss <= REFINE_TOL:
+            break
+    return {"knee_checked": checked, "knee_spent_ms": spent}
 
 
 def _dense_limit(stack, op, sim, cost_ms, sizes0: np.ndarray, quantum: float, share: float) -> dict:
@@ -423,7 +465,7 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, level_offs, refi
         if worst <= SHARE_TOL:
             continue
         try:
-            xs, ts, _, info, off = _level(stack, op, sizes0, mid, _Expect(levels[a][0], levels[a][1]), level0_off)
+            xs, ts, _, info, off = _level(stack, op, sizes0, mid, _Expect(levels[a][0], levels[a][3]), level0_off)
         except InputError:
             continue
         levels[mid] = (xs, ts, info, off)
@@ -485,7 +527,7 @@ def characterize(stack, op: OpSpec, grid: dict | None = None,
     for j, share in enumerate(shares):
         expect = None
         if j > 0:
-            expect = _Expect(level_sizes[-1], level_times[-1])
+            expect = _Expect(level_sizes[-1], level_offs[-1])  # times without refresh, as the level fits
         try:
             xs, ts, acts, info, ts_off = _level(stack, op, sizes0, float(share), expect,
                                                 level0_off if j > 0 else None)
