@@ -23,14 +23,14 @@ Accuracy (`python scripts/bench_ops.py --scan 16 --lookups 200000` on hbm4-12h-t
 machine: 16 held-out sizes per level, each also at two held-out loads between levels, half-way and
 random). The reference is the kernel's expected time (refresh expected), under load to a standard
 error of 0.7% of it (at most 512 draws; 1.0-2.5% where a short op's draws spread most), not the 2.5% /
-16-draw estimate the table's points use. Characterizing the config from nothing: 56.4 s of CPU on one
-core (5 levels per op; `python scripts/bench_ops.py --lookups 200000`; look-ups 7.7-8.2 M/s). Max |error| at levels / between levels, ops of >= 2 us and all ops:
+16-draw estimate the table's points use. Characterizing the config from nothing: 56.9 s of CPU on one
+core (5 levels per op; look-ups 7.9-8.1 M/s). Max |error| at levels / between levels, ops of >= 2 us and all ops:
 
 | op                         | >= 2 us       | all           |
 |----------------------------|---------------|---------------|
 | stream-capacity            |  2.9% / 11.3% |  9.7% / 11.3% |
 | stream-pim                 |  3.0% /  4.7% |  3.2% /  4.7% |
-| dma-pim-capacity-int8      | 18.7% / 14.4% | 18.7% / 18.0% |
+| dma-pim-capacity-int8      |  6.9% /  7.9% | 14.2% / 18.0% |
 | dma-capacity-pim-int8-deq  |  9.2% / 12.1% |  9.5% / 12.1% |
 | attention h8 g8 d128       |  9.1% /  8.6% | 11.5% /  9.6% |
 
@@ -40,8 +40,9 @@ write-drain teeth are tabulated, DENSE_DMA_NS; the refresh overhead is interpola
 
 What is left, and why. (1) Knees in the time without refresh under load: an INT8 demotion under 0.15
 takes 2.19 us at 1.01 MB and 3.31 us at 1.13 MB (one draw spreads 14% there). The knee pass follows the
-largest one per level (1.13 MB under 0.15 / 0.175: -23 -> -5 / -1%, precise reference); a level with
-two knees keeps the smaller one as a wide segment. (Before the refresh expectation the refresh-step
+largest one per level (1.13 MB under 0.15 / 0.175: -23 -> -5 / -1%, precise reference; the scan's
+worst INT8 demotion >= 2 us went from 18.7 / 14.4% to 6.9 / 7.9%); a level with two knees keeps the
+smaller one as a wide segment (the dequantizing DMA at 1.2 MB under 0.15: 9.2%). (Before the refresh expectation the refresh-step
 bisection happened to refine this knee: the op's loaded time crossed tREFI near it.) (2) Between levels the time bends in share: a
 dequantizing DMA of 34 MB takes 178 / 214 / 214 us under 0.15 / 0.175 / 0.2, large capacity streams
 bend between 0.15 and 0.2 (56 MB under 0.175: 11.3%). (3) The refresh overhead under load is measured
