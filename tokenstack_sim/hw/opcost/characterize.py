@@ -40,21 +40,23 @@ write-drain teeth are tabulated, DENSE_DMA_NS; the refresh overhead is interpola
 
 What is left, and why. (1) Knees in the time without refresh under load: an INT8 demotion under 0.15
 takes 2.19 us at 1.01 MB and 3.31 us at 1.13 MB (one draw spreads 14% there). The knee pass follows the
-largest one per level (1.13 MB under 0.15 / 0.175: -23 -> -5 / -1%, precise reference; the scan's
-worst INT8 demotion >= 2 us went from 18.7 / 14.4% to 6.9 / 7.9%); a level with two knees keeps the
-smaller one as a wide segment (the dequantizing DMA at 1.2 MB under 0.15: 9.2%). (Before the refresh expectation the refresh-step
-bisection happened to refine this knee: the op's loaded time crossed tREFI near it.) (2) Between levels the time bends in share: a
-dequantizing DMA of 34 MB takes 178 / 214 / 214 us under 0.15 / 0.175 / 0.2, large capacity streams
-bend between 0.15 and 0.2 (56 MB under 0.175: 11.3%). (3) The refresh overhead under load is measured
-at few sizes from <= 16 draws whose refresh delays spread widely (a 10k-token attention under 0.2:
-9% high). (4) Short ops under load (< 2 us), where one background request or one write drain is a
-large share of the op (a 94 KB DMA under 0.2 spreads by 32% a draw): up to 18%.
+largest one per level (1.13 MB under 0.15 / 0.175: -23 -> -5 / -1%, precise reference; the scan's worst
+INT8 demotion >= 2 us went from 18.7 / 14.4% to 6.9 / 7.9%); a knee it does not reach (one per level,
+over 8% at its midpoint) stays inside a wide segment (the dequantizing DMA at 1.2 MB under 0.15: 9.2%).
+(Before the refresh expectation the refresh-step bisection happened to refine this knee: the op's loaded
+time crossed tREFI near it.) (2) Between levels the time bends in share: a dequantizing DMA of 34 MB
+takes 178 / 214 / 214 us under 0.15 / 0.175 / 0.2, large capacity streams bend between 0.15 and 0.2 (56
+MB under 0.175: 11.3%). (3) The refresh overhead under load is measured at few sizes from <= 16 draws
+whose refresh delays spread widely (a 10k-token attention under 0.2: 9% high). (4) Short ops under load
+(< 2 us), where one background request or one write drain is a large share of the op (a 94 KB DMA under
+0.2 spreads by 32% a draw): up to 18%.
 Tried and dropped (precise references, 12 sizes x 9 loads per op): a refinement budget of 1,800 under
 load (~61 s CPU): the knee at 1.13 MB still 21% off; refining a big miss's halves first within the
-budget: no change there (the budget ends in the first round); a 6th level: it went to 0.025 for most ops (the first interval is checked first), 81 s CPU.
-Earlier (session 7, before the refresh expectation): more draws for short ops with noise-aware splits
-and 7 levels (92 s CPU, no better); loaded levels shaped like the load-0 level (helped PIM streams,
-hurt capacity streams); worst-first load levels (moved the misses).
+budget: no change there (the budget ends in the first round); a 6th level: it went to 0.025 for most ops
+(the first interval is checked first), 81 s CPU.
+Earlier (session 7, before the refresh expectation): more draws for short ops with noise-aware splits and
+7 levels (92 s CPU, no better); loaded levels shaped like the load-0 level (helped PIM streams, hurt
+capacity streams); worst-first load levels (moved the misses).
 (The engine looks up load 0 only; none of the loaded figures changes a serving result.)
 
 `OpCosts(stack)` is what the serving engine holds: `costs.table(op)` returns the op's `OpTable`,
