@@ -298,8 +298,17 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     `refresh="off"` is the op without refresh (what characterize tabulates, then scales by the refresh
     overhead it measures: characterize.py); `"phase0"` the op starting just after a refresh, the earlier
     convention, under which an op shorter than tREFI never met one. `details["off_ns"]` is the op's time
-    without refresh over the same draws, where it was timed: always at load 0 and for ops shorter than
-    the interval, under load for longer ones when `with_off` asks (one more run a draw).
+    before the refresh expectation over the same draws (without refresh; with "phase0", its phase-0
+    time), where it was timed: always at load 0 and for ops shorter than the interval, under load for
+    longer ones when `with_off` asks (one more run a draw).
+
+    Left out: an op that starts while a refresh is still running. The kernel's phase p means "p cycles
+    after the last refresh was issued" but starts with that refresh finished, so starts in the first
+    tRFC of the interval wait for nothing. Measured at load 0 (a refresh issued at the op's start, with
+    the delay taken as linear in the refresh's remaining time): that window would add tRFC / tREFI x half
+    the delay of a refresh at the start, 22-28 ns an op on HBM4 (a 60 KB INT8 demotion +15%, a 300 KB
+    capacity stream +9.6%, 256-token attention +3.5%, a 1 MB demotion +1.7%). One more run a draw (the
+    refresh due at cycle 1) would add it.
 
     Under the "poisson" background, the mean over draws (module docstring); `details["draw_times_ns"]`
     holds each draw's time. `draw_se` and `max_draws` (default: the table's DRAW_SE, DRAWS_MAX) set how

@@ -103,8 +103,9 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     one interval in); `refresh=False` runs without refresh, whatever the DRAM config says (the op-cost
     characterization separates an op's own time from the refreshes that land in it: hw/opcost).
     `stop_after_op=True` ends the run once the DMA jobs, the foreground stream and the programs are done,
-    leaving the open-loop GPU background's later requests unserved (they cannot change the op; the GPU
-    figures and action counts then cover only what was served)."""
+    leaving the open-loop GPU background's later requests unserved (they cannot change the op). The op's
+    time is exact; the GPU figures and the GPU-read actions still count every background request
+    generated, served or not (the op-cost characterization keeps only the op's time from such runs)."""
     t0 = time.perf_counter()
     d = stack.dram
     if foreground is not None and dma:
