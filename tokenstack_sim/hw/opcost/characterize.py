@@ -199,7 +199,7 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
     heap = []
 
     def push(a: float, b: float, depth: int) -> None:
-        m = round((a + b) / 2 / quantum) * quantum
+        m = _midpoint(a, b, quantum)
         if m <= a or m >= b or m in pts:
             return
         guess = (pts[a][0] + pts[b][0]) / 2
@@ -216,16 +216,14 @@ def _fit_level(stack, op, sizes0: np.ndarray, share: float, unit: str, expect=No
     while heap and spent < budget:
         k0, k1, a, b, m = heapq.heappop(heap)
         depth = k1 if share == 0 else k0
-        ta, tb = pts[a][0], pts[b][0]
-        t = sim(m)[0]
+        miss = _miss(sim, a, b, m)
         spent += cost_ms(m)
         checked += 1
-        line = ta + (tb - ta) * (m - a) / (b - a)
-        if t > 0 and abs(line - t) / t > REFINE_TOL:
+        if miss > REFINE_TOL:
             split += 1
             push(a, m, depth + 1)
             push(m, b, depth + 1)
-            misses.append((abs(line - t) / t, a, b, m))
+            misses.append((miss, a, b, m))
     knee = _knee_pass(sim, cost_ms, misses, quantum) if share > 0 else {}
     if dense["dense_max"] > 0:
         # each run of sizes that are the same op (previous break, break] also gets a point at its first
@@ -305,7 +303,7 @@ def _refresh_overhead(stack, op, share: float, xs: np.ndarray, ts_off: np.ndarra
     pick = np.array(pick, np.float64)
     pos = xs > 0
 
-    def factor_at(values: list[float]) -> np.ndarray:
+    def factor_at(values: list[float]) -> tuple[np.ndarray, list[float]]:
         # each measurement is replaced by the median of it and its two neighbours: under load one is the
         # mean of <= DRAWS_MAX draws whose refresh delays spread widely (a 1k-token attention under 0.2:
         # 4.9% from 11 draws, 11.5% from 256, between 12.7% and 13.8% at 256 and 4k tokens)
@@ -338,6 +336,18 @@ KNEE_MIN_NS = 1_000.0  # [E] ... on an op at least this long (shorter ones' draw
 KNEE_DEPTH = 3  # [E] ... is followed this many halvings after the budget is spent (2 checks each)
 
 
+def _midpoint(a: float, b: float, quantum: float) -> float:
+    """The size half-way between a and b, on a whole quantum (sizes between quanta are the same op)."""
+    return float(round((a + b) / 2 / quantum) * quantum)
+
+
+def _miss(sim, a: float, b: float, m: float) -> float:
+    """How far the line through the points at a and b misses the kernel at m, relative to the kernel."""
+    ta, tb, t = sim(a)[0], sim(b)[0], sim(m)[0]
+    line = ta + (tb - ta) * (m - a) / (b - a)
+    return abs(line - t) / t if t > 0 else 0.0
+
+
 def _knee_pass(sim, cost_ms, misses, quantum: float) -> dict:
     """Under load, follow the largest miss down to its knee after the refinement's budget is spent.
 
@@ -355,14 +365,12 @@ def _knee_pass(sim, cost_ms, misses, quantum: float) -> dict:
     for _ in range(KNEE_DEPTH):
         cands = []
         for u, v in ((a, m), (m, b)):
-            mm = float(round((u + v) / 2 / quantum) * quantum)
+            mm = _midpoint(u, v, quantum)
             if mm <= u or mm >= v:
                 continue
-            tu, tv, t = sim(u)[0], sim(v)[0], sim(mm)[0]
+            cands.append((_miss(sim, u, v, mm), u, v, mm))
             checked += 1
             spent += cost_ms(mm)
-            line = tu + (tv - tu) * (mm - u) / (v - u)
-            cands.append((abs(line - t) / t if t > 0 else 0.0, u, v, mm))
         if not cands:
             break
         miss, a, b, m = max(cands)

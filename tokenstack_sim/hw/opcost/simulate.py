@@ -249,26 +249,28 @@ def _spread(v: float, k: int) -> list[float]:
     return [(i + v) / k for i in range(k)]
 
 
-def _refreshed(run_at, t_off: float | None, a_off: dict | None, us, interval: tuple[float, int]):
+def _refreshed(run_at, t_off: float | None, a_off: dict | None, interval: tuple[float, int], v: float = 0.5,
+               short_points: int = REFRESH_PHASES, t_ns: float | None = None):
     """(expected time, expected actions) of one realization over where in its refresh interval the op
-    starts, from runs `run_at(phase_cycles)` -> (time, actions) at the points `us` of (0, 1).
+    starts, from runs `run_at(phase_cycles)` -> (time, actions) at points of (0, 1) spread from `v`.
 
     An op shorter than the interval (`t_off`, its time without refresh, below it) meets at most one
     refresh, and only when one falls due before it would have ended: with probability t_off / interval,
-    the due time then uniform in (0, t_off). So the runs put the due time at `us` x t_off and the
-    expectation is t_off + t_off / interval x the mean delay. (Spreading the starts over the whole
+    the due time then uniform in (0, t_off). So `short_points` runs put the due time inside the op and
+    the expectation is t_off + t_off / interval x the mean delay. (Spreading the starts over the whole
     interval instead would leave a short op's rare refresh to chance: a 200 ns op, 16 runs 244 ns apart.)
-    A longer op (`t_off` None: known to be longer) meets one or more whatever the start: the runs start
-    at `us` x the interval and the expectation is their mean."""
+    A longer op (`t_off` None: known to be longer; `t_ns` then says how long) meets one or more whatever
+    the start: `_phases` runs start across the interval and the expectation is their mean."""
     ns, cycles = interval
     tck = ns / cycles
     short = t_off is not None and t_off < ns
     runs = []
-    for u in us:
-        if short:
+    if short:
+        for u in _spread(v, short_points):
             due = max(1, int(round(u * t_off / tck)))
             runs.append(run_at(cycles - due))  # that many cycles into the interval: the next is due at `due`
-        else:
+    else:
+        for u in _spread(v, _phases(t_off if t_off is not None else t_ns, interval)):
             runs.append(run_at(int(u * cycles)))
     keys = set(a_off or {}).union(*(a for _, a in runs))
     if short:
@@ -340,8 +342,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         t_off, a_off = one(seed, share, expect_ns)
         t, acts = t_off, a_off
         if interval is not None:
-            k = REFRESH_PHASES if t_off < interval[0] else _phases(t_off, interval)
-            t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, _spread(0.5, k), interval)
+            t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, interval)
         return t, _stack_actions(acts, n_ch), _details(background, c0, n_ch, bgs[0], [t], [t_off])
     alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on)[0]
     need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
@@ -352,18 +353,16 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     while True:
         seed = zlib.crc32(f"{op.op_id}|draw{len(ts)}".encode())
         v = _van_der_corput(len(ts) + 1)
+        # one start a draw where the op is shorter than the interval (the op's own spread over draws
+        # dominates), several evenly spread otherwise (where the refreshes fall dominates: a 4k-token
+        # attention under 0.2, cv 12% a draw with one start, 3.2% with four)
         if long_op:
-            t, a = _refreshed(lambda ph: one(seed, share, guess, ph), None, None,
-                              _spread(v, _phases(alone_ns, interval)), interval)
+            t, a = _refreshed(lambda ph: one(seed, share, guess, ph), None, None, interval, v, t_ns=alone_ns)
         else:
             t, a = one(seed, share, guess)
             offs.append(t)
             if interval is not None:
-                # one start a draw where the op is shorter than the interval (the op's own spread over
-                # draws dominates), several evenly spread otherwise (where the refreshes fall dominates: a
-                # 4k-token attention under 0.2, cv 12% a draw with one start, 3.2% with four)
-                us = [v] if t < interval[0] else _spread(v, _phases(t, interval))
-                t, a = _refreshed(lambda ph: one(seed, share, max(guess, t), ph), t, a, us, interval)
+                t, a = _refreshed(lambda ph: one(seed, share, max(guess, t), ph), t, a, interval, v, short_points=1)
         guess = max(guess, t)
         ts.append(t)
         for k, val in a.items():
