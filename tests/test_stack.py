@@ -351,6 +351,27 @@ def test_refresh_phase_moves_the_first_refresh():
 
 
 @pytest.mark.unit
+def test_a_run_that_starts_inside_a_refresh_waits_for_the_rest_of_it():
+    """refresh_in_progress: the refresh that opened the interval was issued `refresh_phase_cycles` before
+    the start, so within tRFC of it the op waits for what is left; past tRFC nothing changes."""
+    st = stack("power.budget_w=0")
+    rfc = st.dram.n["nRFC"]
+    tck = st.dram.tck_ns
+
+    def t(phase, in_progress):
+        return run_stack(st, gpu=GpuStream(64 << 10), refresh_phase_cycles=phase,
+                         refresh_in_progress=in_progress).gpu_time_ns
+
+    free = t(0, False)
+    assert t(rfc // 4, False) == free  # without the flag a phase only moves the next refresh
+    waits = [t(p, True) - free for p in (0, rfc // 4, rfc // 2)]
+    assert waits[0] > waits[1] > waits[2] > 0
+    assert waits[0] == pytest.approx(rfc * tck, abs=20 * tck)  # the whole tRFC (rows open a few cycles later)
+    assert waits[1] - waits[2] == pytest.approx(rfc // 4 * tck, abs=4 * tck)
+    assert t(rfc + 10, True) == t(rfc + 10, False) == free
+
+
+@pytest.mark.unit
 def test_refresh_can_be_switched_off_and_a_run_can_stop_at_the_ops_end():
     st = stack()
     n = st.dram.n["nREFI"]

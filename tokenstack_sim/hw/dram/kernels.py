@@ -506,7 +506,7 @@ def simulate(
     tab, tim,
     # controller: [rq, wq, wq_hi, wq_lo, fcfs, closed_page, dual_bus, refresh_mode, refresh_level,
     #              open_loop, requests_per_cycle, log_on, active_buffer, pim_concurrent, pim_first,
-    #              write_max_age, refresh_phase, stop_after_foreground]
+    #              write_max_age, refresh_phase, stop_after_foreground, refresh_in_progress]
     ctl,
     # PIM programs, sorted by channel: scope rows (level 0 channel / 1 pseudo-channel / 2 SID, c, p, s),
     # instruction rows (op, count or row, spacing x FP, energy fJ per command), [lo, hi) instructions
@@ -614,6 +614,14 @@ def simulate(
     if ref_mode == 1:
         ref_due[:] = max(1, nREFI - ctl[16] % nREFI)  # ctl[16]: how far into its interval refresh starts
         next_try[:] = ref_due[0]
+        if ctl[18] != 0:
+            # the refresh that opened the interval was issued ctl[16] cycles before cycle 0: within its
+            # tRFC it still holds every bank of its scope (otherwise its constraints have expired)
+            ph = ctl[16] % nREFI
+            for c in range(C):
+                for sc in range(n_scope):
+                    record(tab, st, REFAB, ref_level, c, sc if ref_level == 1 else sc // S,
+                           0 if ref_level == 1 else sc % S, 0, 0, -ph)
     elif ref_mode == 2:
         pb_due[:] = max(1, nREFIpb - ctl[16] % nREFIpb)
         next_try[:] = pb_due[0]

@@ -100,6 +100,7 @@ def build_tables(r: ResolvedDram, *, log_on: bool = False, open_loop: bool | Non
         ctl_cfg.write_max_age_cycles,
         0,  # refresh phase: cycles into the first refresh interval at cycle 0 (characterization varies it)
         0,  # stop once every request but stream 0's (an open-loop background) is done (op-cost runs set it)
+        0,  # the refresh issued `refresh phase` cycles before cycle 0 still runs if that is under tRFC
     ], np.int64)
     n = r.n
     tim = np.array([n["nCL"], n["nCWL"], n["nBL"], n["nREFI"], n["nREFIpb"]], np.int64)

@@ -214,6 +214,10 @@ REFRESH_PHASES = 4  # [E] where in its refresh interval a run at load 0 starts, 
 # attention (K = 2: up to 2.4%; K = 8: within 1%, at twice the runs)
 
 
+BUSY_PHASES = 2  # [E] starts inside a refresh's tRFC at load 0 (midpoints of 2 equal parts): the op's delay
+# is close to linear in the refresh's remaining time there
+
+
 def refresh_interval(stack) -> tuple[float, int] | None:
     """(ns, cycles) between refreshes due on one scope, None where the DRAM does not refresh: tREFI
     (all-bank) or tREFIpb (per-bank; the kernel rotates the banks)."""
@@ -222,6 +226,16 @@ def refresh_interval(stack) -> tuple[float, int] | None:
     if mode == "none":
         return None
     n = int(d.n["nREFI"] if mode == "all_bank" else d.n["nREFIpb"])
+    return n * d.tck_ns, n
+
+
+def refresh_busy(stack) -> tuple[float, int]:
+    """(ns, cycles) a refresh holds its scope: tRFC with all-bank refresh (an op that starts within it
+    waits for the rest), 0 otherwise (per-bank refresh holds one bank; left out)."""
+    d = stack.dram
+    if d.config.refresh.mode != "all_bank":
+        return 0.0, 0
+    n = int(d.n["nRFC"])
     return n * d.tck_ns, n
 
 
@@ -250,37 +264,53 @@ def _spread(v: float, k: int) -> list[float]:
 
 
 def _refreshed(run_at, t_off: float | None, a_off: dict | None, interval: tuple[float, int], v: float = 0.5,
-               short_points: int = REFRESH_PHASES, t_ns: float | None = None):
+               short_points: int = REFRESH_PHASES, t_ns: float | None = None,
+               busy: tuple[float, int] = (0.0, 0)):
     """(expected time, expected actions) of one realization over where in its refresh interval the op
     starts, from runs `run_at(phase_cycles)` -> (time, actions) at points of (0, 1) spread from `v`.
 
-    An op shorter than the interval (`t_off`, its time without refresh, below it) meets at most one
-    refresh, and only when one falls due before it would have ended: with probability t_off / interval,
-    the due time then uniform in (0, t_off). So `short_points` runs put the due time inside the op and
-    the expectation is t_off + t_off / interval x the mean delay. (Spreading the starts over the whole
+    An op shorter than the interval (`t_off`, its time without refresh, below it by more than the
+    refresh's own tRFC, `busy`) meets at most one refresh: one that falls due before it would have ended
+    (probability t_off / interval, the due time then uniform in (0, t_off)), or the one that opened the
+    interval, still running at its start (probability tRFC / interval, the start uniform in it). So
+    `short_points` runs put the due time inside the op and BUSY_PHASES runs start it inside the
+    refresh, and the expectation is t_off + each window's probability x its mean delay; with
+    `short_points=1` (one run a draw under load) the run falls in one window or the other in proportion
+    to their probabilities, stratified over the draws by `v`. (Spreading the starts over the whole
     interval instead would leave a short op's rare refresh to chance: a 200 ns op, 16 runs 244 ns apart.)
     A longer op (`t_off` None: known to be longer; `t_ns` then says how long) meets one or more whatever
-    the start: `_phases` runs start across the interval and the expectation is their mean."""
+    the start: `_phases` runs start across the interval (those within tRFC of its start wait for the
+    refresh that opened it) and the expectation is their mean."""
     ns, cycles = interval
     tck = ns / cycles
-    short = t_off is not None and t_off < ns
-    runs = []
-    if short:
-        for u in _spread(v, short_points):
-            due = max(1, int(round(u * t_off / tck)))
-            runs.append(run_at(cycles - due))  # that many cycles into the interval: the next is due at `due`
+    busy_ns, busy_cycles = busy
+    short = t_off is not None and t_off < ns - busy_ns
+    if not short:
+        k = _phases(t_off if t_off is not None else t_ns, interval)
+        runs = [run_at(int(u * cycles)) for u in _spread(v, k)]
+        keys = set().union(*(a for _, a in runs))
+        return (sum(r for r, _ in runs) / len(runs),
+                {k: sum(a.get(k, 0.0) for _, a in runs) / len(runs) for k in keys})
+    p_busy, p_due = busy_ns / ns, t_off / ns
+
+    def due_run(u: float):  # the next refresh due u x t_off into the op
+        return run_at(cycles - max(1, int(round(u * t_off / tck))))
+
+    def busy_run(u: float):  # the op starts u x tRFC after the refresh that opened the interval was issued
+        return run_at(int(u * busy_cycles))
+
+    if short_points == 1 and p_busy > 0:
+        # one run: the start falls in one window or the other in proportion (stratified over the draws by v)
+        cut = p_busy / (p_busy + p_due)
+        groups = [(p_busy + p_due, [busy_run(v / cut) if v < cut else due_run((v - cut) / (1 - cut))])]
     else:
-        for u in _spread(v, _phases(t_off if t_off is not None else t_ns, interval)):
-            runs.append(run_at(int(u * cycles)))
-    keys = set(a_off or {}).union(*(a for _, a in runs))
-    if short:
-        w = t_off / ns
-        t = t_off + w * sum(r - t_off for r, _ in runs) / len(runs)
-        acts = {k: a_off.get(k, 0.0) + w * sum(a.get(k, 0.0) - a_off.get(k, 0.0) for _, a in runs) / len(runs)
-                for k in keys}
-    else:
-        t = sum(r for r, _ in runs) / len(runs)
-        acts = {k: sum(a.get(k, 0.0) for _, a in runs) / len(runs) for k in keys}
+        groups = [(p_due, [due_run(u) for u in _spread(v, short_points)])]
+        if p_busy > 0:
+            groups.append((p_busy, [busy_run(u) for u in _spread(v, BUSY_PHASES)]))
+    keys = set(a_off).union(*(a for _, runs in groups for _, a in runs))
+    t = t_off + sum(w * sum(r - t_off for r, _ in runs) / len(runs) for w, runs in groups)
+    acts = {k: a_off.get(k, 0.0) + sum(w * sum(a.get(k, 0.0) - a_off.get(k, 0.0) for _, a in runs) / len(runs)
+                                       for w, runs in groups) for k in keys}
     return t, acts
 
 
@@ -304,13 +334,14 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     time), where it was timed: always at load 0 and for ops shorter than the interval, under load for
     longer ones when `with_off` asks (one more run a draw).
 
-    Left out: an op that starts while a refresh is still running. The kernel's phase p means "p cycles
-    after the last refresh was issued" but starts with that refresh finished, so starts in the first
-    tRFC of the interval wait for nothing. Measured at load 0 (a refresh issued at the op's start, with
-    the delay taken as linear in the refresh's remaining time): that window would add tRFC / tREFI x half
-    the delay of a refresh at the start, 22-28 ns an op on HBM4 (a 60 KB INT8 demotion +15%, a 300 KB
-    capacity stream +9.6%, 256-token attention +3.5%, a 1 MB demotion +1.7%). One more run a draw (the
-    refresh due at cycle 1) would add it.
+    A start in the first tRFC of the interval (all-bank refresh) finds the refresh that opened it still
+    running and waits for the rest (`run_stack(refresh_in_progress=True)`: the phase is then the time
+    since that refresh was issued). On HBM4 that window is 450 of every 3,900 ns; at load 0 it adds
+    18-26 ns to an op shorter than the interval (a 60 KB INT8 demotion 182 -> 208 ns, +14%; a 64 KB
+    capacity stream +29%; 256-token attention +2.8%; a 1 MB demotion +1.7%; measured against the
+    previous expectation, which left the window out). Checked against the mean over 256 evenly spread starts:
+    within 1.6% for INT8 demotions of 20 KB-3 MB, capacity streams of 64 KB-4 MB and 128-4k-token
+    attention.
 
     Under the "poisson" background, the mean over draws (module docstring); `details["draw_times_ns"]`
     holds each draw's time. `draw_se` and `max_draws` (default: the table's DRAW_SE, DRAWS_MAX) set how
@@ -328,12 +359,14 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         return 0.0, {}, {}
     c0, n_ch = _slice(stack, op)
     interval = refresh_interval(stack) if refresh == "expected" else None
+    busy = refresh_busy(stack)
     on = refresh == "phase0"  # "off": no refresh; "expected": refreshed runs at chosen starts
     bgs = []
 
     def one(seed: int, sh: float, guess, phase=None):
         t, r, bg = _simulate_once(stack, op, size, sh, guess, background, seed, c0, n_ch,
-                                  phase_cycles=phase or 0, refresh=on or phase is not None)
+                                  phase_cycles=phase or 0, refresh=on or phase is not None,
+                                  in_progress=phase is not None)
         bgs.append(bg)
         return t, r.actions
 
@@ -342,7 +375,7 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         t_off, a_off = one(seed, share, expect_ns)
         t, acts = t_off, a_off
         if interval is not None:
-            t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, interval)
+            t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, interval, busy=busy)
         return t, _stack_actions(acts, n_ch), _details(background, c0, n_ch, bgs[0], [t], [t_off])
     alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on)[0]
     need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
@@ -357,12 +390,14 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         # dominates), several evenly spread otherwise (where the refreshes fall dominates: a 4k-token
         # attention under 0.2, cv 12% a draw with one start, 3.2% with four)
         if long_op:
-            t, a = _refreshed(lambda ph: one(seed, share, guess, ph), None, None, interval, v, t_ns=alone_ns)
+            t, a = _refreshed(lambda ph: one(seed, share, guess, ph), None, None, interval, v, t_ns=alone_ns,
+                              busy=busy)
         else:
             t, a = one(seed, share, guess)
             offs.append(t)
             if interval is not None:
-                t, a = _refreshed(lambda ph: one(seed, share, max(guess, t), ph), t, a, interval, v, short_points=1)
+                t, a = _refreshed(lambda ph: one(seed, share, max(guess, t), ph), t, a, interval, v,
+                                  short_points=1, busy=busy)
         guess = max(guess, t)
         ts.append(t)
         for k, val in a.items():
@@ -399,7 +434,7 @@ def _details(background: str, c0: int, n_ch: int, bg_bytes: int, ts: list, offs:
 
 
 def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, background: str, seed: int,
-                   c0: int, n_ch: int, phase_cycles: int = 0, refresh: bool = True):
+                   c0: int, n_ch: int, phase_cycles: int = 0, refresh: bool = True, in_progress: bool = False):
     """(op time in ns, the run's StackResult, background bytes) of one realization of the background,
     the op starting `phase_cycles` into the refresh interval (or without refresh)."""
     ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
@@ -408,7 +443,8 @@ def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, back
     if guess_ns is not None and int(share * ch_peak * guess_ns * 1.5) + 4096 > MAX_BACKGROUND_BYTES:
         guess_ns = None  # too long a guess to trust: measure the op alone first
     for _attempt in range(6):
-        kwargs = {"refresh_phase_cycles": int(phase_cycles), "refresh": refresh}
+        kwargs = {"refresh_phase_cycles": int(phase_cycles), "refresh": refresh,
+                  "refresh_in_progress": in_progress}
         if share > 0 and guess_ns is not None:
             bg_bytes = int(share * ch_peak * guess_ns * 1.5) + 4096
             if bg_bytes > MAX_BACKGROUND_BYTES:

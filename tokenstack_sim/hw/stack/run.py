@@ -96,12 +96,15 @@ def _power_table(stack) -> tuple[np.ndarray, np.ndarray]:
 def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | list = (),
               programs: Programs | None = None, translator=None, command_log: bool = False,
               foreground: GpuStream | None = None, refresh_phase_cycles: int = 0,
-              refresh: bool = True, stop_after_op: bool = False) -> StackResult:
+              refresh: bool = True, stop_after_op: bool = False,
+              refresh_in_progress: bool = False) -> StackResult:
     """Run GPU traffic, DMA jobs and PIM programs together until all are done. `translator` (a
     `translation.Translator`) charges the DMA engine's page translations; PIM programs carry theirs.
     The run starts `refresh_phase_cycles` into the refresh interval (0: just after a refresh, the next due
-    one interval in); `refresh=False` runs without refresh, whatever the DRAM config says (the op-cost
-    characterization separates an op's own time from the refreshes that land in it: hw/opcost).
+    one interval in; with `refresh_in_progress=True` (all-bank refresh), that refresh was issued
+    `refresh_phase_cycles` before the start, so a start within its tRFC waits for it); `refresh=False`
+    runs without refresh, whatever the DRAM config says (the op-cost characterization separates an op's
+    own time from the refreshes that land in it: hw/opcost).
     `stop_after_op=True` ends the run once the DMA jobs, the foreground stream and the programs are done,
     leaving the open-loop GPU background's later requests unserved (they cannot change the op). The op's
     time is exact; the GPU figures and the GPU-read actions still count every background request
@@ -119,6 +122,8 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
+    if refresh_in_progress:
+        ctl[18] = 1
     if not refresh:
         ctl[7] = 0  # the kernel's refresh mode: 0 none
     if stop_after_op:
