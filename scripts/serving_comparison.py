@@ -42,7 +42,9 @@ def main() -> None:
     lines = [f"# {args.model} on {args.workload}, {args.duration:g} simulated s per point",
              "", f"Written by `python scripts/serving_comparison.py --rates {args.rates} --duration {args.duration:g}`. "
              "Equal resources: 8 x b200 compute, 8 stacks x 12 HBM4 dies per GPU. Default engine options; "
-             "baseline KV placement (PIM tier first, head-sharded). SLO: TTFT <= 2 s, TPOT <= 100 ms.", "",
+             "KV policy: TokenStack's default (topology-aware placement, workload-aware eviction, promotion, "
+             "replication); the rivals without migration, their KV interleaved over their PIM units "
+             "(sim/engine.py rival_policy). SLO: TTFT <= 2 s, TPOT <= 100 ms.", "",
              "| req/s | system | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | SLO met | "
              "mJ / out tok | PIM attn | KV blocks peak / total |",
              "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
