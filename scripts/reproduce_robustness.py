@@ -383,7 +383,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="6 KV + 3 agent combinations, one seed (CI)")
     ap.add_argument("-j", "--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds of both families (default KV 2, agent 1; quick 1)")
-    ap.add_argument("--dir", default=None, help="study folders (default robustness-quick / robustness-full)")
+    ap.add_argument("--dir", default=None, help="study folders (default results/runs/robustness-quick or "
+                    "-full in the checkout: ignored by git)")
     ap.add_argument("--out", default=str(ROOT / "results" / "robustness.md"))
     ap.add_argument("--no-agent", action="store_true", help="leave out the TokenCake family")
     ap.add_argument("--report-only", action="store_true",
@@ -396,7 +397,7 @@ def main(argv=None) -> int:
 
     seeds = args.seeds or (1 if args.quick else 2)
     seeds_ag = args.seeds or 1
-    base = Path(args.dir or f"robustness-{'quick' if args.quick else 'full'}")
+    base = Path(args.dir or ROOT / "results" / "runs" / f"robustness-{'quick' if args.quick else 'full'}")
     t0 = time.perf_counter()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     ex = LocalExecutor(args.jobs)
