@@ -57,7 +57,9 @@ backlog): up to 20%. (2) The refresh overhead under load is measured at sizes x4
 16 draws whose refresh delays spread widely (1k-token attention under 0.2: 6% measured at 1,024 tokens, 22%
 precisely; the table 9.2% low at 1,081), and it has structure between those sizes (a dequantizing DMA under
 0.2: 32 / 41 / 31% at 383 / 556 / 700 KB, precisely; with the time without refresh 5% low there, the table is
-10.3% low at 556 KB).
+10.3% low at 556 KB). (3) Knees in the loaded time without refresh that the loaded refinement and the knee pass
+(the largest miss only) do not reach: a dequantizing DMA under 0.2 takes 1,079 / 1,465 / 1,618 ns without
+refresh at 200 / 255 / 300 KB, and the table is 15% low at 255 KB (the scan's 12.4%).
 Tried and dropped: splitting only misses larger than the points' noise allows (it frees
 the loaded budget; tried together with the shapes below, short DMAs went to 21-25%); share shapes from the
 times without refresh (they missed the refresh overhead's bend: the 124 MB stream's middle at 0.38-0.43 of the
