@@ -525,18 +525,15 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, level_offs, refi
     level0_off = (level_sizes[0], level_offs[0])
     levels = {float(sh): (xs, ts, info, off)
               for sh, xs, ts, info, off in zip(shares, level_sizes, level_times, refine, level_offs)}
-    mids = {}
 
-    def mid_probe(a: float, b: float):
-        # the kernel (without refresh) at the interval's middle share at each probe size, and the two levels
-        if (a, b) not in mids:
-            mid = round((a + b) / 2, 6)
-            ta = np.array([np.interp(x, levels[a][0], levels[a][3]) for x in probes])
-            tb = np.array([np.interp(x, levels[b][0], levels[b][3]) for x in probes])
-            k = np.array([simulate_op(stack, op, float(x), mid, expect_ns=float((ta[i] + tb[i]) / 2),
-                                      refresh="off")[0] for i, x in enumerate(probes)])
-            mids[(a, b)] = (ta, tb, k)
-        return mids[(a, b)]
+    def middle(a: float, b: float, col: int, refresh: str):
+        # the two levels' times (column `col` of `levels`) at the probe sizes, and the kernel's at the
+        # interval's middle share
+        ta = np.interp(probes, levels[a][0], levels[a][col])
+        tb = np.interp(probes, levels[b][0], levels[b][col])
+        k = np.array([simulate_op(stack, op, float(x), round((a + b) / 2, 6), expect_ns=float((lo + hi) / 2),
+                                  refresh=refresh)[0] for x, lo, hi in zip(probes, ta, tb)])
+        return ta, tb, k
 
     todo = list(zip(shares[:-1], shares[1:]))
     checks = []
@@ -545,7 +542,7 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, level_offs, refi
         mid = round((a + b) / 2, 6)
         if b - a < 2 * SHARE_MIN_STEP - 1e-9:
             continue
-        ta, tb, k = mid_probe(a, b)
+        ta, tb, k = middle(a, b, 3, "off")  # times without refresh
         line = (ta + tb) / 2
         worst = float(np.max(np.abs(line - k) / np.maximum(k, 1e-9)))
         checks.append((a, b, worst))
@@ -561,17 +558,8 @@ def _refine_shares(stack, op, shares, level_sizes, level_times, level_offs, refi
             progress(f"{op.op_id}: load {mid:g} added (the line between {a:g} and {b:g} missed by "
                      f"{100 * worst:.1f}%): {len(xs)} sizes ({time.perf_counter() - t0:.1f} s)")
     order = sorted(levels)
-    shapes = []
-    for a, b in zip(order[:-1], order[1:]):
-        if not len(probes):
-            shapes.append(None)
-        else:
-            mid = round((a + b) / 2, 6)
-            ta = np.array([np.interp(x, levels[a][0], levels[a][1]) for x in probes])
-            tb = np.array([np.interp(x, levels[b][0], levels[b][1]) for x in probes])
-            k = np.array([simulate_op(stack, op, float(x), mid, expect_ns=float((ta[i] + tb[i]) / 2))[0]
-                          for i, x in enumerate(probes)])
-            shapes.append(_share_shape(probes, ta, tb, k))
+    shapes = [_share_shape(probes, *middle(a, b, 1, "expected")) if len(probes) else None  # refresh included
+              for a, b in zip(order[:-1], order[1:])]
     return (np.array(order, np.float64), [levels[s][0] for s in order], [levels[s][1] for s in order],
             [levels[s][2] for s in order], checks, shapes)
 
