@@ -64,6 +64,8 @@ def main() -> None:
         "held back by it.",
         f"The GPU alone streams {gpu_alone:,.0f} GB/s from the capacity SIDs (64 MiB; peak "
         f"{base.dram.peak_bw_GBps:,.0f} GB/s over all SIDs).",
+        "Each run starts just after a refresh: an op that the GPU slows past the next one, due "
+        f"{base.dram.n['nREFI'] * base.dram.tck_ns / 1e3:.1f} us in, also waits for it.",
         "",
         "| placement | tokens | memory bound us | compute bound us | alone us | with GPU us | GPU GB/s meanwhile "
         "| throttled alone / with GPU |",

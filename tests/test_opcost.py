@@ -520,3 +520,57 @@ def test_knee_pass_follows_the_largest_miss_towards_the_step():
     # misses on short ops (their draws' noise) or small misses start nothing
     assert ch._knee_pass(lambda x: (500.0, {}), lambda x: 1.0, [(0.3, a, b, m)], 4096.0)["knee_checked"] == 0
     assert ch._knee_pass(sim, lambda x: 1.0, [(0.05, a, b, m)], 4096.0)["knee_checked"] == 0
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("refresh", [False, True])
+def test_a_whole_stack_run_takes_the_one_channel_slice_s_time_at_load_0(refresh):
+    """Characterized costs simulate one channel and scale it by channel symmetry (simulate.py). At load 0
+    that is what the whole-stack kernel does: each source's in-order requests enter one stream per
+    channel (hw/stack/dma.per_channel_streams), so a channel never waits for another's full queue and
+    a quantizing DMA's writes are spaced by their own channel's quantizers. Exact for streams, copies and
+    attention; quantizing DMAs within 5% (a written line's data comes from reads on other channels). One
+    in-order stream over the stack, before: an INT8 demotion of 16 MB +36% over the slice, a copy +8%."""
+    from tokenstack_sim.hw.opcost.simulate import _slice
+    from tokenstack_sim.hw.stack.dma import DmaJob, GpuStream
+    from tokenstack_sim.hw.stack.pim import attention_programs
+    from tokenstack_sim.hw.stack.run import run_stack
+
+    st = stack()
+    mode = "phase0" if refresh else "off"  # the whole-stack run starts just after a refresh, too
+    exact = [(OpSpec("stream", tier="capacity"), 1 << 20), (OpSpec("stream", tier="pim"), 16 << 20),
+             (OpSpec("dma", src="capacity", dst="pim"), 1 << 20), (OpSpec("dma", src="pim", dst="capacity"), 16 << 20),
+             (OpSpec("attention", heads=8, gqa=8), 1024), (OpSpec("attention", heads=8, gqa=8), 8192)]
+    quantizing = [(OpSpec("dma", src="pim", dst="capacity", fmt="int8"), 1 << 20),
+                  (OpSpec("dma", src="pim", dst="capacity", fmt="int8"), 16 << 20),
+                  (OpSpec("dma", src="capacity", dst="pim", fmt="int8", dequantize=True), 1 << 20),
+                  (OpSpec("dma", src="capacity", dst="pim", fmt="int8", dequantize=True), 16 << 20)]
+    for (op, size), tol in [(c, 1e-9) for c in exact] + [(c, 0.05) for c in quantizing]:
+        sliced = simulate_op(st, op, float(size), 0.0, refresh=mode)[0]
+        assert _slice(st, op)[1] == st.dram.org.channels  # these tiers span every channel
+        if op.kind == "stream":
+            # as simulate_op runs a stream: a foreground source beside the (here absent) background
+            whole = run_stack(st, foreground=GpuStream(size, tier=op.tier), refresh=refresh).foreground_time_ns
+        elif op.kind == "dma":
+            job = DmaJob(size, src=op.src, dst=op.dst, fmt=op.fmt, dequantize=op.dequantize)
+            whole = run_stack(st, dma=[job], refresh=refresh).dma_time_ns
+        else:
+            progs = attention_programs(st, tokens=size, kv_heads=op.heads, gqa=op.gqa, head_dim=op.head_dim,
+                                       kv_bytes=op.kv_bytes)
+            whole = run_stack(st, programs=progs, refresh=refresh).op_time_ns[0]
+        assert whole == pytest.approx(sliced, rel=tol), (op.op_id, size)
+
+
+@pytest.mark.unit
+def test_each_source_enters_one_stream_per_channel():
+    """In-order requests get a stream per (source, channel); an open-loop background stays stream 0."""
+    from tokenstack_sim.hw.stack.dma import DMA_READ, DMA_WRITE, GPU, SOURCES, per_channel_streams
+
+    kind = np.array([GPU, GPU, DMA_READ, DMA_READ, DMA_WRITE, DMA_WRITE])
+    ch = np.array([5, 9, 3, 9, 3, 9])
+    stream, groups = per_channel_streams(kind, ch, open_loop=False)
+    assert groups == 3 and stream.tolist() == [GPU + SOURCES * 1, GPU + SOURCES * 2, DMA_READ, DMA_READ + SOURCES * 2,
+                                               DMA_WRITE, DMA_WRITE + SOURCES * 2]
+    stream, groups = per_channel_streams(kind, ch, open_loop=True)  # channels 3 and 9 carry in-order requests
+    assert groups == 2 and stream.tolist() == [GPU, GPU, DMA_READ, DMA_READ + SOURCES, DMA_WRITE,
+                                               DMA_WRITE + SOURCES]

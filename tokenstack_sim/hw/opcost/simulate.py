@@ -43,9 +43,21 @@ INT8 demotion of 20 KB-2.9 MB, a capacity stream of 64 KB-4 MB, 128-1k-token att
 against 64 starts spread over the interval), and under load the expected time jumped where the op's
 time crossed tREFI (an INT8 demotion of 1.25 MB under 0.2: 3.1-3.8 us, or 4.9-6.0 us when it crossed).
 
+Channel symmetry, checked against the whole-stack kernel (tests/test_opcost.py). At load 0 a whole-stack
+run takes the slice's time: exactly for streams, copies and attention, within 5% for quantizing DMAs (a
+written line's data comes from reads on other channels: an INT8 demotion of 1 MB +2.3%, a dequantizing
+DMA of 16 MB -4.8%). That needs each source's in-order requests to enter per channel
+(hw/stack/dma.per_channel_streams); one in-order stream over the stack had put a whole INT8 demotion 36%
+over the slice. Under load it does not hold: each channel meets its own background, and the stack's op
+ends with its slowest channel, while the cost here is one channel's expected time. Whole-stack runs under
+0.2 (mean of 4 seeds, refresh off) against the slice's expectation: a 300 KB INT8 demotion +30%,
+1k-token attention +23%, a 1 MB capacity stream +8.5%, 8k-token attention +4.0%, a 16 MB stream +1.5%, a
+3 MB demotion -0.1%; under 0.05: +15%, +2.2%, +8.2%, +0.3%, +1.5%, -4.0%. The gap grows with the draws'
+spread, so it is largest for short ops.
+
 Left out: channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
-slice picks); cross-channel effects (none exist in the kernel: channels share no timing state);
-background writes.
+slice picks); the slowest channel under load (above); the stack's power budget, which the slice has to
+itself (no preset's ops reach it: whole-stack attention and DMAs ran unthrottled); background writes.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ throughput. With `basedie.dma_GBps` set, the DMA engine reads at most that many 
 of its jobs enters no earlier than k periods in (as an open-loop GPU stream's arrivals), the cap spread
 evenly over the channels a whole DMA between the two tiers uses (per channel: one read per access bytes
 x channels / cap), so a job confined to some of those channels (the op-cost slice, one channel) gets
-their share of the cap. Unset: no cap. GPU traffic is stream 0 (in order, saturating; or open loop at a
-given rate, at an exact period or as a Poisson process).
+their share of the cap. Unset: no cap. GPU traffic is in order and saturating, or open loop at a given
+rate (at an exact period or as a Poisson process). Each source's in-order requests enter as one stream per
+channel (`per_channel_streams`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tokenstack_sim.hw.stack import quantize
 from tokenstack_sim.hw.stack.layout import TierMap
 
 GPU, DMA_READ, DMA_WRITE = 0, 1, 2
+SOURCES = 3  # the kernel's in-order streams come in groups of these three, one group per channel
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,40 @@ class GpuStream:
 class Streams:
     coords: dict
     is_write: np.ndarray
-    stream: np.ndarray
+    kind: np.ndarray  # each request's source: GPU, DMA_READ or DMA_WRITE
     dep: np.ndarray
     arrive: np.ndarray
     open_loop: bool
     quant_elements: int
     dma_read_bytes: int
     dma_write_bytes: int
+    stream: np.ndarray | None = None  # the kernel's stream of each request (per_channel_streams)
+    groups: int = 1  # channel groups of the kernel's streams
+
+    def __post_init__(self):
+        if self.stream is None:
+            self.stream, self.groups = per_channel_streams(self.kind, self.coords["ch"], self.open_loop)
+
+
+def per_channel_streams(kind: np.ndarray, ch: np.ndarray, open_loop: bool) -> tuple[np.ndarray, int]:
+    """(the kernel's stream of each request, channel groups): each source's in-order requests are one
+    stream per channel, `kind + SOURCES x group`, group the channel's rank among those the in-order
+    requests use; an open-loop GPU background stays stream 0 (it enters per channel by arrival time).
+
+    Why per channel. The controllers are per channel, and so are the sources behind them: a GPU keeps
+    requests to every channel in flight, and a cross-layer DMA's data moves through the base die with
+    quantizers per channel (`basedie.quant_units_per_channel`). One in-order stream over every channel
+    stalls all of them whenever one channel's queue (or its DMA share of it) is full, and pooled the
+    stack's quantizers in one spacing: a whole-stack INT8 demotion of 16 MB took 31.2 us against
+    23.0 us for 32 one-channel slices, an FP16 copy +8%, a GPU read +3% (hbm4-12h-tokenstack, no
+    refresh). Per channel, a whole-stack run at load 0 takes the one-channel slice's time, as the
+    characterized costs assume (hw/opcost/simulate.py: exact for streams, copies and attention, within 5%
+    for quantizing DMAs, whose written lines take their data from reads on other channels: now 22.8 us
+    for that demotion). A one-channel run is unchanged."""
+    in_order = (kind != GPU) | (not open_loop)
+    chans = np.unique(ch[in_order])
+    group = np.searchsorted(chans, ch)
+    return np.where(in_order, kind + SOURCES * group, kind).astype(np.int64), max(1, len(chans))
 
 
 def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, translator=None,
@@ -79,7 +108,7 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
     acc = stack.dram.access_bytes
     dma_bytes = int(acc * stack.config.basedie.tsv_width_mult)  # data one DMA command moves
     parts = {k: [] for k in ("ch", "pc", "sid", "bg", "ba", "row", "col")}
-    is_write, stream, dep, arrive = [], [], [], []
+    is_write, kind, dep, arrive = [], [], [], []
     n = 0
     open_loop = False
 
@@ -88,7 +117,7 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         for k in parts:
             parts[k].append(coords[k])
         is_write.append(w)
-        stream.append(np.full(len(w), s, np.int64))
+        kind.append(np.full(len(w), s, np.int64))
         dep.append(d)
         arrive.append(a)
         n += len(w)
@@ -159,12 +188,13 @@ def build_streams(stack, gpu: GpuStream | None, dma: tuple[DmaJob, ...] | list, 
         z = np.zeros(0, np.int64)
         return Streams({k: z for k in parts}, np.zeros(0, bool), z, z, z, False, 0, 0, 0)
     return Streams({k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}, np.concatenate(is_write),
-                   np.concatenate(stream), np.concatenate(dep), np.concatenate(arrive), open_loop,
+                   np.concatenate(kind), np.concatenate(dep), np.concatenate(arrive), open_loop,
                    quant_elements, rd_bytes, wr_bytes)
 
 
 def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = False) -> np.ndarray:
-    """(3, 4) kernel stream table: priority, dependency latency, entry spacing x FP, queue share."""
+    """(3, 4) kernel stream table of one channel's group (GPU, DMA read, DMA write; per_channel_streams):
+    priority, dependency latency, entry spacing x FP, queue share per channel queue."""
     b = stack.config.basedie
     ctl = stack.dram.config.controller
     if foreground:
@@ -179,19 +209,15 @@ def stream_params(stack, dma: tuple[DmaJob, ...] | list, foreground: bool = Fals
     spacing_fp = 0
     if quantizing:
         # the quantizers emit one written line per (FP16 elements of that line / throughput) cycles, the
-        # throughput of the quantizers on the channels the writes go to (they sit per channel: a run on one
-        # channel, as the op-cost slice is, gets that channel's, not the stack's); one spacing per stream, so
-        # jobs of one run share a format (the first quantizing job's)
+        # throughput of one channel's quantizers: a write stream is one channel's (per_channel_streams), and
+        # the quantizers sit per channel; one spacing per stream, so jobs of one run share a format (the
+        # first quantizing job's)
         j = quantizing[0]
         ratio = quantize.size_ratio(j.fmt, j.group)
         line_bytes = stack.dram.access_bytes * stack.config.basedie.tsv_width_mult
         fp16_elems_per_line = line_bytes / 2 if j.dequantize else line_bytes / ratio / 2
-        used = set()
-        for q in quantizing:
-            used |= {c for c, _ in TierMap.of(stack, q.dst, channels=q.channels, sids=q.dst_sids, pcs=q.pcs).units}
-        on_channels = len(used) / stack.dram.org.channels if used else 1.0
-        spacing_fp = math.ceil(fp16_elems_per_line / (quantize.elements_per_cycle(stack) * on_channels)
-                               * kernels.FP)
+        per_channel = quantize.elements_per_cycle(stack) / stack.dram.org.channels
+        spacing_fp = math.ceil(fp16_elems_per_line / per_channel * kernels.FP)
     big = 1 << 40
     return np.array([[prio_gpu, 0, 0, big], [prio_dma, 0, 0, share], [prio_dma, dep_lat, spacing_fp, share]],
                     np.int64)
@@ -202,9 +228,9 @@ def read_period_cycles(stack, job: DmaJob) -> float:
 
     The cap is per stack and spread evenly over the channels a whole DMA between the job's tiers spreads
     over (those with both tiers, as the op-cost slice counts them): per channel, one read of `dma_bytes`
-    every dma_bytes x channels / cap. A job's reads are one in-order stream over its own channels, so their
-    period is that over the job's channel count: a whole DMA reads dma_bytes per dma_bytes / cap, a job on
-    one of 32 channels (the op-cost slice) one per 32 x dma_bytes / cap."""
+    every dma_bytes x channels / cap. Read k of a job enters no earlier than k periods in, the period that of
+    the job's channel count: a whole DMA reads dma_bytes per dma_bytes / cap, a job on one of 32 channels (the
+    op-cost slice) one per 32 x dma_bytes / cap."""
     cap = stack.config.basedie.dma_GBps
     if cap is None:
         return 0.0

@@ -118,7 +118,7 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     progs = programs or Programs()
     pg_scope, pg_ins, pg_lo, pg_hi, pg_release, order = progs.arrays()
     inp = KernelInput(s.coords, s.is_write, s.arrive, s.stream, s.dep,
-                      stream_params(stack, dma, foreground is not None),
+                      np.tile(stream_params(stack, dma, foreground is not None), (s.groups, 1)),
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
@@ -142,13 +142,13 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     out = run_kernel(d, inp, command_log=command_log, open_loop=s.open_loop, ctl_overrides=ctl)
     tck = d.tck_ns
     res = StackResult(stack.config.name, out.end_cycle, out.end_cycle * tck, wall_s=0.0, log=out.log)
-    g = s.stream == GPU
+    g = s.kind == GPU
     if g.any():
         res.gpu_bytes = int(g.sum()) * d.access_bytes
         first = out.arrive[g].min() if s.open_loop else 0
         res.gpu_time_ns = float(out.done[g].max() - first) * tck
         res.gpu_bw_GBps = res.gpu_bytes / res.gpu_time_ns if res.gpu_time_ns else 0.0
-    dm = (s.stream == DMA_READ) | (s.stream == DMA_WRITE)
+    dm = (s.kind == DMA_READ) | (s.kind == DMA_WRITE)
     if s.open_loop and g.any():
         res.background_last_arrival_ns = float(out.arrive[g].max()) * tck
     if foreground is not None:
@@ -180,8 +180,8 @@ def _actions(stack, s, out, progs, order, foreground: bool = False) -> dict[str,
     bits = d.access_bytes * 8
     counts = out.bank_counts.sum(axis=0) + out.scope_counts.sum(axis=0)
     pg = out.pg_counts.sum(axis=0)
-    gpu = (s.stream == GPU) | ((s.stream == DMA_READ) if foreground else False)
-    dma = ~gpu & ((s.stream == DMA_READ) | (s.stream == DMA_WRITE))
+    gpu = (s.kind == GPU) | ((s.kind == DMA_READ) if foreground else False)
+    dma = ~gpu & ((s.kind == DMA_READ) | (s.kind == DMA_WRITE))
     dma_cmd_bits = bits * cfg.basedie.tsv_width_mult  # data one DMA command moves
     acts = {"dram_act": float(counts[CMD["ACT"]])}
     for a in SEGMENTS:
