@@ -43,21 +43,23 @@ INT8 demotion of 20 KB-2.9 MB, a capacity stream of 64 KB-4 MB, 128-1k-token att
 against 64 starts spread over the interval), and under load the expected time jumped where the op's
 time crossed tREFI (an INT8 demotion of 1.25 MB under 0.2: 3.1-3.8 us, or 4.9-6.0 us when it crossed).
 
-Channel symmetry, checked against the whole-stack kernel (tests/test_opcost.py). At load 0 a whole-stack
-run takes the slice's time: exactly for streams, copies and attention, within 5% for quantizing DMAs (a
-written line's data comes from reads on other channels: an INT8 demotion of 1 MB +2.3%, a dequantizing
-DMA of 16 MB -4.8%). That needs each source's in-order requests to enter per channel
-(hw/stack/dma.per_channel_streams); one in-order stream over the stack had put a whole INT8 demotion 36%
-over the slice. Under load it does not hold: each channel meets its own background, and the stack's op
-ends with its slowest channel, while the cost here is one channel's expected time. Whole-stack runs under
-0.2 (mean of 4 seeds, refresh off) against the slice's expectation: a 300 KB INT8 demotion +30%,
-1k-token attention +23%, a 1 MB capacity stream +8.5%, 8k-token attention +4.0%, a 16 MB stream +1.5%, a
-3 MB demotion -0.1%; under 0.05: +15%, +2.2%, +8.2%, +0.3%, +1.5%, -4.0%. The gap grows with the draws'
-spread, so it is largest for short ops.
+Channel symmetry, checked against the whole-stack kernel (`simulate_whole_stack`; tests/test_opcost.py,
+scripts/bench_symmetry.py: 5 ops x 4 sizes from ~200 ns to ~40 us, refresh off). At load 0 a whole-stack
+run takes the slice's time: exactly for streams, copies and attention; quantizing DMAs -4.6 .. +7.1% (a
+written line's data comes from reads on other channels, and a small DMA's lines fall unevenly on the
+channels: 124-128 reads each for 128,000 B, where the slice has 125). That needs each source's in-order
+requests to enter per channel (hw/stack/dma.per_channel_streams); one in-order stream over the stack had
+put a whole INT8 demotion 36% over the slice. Under load it does not hold: each channel meets its own
+background, and the stack's op ends with its slowest channel, while the cost here is one channel's
+expected time. The whole stack against the slice (mean of 4 backgrounds) under 0.05: mean +7.2%, up to
++41% (a 128 KB dequantizing DMA); under 0.2: mean +18%, up to +78% (the same DMA), 256-token attention
++50%, a 256 KB capacity stream +19%, 16k-token attention +9.6%, a 16 MB capacity stream +2.6%; large
+quantizing DMAs -3 .. -6% (their channels' coupling through the reads evens them out).
 
 Left out: channels that differ (a partial SID's PIM tier uses only its own channels, which is what the
 slice picks); the slowest channel under load (above); the stack's power budget, which the slice has to
-itself (no preset's ops reach it: whole-stack attention and DMAs ran unthrottled); background writes.
+itself (whole-stack attention and DMAs alone run unthrottled on hbm4-12h-tokenstack, but bank-placement
+attention beside a GPU stream is throttled: results/pim_attention.md); background writes.
 """
 
 from __future__ import annotations
@@ -426,6 +428,26 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     return t, actions, _details(background, c0, n_ch, sum(bgs), ts, offs)
 
 
+def simulate_whole_stack(stack, op: OpSpec, size: float, share: float, seeds: int = 4,
+                         refresh: str = "off") -> tuple[float, list[float]]:
+    """(mean, each seed's) time in ns of the op on the WHOLE stack: every channel of its tiers at once,
+    under a Poisson background at `share` on every channel of the background tier, `seeds` realizations
+    (refresh "off", or "phase0": starting just after a refresh). What channel symmetry is checked against
+    (module docstring, scripts/bench_symmetry.py); not what tables are made of: one run is every channel's
+    work, and under load it gives the stack's time, its slowest channel's, not one channel's."""
+    if refresh not in ("off", "phase0"):
+        raise InputError(f"refresh {refresh!r} is not one of off, phase0 (a whole-stack run starts at one phase)")
+    c0, n_ch = _slice(stack, op)
+    guess = simulate_op(stack, op, size, 0.0, refresh="off")[0] if share > 0 else None
+    ts = []
+    for k in range(seeds if share > 0 else 1):
+        seed = zlib.crc32(f"{op.op_id}|whole{k}".encode())
+        ts.append(_simulate_once(stack, op, size, share, guess, DEFAULT_BACKGROUND, seed, c0, n_ch,
+                                 refresh=refresh == "phase0", whole=True)[0])
+        guess = max(guess or 0.0, ts[-1])
+    return float(np.mean(ts)), ts
+
+
 def _slice(stack, op: OpSpec) -> tuple[int, int]:
     if op.kind == "attention":
         return _slice_channel(stack, ("pim",))
@@ -446,10 +468,17 @@ def _details(background: str, c0: int, n_ch: int, bg_bytes: int, ts: list, offs:
 
 
 def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, background: str, seed: int,
-                   c0: int, n_ch: int, phase_cycles: int = 0, refresh: bool = True, in_progress: bool = False):
+                   c0: int, n_ch: int, phase_cycles: int = 0, refresh: bool = True, in_progress: bool = False,
+                   whole: bool = False):
     """(op time in ns, the run's StackResult, background bytes) of one realization of the background,
-    the op starting `phase_cycles` into the refresh interval (or without refresh)."""
+    the op starting `phase_cycles` into the refresh interval (or without refresh). On the slice (channel
+    `c0`, 1 / `n_ch` of the op), or with `whole=True` on the whole stack: the whole op over every channel
+    of its tiers, the background at `share` on every channel of its tier."""
     ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
+    bg_tier = _background_tier(stack)
+    chans = None if whole else (c0,)
+    n_bg = len({c for c, _ in stack.tier_units(bg_tier)}) if whole else 1  # channels the background spans
+    per = math.ceil(size) if whole else math.ceil(size / n_ch)  # bytes (tokens: unused) the run moves
     bg_bytes = 0
     guess_ns = float(expect_ns) if share > 0 and expect_ns and expect_ns > 0 else None
     if guess_ns is not None and int(share * ch_peak * guess_ns * 1.5) + 4096 > MAX_BACKGROUND_BYTES:
@@ -461,22 +490,22 @@ def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, back
             bg_bytes = int(share * ch_peak * guess_ns * 1.5) + 4096
             if bg_bytes > MAX_BACKGROUND_BYTES:
                 break
-            kwargs["gpu"] = GpuStream(bg_bytes, tier=_background_tier(stack), channels=(c0,),
-                                      rate_GBps=share * ch_peak, random=background != "sequential",
+            kwargs["gpu"] = GpuStream(bg_bytes * n_bg, tier=bg_tier, channels=chans,
+                                      rate_GBps=share * ch_peak * n_bg, random=background != "sequential",
                                       poisson=background == "poisson", seed=seed)
             kwargs["stop_after_op"] = True  # the background's requests after the op cannot change it
         if op.kind == "stream":
-            fg = GpuStream(max(1, math.ceil(size / n_ch)), tier=op.tier, channels=(c0,))
+            fg = GpuStream(max(1, per), tier=op.tier, channels=chans)
             r = run_stack(stack, foreground=fg, **kwargs)
             t = r.foreground_time_ns
         elif op.kind == "dma":
-            job = DmaJob(max(1, math.ceil(size / n_ch)), src=op.src, dst=op.dst, fmt=op.fmt, group=op.group,
-                         dequantize=op.dequantize, channels=(c0,))
+            job = DmaJob(max(1, per), src=op.src, dst=op.dst, fmt=op.fmt, group=op.group,
+                         dequantize=op.dequantize, channels=chans)
             r = run_stack(stack, dma=[job], **kwargs)
             t = r.dma_time_ns
         else:
             progs = attention_programs(stack, tokens=int(size), kv_heads=op.heads, gqa=op.gqa,
-                                       head_dim=op.head_dim, kv_bytes=op.kv_bytes, channels=(c0,))
+                                       head_dim=op.head_dim, kv_bytes=op.kv_bytes, channels=chans)
             r = run_stack(stack, programs=progs, **kwargs)
             t = r.op_time_ns.get(0, 0.0)
         if share <= 0:
