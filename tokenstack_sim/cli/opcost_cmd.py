@@ -239,6 +239,10 @@ def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, f
     if cycle_level:
         click.echo(f"  kernel     {out['cycle_time_ns']:,.1f} ns ({100 * (t_ns / out['cycle_time_ns'] - 1):+.2f}%)"
                    if out["cycle_time_ns"] else "  kernel     0 ns")
+    if load > 0 and kind != "gemm":
+        # hw/opcost/simulate.py, channel symmetry: the stack's op ends with its slowest channel
+        click.echo("  caveat     under load: one channel's expected time; the whole stack's op ends with its slowest "
+                   "channel, which for short ops can take tens of percent longer (python scripts/bench_symmetry.py)")
     click.echo("  units      " + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
                                          for k, v in out["units"].items()))
     total = sum(energy.values())
