@@ -528,8 +528,8 @@ def test_a_whole_stack_run_takes_the_one_channel_slice_s_time_at_load_0(refresh)
     """Characterized costs simulate one channel and scale it by channel symmetry (simulate.py). At load 0
     that is what the whole-stack kernel does: each source's in-order requests enter one stream per
     channel (hw/stack/dma.per_channel_streams), so a channel never waits for another's full queue and
-    a quantizing DMA's writes are spaced by their own channel's quantizers. Exact for streams, copies and
-    attention; quantizing DMAs of 1 and 16 MB within 5% (a written line's data comes from reads on other
+    a quantizing DMA's writes are spaced by their own channel's quantizers. Exact for streams and copies of
+    whole interleave chunks per channel, and for attention; quantizing DMAs of 1 and 16 MB within 5% (a written line's data comes from reads on other
     channels; a 128 KB one is +7.1%, its lines falling unevenly on the channels: scripts/bench_symmetry.py).
     One in-order stream over the stack, before: an INT8 demotion of 16 MB +36% over the slice, a copy +8%."""
     from tokenstack_sim.hw.opcost.simulate import _slice, simulate_whole_stack

@@ -45,9 +45,10 @@ time crossed tREFI (an INT8 demotion of 1.25 MB under 0.2: 3.1-3.8 us, or 4.9-6.
 
 Channel symmetry, checked against the whole-stack kernel (`simulate_whole_stack`; tests/test_opcost.py,
 scripts/bench_symmetry.py: 5 ops x 4 sizes from ~200 ns to ~40 us, refresh off). At load 0 a whole-stack
-run takes the slice's time: exactly for streams, copies and attention; quantizing DMAs -4.6 .. +7.1% (a
-written line's data comes from reads on other channels, and a small DMA's lines fall unevenly on the
-channels: 124-128 reads each for 128,000 B, where the slice has 125). That needs each source's in-order
+run takes the slice's time: exactly for attention, and for streams and copies where each channel gets whole
+chunks of the interleave (1 and 16 MiB; a 256 KB PIM stream +1.4%, its lines falling unevenly on the
+channels); quantizing DMAs -4.6 .. +7.1% (a written line's data comes from reads on other channels, and a
+small DMA's lines fall unevenly: 124-128 reads each for 128,000 B, where the slice has 125). That needs each source's in-order
 requests to enter per channel (hw/stack/dma.per_channel_streams); one in-order stream over the stack had
 put a whole INT8 demotion 36% over the slice. Under load it does not hold: each channel meets its own
 background, and the stack's op ends with its slowest channel, while the cost here is one channel's
