@@ -19,6 +19,7 @@ asserts nothing. Takes ~1 min on one core.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 
@@ -27,12 +28,14 @@ import numpy as np
 SIZES = {"stream": [256e3, 1e6, 4e6, 16e6], "dma": [128e3, 512e3, 2e6, 8e6], "attention": [256, 1024, 4096, 16384]}
 
 
+@functools.lru_cache
 def expected_max_of_normals(n: int) -> float:
-    """E[max of n independent standard normals]: the integral of x n phi(x) Phi(x)^(n-1) (trapezoid rule)."""
-    x = np.linspace(-8.0, 8.0, 16001)
+    """E[max of n independent standard normals]: the integral of x n phi(x) Phi(x)^(n-1), summed on a fine
+    grid (the integrand vanishes at its ends)."""
+    x, dx = np.linspace(-8.0, 8.0, 16001, retstep=True)
     phi = np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
     cdf = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
-    return float(np.trapezoid(x * n * phi * cdf ** (n - 1), x))
+    return float(np.sum(x * n * phi * cdf ** (n - 1)) * dx)
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def test_the_default_is_no_cap_and_adds_nothing():
     job = DmaJob(NBYTES, src="pim", dst="capacity", fmt="int8")
     assert read_period_cycles(st, job) == 0.0
     s = build_streams(st, None, [job])
-    assert not s.arrive[s.stream == DMA_READ].any()  # no not-before times on the reads
+    assert not s.arrive[s.kind == DMA_READ].any()  # no not-before times on the reads
     assert not stream_params(st, [job])[DMA_READ, 2]  # and no entry spacing
 
 

@@ -476,9 +476,9 @@ def _simulate_once(stack, op: OpSpec, size: float, share: float, expect_ns, back
     `c0`, 1 / `n_ch` of the op), or with `whole=True` on the whole stack: the whole op over every channel
     of its tiers, the background at `share` on every channel of its tier."""
     ch_peak = stack.dram.peak_bw_per_pc_GBps * stack.dram.org.pseudo_channels
-    bg_tier = _background_tier(stack)
+    bg_tier = _background_tier(stack) if share > 0 else None
     chans = None if whole else (c0,)
-    n_bg = len({c for c, _ in stack.tier_units(bg_tier)}) if whole else 1  # channels the background spans
+    n_bg = len({c for c, _ in stack.tier_units(bg_tier)}) if whole and share > 0 else 1  # channels it spans
     per = math.ceil(size) if whole else math.ceil(size / n_ch)  # bytes (tokens: unused) the run moves
     bg_bytes = 0
     guess_ns = float(expect_ns) if share > 0 and expect_ns and expect_ns > 0 else None

@@ -72,12 +72,6 @@ class Streams:
     quant_elements: int
     dma_read_bytes: int
     dma_write_bytes: int
-    stream: np.ndarray | None = None  # the kernel's stream of each request (per_channel_streams)
-    groups: int = 1  # channel groups of the kernel's streams
-
-    def __post_init__(self):
-        if self.stream is None:
-            self.stream, self.groups = per_channel_streams(self.kind, self.coords["ch"], self.open_loop)
 
 
 def per_channel_streams(kind: np.ndarray, ch: np.ndarray, open_loop: bool) -> tuple[np.ndarray, int]:
@@ -92,9 +86,10 @@ def per_channel_streams(kind: np.ndarray, ch: np.ndarray, open_loop: bool) -> tu
     stack's quantizers in one spacing: a whole-stack INT8 demotion of 16 MB took 31.2 us against
     23.0 us for 32 one-channel slices, an FP16 copy +8%, a GPU read +3% (hbm4-12h-tokenstack, no
     refresh). Per channel, a whole-stack run at load 0 takes the one-channel slice's time, as the
-    characterized costs assume (hw/opcost/simulate.py: exact for streams, copies and attention, within 5%
-    for quantizing DMAs, whose written lines take their data from reads on other channels: now 22.8 us
-    for that demotion). A one-channel run is unchanged."""
+    characterized costs assume (hw/opcost/simulate.py, channel symmetry: exact for attention, and for
+    streams and copies where each channel gets whole interleave chunks; quantizing DMAs -4.6 .. +7.1%,
+    their written lines taking their data from reads on other channels: now 22.8 us for that demotion).
+    A one-channel run is unchanged."""
     in_order = (kind != GPU) | (not open_loop)
     chans = np.unique(ch[in_order])
     group = np.searchsorted(chans, ch)

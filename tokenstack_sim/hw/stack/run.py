@@ -19,7 +19,8 @@ import numpy as np
 from tokenstack_sim.config.dram import COMMANDS
 from tokenstack_sim.hw.dram import kernels
 from tokenstack_sim.hw.dram.run import KernelInput, run_kernel
-from tokenstack_sim.hw.stack.dma import DMA_READ, DMA_WRITE, GPU, DmaJob, GpuStream, build_streams, stream_params
+from tokenstack_sim.hw.stack.dma import (DMA_READ, DMA_WRITE, GPU, DmaJob, GpuStream, build_streams,
+                                         per_channel_streams, stream_params)
 from tokenstack_sim.hw.stack.energy import SEGMENTS, count_path, energy_pj
 from tokenstack_sim.hw.stack.pim import Programs
 
@@ -117,8 +118,9 @@ def run_stack(stack, *, gpu: GpuStream | None = None, dma: tuple[DmaJob, ...] | 
     power, cmd_fj = _power_table(stack)
     progs = programs or Programs()
     pg_scope, pg_ins, pg_lo, pg_hi, pg_release, order = progs.arrays()
-    inp = KernelInput(s.coords, s.is_write, s.arrive, s.stream, s.dep,
-                      np.tile(stream_params(stack, dma, foreground is not None), (s.groups, 1)),
+    stream, groups = per_channel_streams(s.kind, s.coords["ch"], s.open_loop)
+    inp = KernelInput(s.coords, s.is_write, s.arrive, stream, s.dep,
+                      np.tile(stream_params(stack, dma, foreground is not None), (groups, 1)),
                       pg_scope, pg_ins, pg_lo, pg_hi, pg_release, power, cmd_fj)
     b = stack.config.basedie
     ctl = {13: int(stack.config.pim.concurrent_access), 14: int(b.pim_first), 16: int(refresh_phase_cycles)}
