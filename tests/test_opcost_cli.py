@@ -112,6 +112,24 @@ def test_stack_ops_on_a_system_use_its_gpu_stack(small_grids):
     assert "GPU stack of system tokenstack-hbm4: hbm4-12h-tokenstack" in r.output and "per stack" in r.output
 
 
+def test_whole_stack_runs_every_channel_and_under_load_ends_with_the_slowest(small_grids, monkeypatch):
+    """--cycle runs the one-channel slice the table is made of; --whole-stack every channel at once, each
+    under its own background: 256-token attention under 0.2 takes ~1.5 x the slice's expected time
+    (scripts/bench_symmetry.py, without refresh), far beyond the draws' noise (each mean to ~2.5%)."""
+    monkeypatch.setattr(char_mod, "default_grid", lambda op: {"sizes": [0, 64, 256, 1024], "shares": [0.0, 0.2]})
+    args = ("op", "hbm4-12h-tokenstack", "--op", "attention", "--tokens", "256", "--cycle", "--whole-stack")
+    r = run(*args, "--load", "0.2", "--json")
+    assert r.exit_code == 0, r.output
+    out = as_json(r)
+    assert out["whole_stack_time_ns"] > 1.25 * out["cycle_time_ns"] and out["whole_stack_draws"] >= 3
+    r = run(*args)  # load 0: the same op on every channel, the same time
+    assert r.exit_code == 0, r.output
+    assert "whole " in r.output and "on every channel at once (the table" in r.output and "caveat" not in r.output
+    kernel = float(re.search(r"kernel +([\d,.]+) ns", r.output).group(1).replace(",", ""))
+    whole = float(re.search(r"whole +([\d,.]+) ns", r.output).group(1).replace(",", ""))
+    assert whole == pytest.approx(kernel, rel=1e-6)
+
+
 def test_attention_on_attacc_runs_on_its_pim_device(small_grids):
     r = run("op", "attacc-hbm4", "--op", "attention", "--tokens", "1000", "--on-stack", "pim-device", "--json")
     assert r.exit_code == 0, r.output

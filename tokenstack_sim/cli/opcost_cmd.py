@@ -153,11 +153,16 @@ def _print_gemm(out: dict) -> None:
 @click.option("--kv-bytes", type=click.IntRange(min=1, max=4), default=2, show_default=True)
 @click.option("--load", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
               help="Background load share of each channel's peak bandwidth.")
-@click.option("--cycle", "cycle_level", is_flag=True, help="Also run the op on the cycle kernel and compare.")
+@click.option("--cycle", "cycle_level", is_flag=True,
+              help="Also run the op on the cycle kernel's one-channel slice, which the table is made of, and compare.")
+@click.option("--whole-stack", is_flag=True,
+              help="Also run the op on the cycle kernel over every channel of the stack at once. Under load each "
+                   "channel meets its own background and the op ends with its slowest channel, which the table "
+                   "(one channel's expected time) leaves out; costs about the channel count x a slice run.")
 @set_option
 @click.option("--json", "as_json", is_flag=True)
 def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, fmt, dequantize, heads, gqa,
-       head_dim, kv_bytes, load, cycle_level, overrides, as_json):
+       head_dim, kv_bytes, load, cycle_level, whole_stack, overrides, as_json):
     """Cost of one op on CONFIG (a stack, or a system): time, energy by action, the units that worked, and
     where it came from. gemm needs a system (its GPU, with the bandwidth of the GPU's stacks); stream,
     attention and dma run on a stack (of a system: its GPU stack, or --on-stack pim-device)."""
@@ -178,8 +183,9 @@ def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, f
         missing = [f"--{name}" for name, v in (("m", m), ("n", n), ("k", k)) if v is None]
         if missing:
             raise InputError(f"--op gemm needs {', '.join(missing)}")
-        if cycle_level:
-            raise InputError("--cycle: a GEMM is timed in closed form (roofline); it has no cycle-level model")
+        if cycle_level or whole_stack:
+            flag = "--cycle" if cycle_level else "--whole-stack"
+            raise InputError(f"{flag}: a GEMM is timed in closed form (roofline); it has no cycle-level model")
         out = _gemm(cfg, m, n, k, dtype)
         if as_json:
             click.echo(json.dumps(out, indent=2))
@@ -228,6 +234,11 @@ def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, f
     if cycle_level:
         k_ns, _, _ = simulate_op(st, spec, float(size), load)
         out["cycle_time_ns"] = k_ns
+    if whole_stack:
+        # the same expectation as the slice's (refresh, the draws' stopping rule), each draw every channel
+        w_ns, _, det = simulate_op(st, spec, float(size), load, whole=True)
+        out["whole_stack_time_ns"] = w_ns
+        out["whole_stack_draws"] = det.get("draws", 1)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -237,12 +248,19 @@ def op(config, kind, nbytes, tokens, m, n, k, dtype, on_stack, tier, src, dst, f
     click.echo(f"  time       {t_ns:,.1f} ns (from the {out['source']}; held-out error of the table "
                f"{100 * tab.max_rel_error:.2f}%)")
     if cycle_level:
-        click.echo(f"  kernel     {out['cycle_time_ns']:,.1f} ns ({100 * (t_ns / out['cycle_time_ns'] - 1):+.2f}%)"
+        click.echo(f"  kernel     {out['cycle_time_ns']:,.1f} ns on the one-channel slice (the table "
+                   f"{100 * (t_ns / out['cycle_time_ns'] - 1):+.2f}%)"
                    if out["cycle_time_ns"] else "  kernel     0 ns")
-    if load > 0 and kind != "gemm":
+    if whole_stack:
+        w_ns, n = out["whole_stack_time_ns"], out["whole_stack_draws"]
+        draws = f", mean of {n} backgrounds" if load > 0 else ""
+        click.echo(f"  whole      {w_ns:,.1f} ns on every channel at once{draws} (the table "
+                   f"{100 * (t_ns / w_ns - 1):+.2f}%)" if w_ns else "  whole      0 ns")
+    if load > 0:
         # hw/opcost/simulate.py, channel symmetry: the stack's op ends with its slowest channel
         click.echo("  caveat     under load: one channel's expected time; the whole stack's op ends with its slowest "
-                   "channel, which for short ops can take tens of percent longer (python scripts/bench_symmetry.py)")
+                   "channel, which for short ops can take tens of percent longer (--whole-stack runs it; "
+                   "python scripts/bench_symmetry.py)")
     click.echo("  units      " + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
                                          for k, v in out["units"].items()))
     total = sum(energy.values())

@@ -52,7 +52,7 @@ small DMA's lines fall unevenly: 124-128 reads each for 128,000 B, where the sli
 requests to enter per channel (hw/stack/dma.per_channel_streams); one in-order stream over the stack had
 put a whole INT8 demotion 36% over the slice. Under load it does not hold: each channel meets its own
 background, and the stack's op ends with its slowest channel, while the cost here is one channel's
-expected time. The whole stack against the slice (mean of 4 backgrounds) under 0.05: mean +7.2%, up to
+expected time (`simulate_op(whole=True)`, and `tokenstack op --whole-stack`, give the stack's). The whole stack against the slice (mean of 4 backgrounds) under 0.05: mean +7.2%, up to
 +41% (a 128 KB dequantizing DMA); under 0.2: mean +18%, up to +78% (the same DMA), 256-token attention
 +50%, a 256 KB capacity stream +19%, 16k-token attention +9.6%, a 16 MB capacity stream +2.6%; large
 quantizing DMAs -3 .. -6% (their channels' coupling through the reads evens them out).
@@ -332,8 +332,12 @@ def _refreshed(run_at, t_off: float | None, a_off: dict | None, interval: tuple[
 def simulate_op(stack, op: OpSpec, size: float, share: float,
                 expect_ns: float | None = None, background: str = DEFAULT_BACKGROUND,
                 draw_se: float = DRAW_SE, max_draws: int = DRAWS_MAX,
-                refresh: str = "expected", with_off: bool = False) -> tuple[float, dict, dict]:
-    """(stack time in ns, stack action counts, details) of one op of `size` under load `share`.
+                refresh: str = "expected", with_off: bool = False,
+                whole: bool = False) -> tuple[float, dict, dict]:
+    """(stack time in ns, stack action counts, details) of one op of `size` under load `share`: on the
+    one-channel slice, scaled by channel symmetry, or with `whole=True` on the whole stack (every channel
+    of the op's tiers, each under its own background; the draws are then whole-stack runs, each ending
+    with its slowest channel, and cost every channel's work: what `tokenstack op --whole-stack` runs).
 
     Refresh. An op starts at no particular point of the DRAM's refresh interval, so its cost is the
     expectation over where it starts (`refresh="expected"`, the default): a 1.25 MB INT8 demotion alone
@@ -377,11 +381,13 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
     busy = refresh_busy(stack)
     on = refresh == "phase0"  # "off": no refresh; "expected": refreshed runs at chosen starts
     bgs = []
+    scale = 1 if whole else n_ch  # the run's actions are the stack's, or one channel's of n_ch alike
+    draw_name = "whole" if whole else "draw"  # the whole stack's draws are their own realizations
 
     def one(seed: int, sh: float, guess, phase=None):
         t, r, bg = _simulate_once(stack, op, size, sh, guess, background, seed, c0, n_ch,
                                   phase_cycles=phase or 0, refresh=on or phase is not None,
-                                  in_progress=phase is not None)
+                                  in_progress=phase is not None, whole=whole)
         bgs.append(bg)
         return t, r.actions
 
@@ -391,15 +397,15 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
         t, acts = t_off, a_off
         if interval is not None:
             t, acts = _refreshed(lambda ph: one(seed, share, t_off, ph), t_off, a_off, interval, busy=busy)
-        return t, _stack_actions(acts, n_ch), _details(background, c0, n_ch, bgs[0], [t], [t_off])
-    alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on)[0]
+        return t, _stack_actions(acts, scale), _details(background, c0, n_ch, bgs[0], [t], [t_off])
+    alone_ns = _simulate_once(stack, op, size, 0.0, None, background, 0, c0, n_ch, refresh=on, whole=whole)[0]
     need = min_draws(alone_ns) if draw_se >= DRAW_SE else max(min_draws(alone_ns), 3)  # a reference: >= 3
     guess = expect_ns if expect_ns and expect_ns > 0 else alone_ns
     # an op longer than the refresh interval alone is longer under load too: no run without refresh
     long_op = interval is not None and alone_ns >= interval[0] and not with_off
     ts, offs, acts = [], [], {}
     while True:
-        seed = zlib.crc32(f"{op.op_id}|draw{len(ts)}".encode())
+        seed = zlib.crc32(f"{op.op_id}|{draw_name}{len(ts)}".encode())
         v = _van_der_corput(len(ts) + 1)
         # one start a draw where the op is shorter than the interval (the op's own spread over draws
         # dominates), several evenly spread otherwise (where the refreshes fall dominates: a 4k-token
@@ -425,28 +431,19 @@ def simulate_op(stack, op: OpSpec, size: float, share: float,
             if n == 1 or mean <= 0 or float(np.std(ts, ddof=1)) / math.sqrt(n) <= draw_se * mean:
                 break
     t = float(np.mean(ts))
-    actions = _stack_actions({k: v / len(ts) for k, v in acts.items()}, n_ch)
+    actions = _stack_actions({k: v / len(ts) for k, v in acts.items()}, scale)
     return t, actions, _details(background, c0, n_ch, sum(bgs), ts, offs)
 
 
 def simulate_whole_stack(stack, op: OpSpec, size: float, share: float, seeds: int = 4,
                          refresh: str = "off") -> tuple[float, list[float]]:
-    """(mean, each seed's) time in ns of the op on the WHOLE stack: every channel of its tiers at once,
-    under a Poisson background at `share` on every channel of the background tier, `seeds` realizations
-    (refresh "off", or "phase0": starting just after a refresh). What channel symmetry is checked against
-    (module docstring, scripts/bench_symmetry.py); not what tables are made of: one run is every channel's
-    work, and under load it gives the stack's time, its slowest channel's, not one channel's."""
-    if refresh not in ("off", "phase0"):
-        raise InputError(f"refresh {refresh!r} is not one of off, phase0 (a whole-stack run starts at one phase)")
-    c0, n_ch = _slice(stack, op)
-    guess = simulate_op(stack, op, size, 0.0, refresh="off")[0] if share > 0 else None
-    ts = []
-    for k in range(seeds if share > 0 else 1):
-        seed = zlib.crc32(f"{op.op_id}|whole{k}".encode())
-        ts.append(_simulate_once(stack, op, size, share, guess, DEFAULT_BACKGROUND, seed, c0, n_ch,
-                                 refresh=refresh == "phase0", whole=True)[0])
-        guess = max(guess or 0.0, ts[-1])
-    return float(np.mean(ts)), ts
+    """(mean, each draw's) time in ns of the op on the WHOLE stack under load `share`, over exactly `seeds`
+    realizations of the background (one at load 0): `simulate_op(whole=True)` with a fixed number of
+    draws, for comparing with the slice draw for draw (scripts/bench_symmetry.py; refresh "off" by default
+    there, so that only the channels differ)."""
+    t, _, det = simulate_op(stack, op, size, share, draw_se=0.0, max_draws=max(1, int(seeds)), refresh=refresh,
+                            whole=True)
+    return t, list(det.get("draw_times_ns") or [t])
 
 
 def _slice(stack, op: OpSpec) -> tuple[int, int]:
