@@ -57,13 +57,13 @@ def remove(prev, nxt, count, blocks):
 
 
 @njit(cache=True)
-def most_free(P, used, U):
-    """The unit among 0 .. U-1 with the most free slots ``P - used``, the first on ties (numpy's argmax of
-    ``P[:U] - used[:U]``)."""
+def most_free(P, used, reclaim, U):
+    """The unit among 0 .. U-1 with the most room ``P - used + reclaim`` (free slots, and slots that hold
+    only what can give them up: cached free blocks and replicas), the first on ties (numpy's argmax)."""
     best = 0
-    most = P[0] - used[0]
+    most = P[0] - used[0] + reclaim[0]
     for u in range(1, U):
-        v = P[u] - used[u]
+        v = P[u] - used[u] + reclaim[u]
         if v > most:
             best = u
             most = v
@@ -71,23 +71,23 @@ def most_free(P, used, U):
 
 
 @njit(cache=True)
-def topology_unit(r, home, width, placed, P, used, num_tokens, U, local_tokens):
+def topology_unit(r, home, width, placed, P, used, reclaim, num_tokens, U, local_tokens):
     """TieredKv's topology-aware unit for request r's next block (kv/tiered.py: `_choose_unit`, the same
-    operations): a request without a home gets the unit with the most free slots and a stripe width
+    operations): a request without a home gets the unit with the most room (`most_free`) and a stripe width
     ceil(num_tokens[r] / local_tokens), at most U; block i of the request goes to unit
-    (home + i mod width) mod U, or, where that unit is full, to the unit with the most free slots if it
-    has one free."""
+    (home + i mod width) mod U, or, where that unit has no room, to the unit with the most room if it
+    has any."""
     h = home[r]
     if h < 0:
-        h = most_free(P, used, U)
+        h = most_free(P, used, reclaim, U)
         home[r] = h
         width[r] = min(U, max(1, -(-num_tokens[r] // local_tokens)))
     u = (h + placed[r] % width[r]) % U
     placed[r] += 1
-    if used[u] < P[u]:
+    if used[u] - reclaim[u] < P[u]:
         return u
-    v = most_free(P, used, U)
-    return v if used[v] < P[v] else u
+    v = most_free(P, used, reclaim, U)
+    return v if used[v] - reclaim[v] < P[v] else u
 
 
 def warmup() -> None:
@@ -103,6 +103,7 @@ def warmup() -> None:
     pop_head(prev, nxt, count, np.empty(1, dtype=np.int32))
     P = np.full(2, 2, np.int64)
     used = np.zeros(2, np.int64)
-    topology_unit(0, np.full(1, -1, np.int32), np.ones(1, np.int32), np.zeros(1, np.int64), P, used,
+    reclaim = np.zeros(2, np.int64)
+    topology_unit(0, np.full(1, -1, np.int32), np.ones(1, np.int32), np.zeros(1, np.int64), P, used, reclaim,
                   np.ones(1, np.int64), 2, 16)
-    most_free(P, used, 2)
+    most_free(P, used, reclaim, 2)

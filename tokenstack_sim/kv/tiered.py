@@ -17,14 +17,19 @@ The logical pool has exactly PIM + capacity slots, so a block the pool hands out
 (replicas, which are not logical blocks, give theirs back first).
 
 Policies (`kv/policy.py`):
+- **Room** on a PIM unit is its free slots plus the slots that give themselves up without touching a
+  running request's KV: cached free blocks (prefix-cache entries no request holds; demoted to capacity to
+  keep them for reuse, or dropped) and replicas. Placement and promotion count both, so stale prefix-cache
+  entries never make a unit look full (they did: every unit full of them, every new request was homed on
+  unit 0 and the rest spilled to capacity; results/serving_comparison.md, 40 req/s).
 - **Placement** picks the PIM unit of a new block. `topology-aware`: each request gets a home unit (the
-  one holding most of its prefix hits if it is no fuller than the average unit, else the one with the
-  most free slots) and a stripe width w =
+  one holding most of its prefix hits if it has no less room than the average unit, else the one with the
+  most room) and a stripe width w =
   ceil(tokens / `local_tokens`) (at most U) fixed when it starts: its blocks are dealt over w
   consecutive units from its home. A short request stays in one unit, so its attention runs in one
   base die and its partial results need no cross-stack gather; a long one is spread so that no unit
   carries much more than `local_tokens` of it (the most loaded unit sets the step's PIM time). A unit
-  of the stripe that is full spills the block to the unit with the most free slots. `round-robin`: one
+  of the stripe without room spills the block to the unit with the most room. `round-robin`: one
   global cursor over the units, block by block (a request's blocks land wherever the cursor is). `capacity-first`: the
   lowest-numbered unit with room (first fit). `interleaved`: every block split evenly over all units at
   token granularity (perfect balance, every sequence gathered from every unit; the step model's
@@ -33,13 +38,18 @@ Policies (`kv/policy.py`):
   free blocks (prefix-cache entries no running request holds; demoted to capacity to keep them for
   reuse, or dropped from the prefix cache when capacity is full), then in-use blocks by a hotness key,
   coldest first, but only when the new block is hotter (else the new block goes to capacity, no
-  migration). Keys: `workload-aware` = the step its last holder finishes decoding (from the request's
-  remaining output length, an oracle: the request table's lengths; shared prefix blocks take the
-  longest holder, so reuse counts); `lru` = step of the last allocation or prefix hit (every running
+  migration). A unit gives up its oldest cached block first; a request's blocks are cached last block
+  first, as the pool frees them, so a prefix loses its tail before its head. Keys: `workload-aware` =
+  the step its last holder finishes decoding (from the request's remaining output length, an oracle:
+  the request table's lengths; shared prefix blocks take the longest holder, so reuse counts); `lru` = step of the last allocation or prefix hit (every running
   block is read every step, so read recency would tie); `lfu` = prefix hits, then recency; `none` =
-  never migrate (blocks stay where they were written: the rivals' and the ablation's behaviour).
-- **Promotion**: while PIM units have free slots, the hottest in-use capacity blocks move back (DMA with
-  dequantization), at most `max_migrations_per_step` moves (demotions + promotions) per step.
+  never migrate (blocks stay where they were written: the rivals' and the ablation's behaviour; a cached
+  free block's slot is still reused, its entry dropped, as vLLM reuses it).
+- **Promotion**: while PIM units have room, the hottest in-use capacity blocks move back (DMA with
+  dequantization), at most `max_migrations_per_step` moves (demotions + promotions) per step; a slot held
+  by a cached free block is reclaimed for it by demoting that block where the capacity tier has room and
+  the budget allows both moves, never by dropping it (a cached agent history is worth more than a sooner
+  promotion: dropping them cost a TokenCake run 4 points of prefix hits, tests/test_robustness.py).
 - **Replication**: when a request's home unit is not where a block it shares (≥ `replication_min_refs`
   holders) lives, a read-only copy is made on its home (a cross-stack copy through the GPU's PHYs)
   while replicas take at most `replication_budget` of the PIM slots. Holders homed there read the copy.
@@ -59,8 +69,8 @@ Policies (`kv/policy.py`):
 Every move is queued as a migration of one GPU shard's block (`take_migrations`) that the step model
 times with the characterized base-die DMA and charges in energy. Counters: demotions, promotions, drops,
 replicas made and dropped, replica hits (a request served by a copy), and cross-unit gathers per step.
-Leaves out: swaps of a hot capacity block with a colder PIM block when PIM is full (promotion fills free
-slots only), quantization error, the translation-table update's latency (charged as DMA time only),
+Leaves out: swaps of a hot capacity block with a colder in-use PIM block when PIM is full (promotion fills
+room only), quantization error, the translation-table update's latency (charged as DMA time only),
 host-memory offload (recompute by preemption is the fallback when the pool runs out), predicted rather
 than known output lengths.
 """
@@ -119,6 +129,10 @@ class TieredKv:
         self.ver = np.zeros(n_blocks, np.int64)
         self.hits = np.zeros(n_blocks, np.int64)
         self.pim_used = np.zeros(max(self.U, 1), np.int64)  # blocks + replicas per unit
+        # of those, the slots that give themselves up when a block needs room: cached free blocks (their
+        # prefix-cache entry is demoted or dropped) and replicas (their readers go back to the master).
+        # Placement and promotion see them as room: they hold nothing a running request reads
+        self.reclaim = np.zeros(max(self.U, 1), np.int64)
         self.cap_used = 0
         self.pim_cnt = np.zeros((n_requests, max(self.U, 1)), np.int32)
         self.cap_cnt = np.zeros(n_requests, np.int32)
@@ -235,7 +249,7 @@ class TieredKv:
             self._free_cap.pop(b, None)
         elif u >= 0:
             self.pim_used[u] -= 1
-            self._free_pim[u].pop(b, None)
+            self._uncache_pim(b, u)
         self.loc[b] = -1
 
     def _enter(self, b: int, u: int) -> None:
@@ -246,15 +260,32 @@ class TieredKv:
             self.pim_used[u] += 1
         if self.holders[b]:
             self._push(b)
-        elif u == self.CAP:
-            self._free_cap[b] = None
         else:
+            self._cache(b, u)
+
+    def _cache(self, b: int, u: int) -> None:
+        """Free block b's data stays at u as a prefix-cache entry (oldest first in its tier's order)."""
+        if u == self.CAP:
+            self._free_cap[b] = None
+        elif b not in self._free_pim[u]:
             self._free_pim[u][b] = None
+            self.reclaim[u] += 1
+
+    def _uncache_pim(self, b: int, u: int) -> None:
+        """b is no longer a cached free block on PIM unit u (in use again, or gone)."""
+        free = self._free_pim[u]
+        if b in free:
+            del free[b]
+            self.reclaim[u] -= 1
 
     # ---- placement -------------------------------------------------------------------------------------
     def _most_free(self) -> int:
-        """The unit with the most free slots (the first on ties)."""
-        return kernels.most_free(self.P, self.pim_used, self.U)
+        """The unit with the most room: free slots and slots it can reclaim (the first on ties)."""
+        return kernels.most_free(self.P, self.pim_used, self.reclaim, self.U)
+
+    def _has_room(self, u: int) -> bool:
+        """Unit u has a free slot or one it can reclaim (`reclaim`)."""
+        return self.pim_used[u] - self.reclaim[u] < self.P[u]
 
     def _width(self, r: int) -> int:
         """Topology-aware stripe width of request r: ceil(its known tokens / local_tokens), at most U."""
@@ -262,46 +293,54 @@ class TieredKv:
 
     def _choose_unit(self, r: int) -> int:
         """The PIM unit a new block of request r should go to (see the module docstring)."""
-        P, used = self.P, self.pim_used
+        P, used, reclaim = self.P, self.pim_used, self.reclaim
         p = self.policy.placement
-        if p == "topology-aware":  # home (most free unit) and stripe width (`_width`) on the first block
-            return kernels.topology_unit(r, self.home, self.width, self.placed, P, used, self.sched.num_tokens,
-                                         self.U, self.policy.local_tokens)
+        if p == "topology-aware":  # home (unit with most room) and stripe width (`_width`) on the first block
+            return kernels.topology_unit(r, self.home, self.width, self.placed, P, used, reclaim,
+                                         self.sched.num_tokens, self.U, self.policy.local_tokens)
         if p == "round-robin":
             for i in range(1, self.U + 1):
                 u = (self._cursor + i) % self.U
-                if used[u] < P[u]:
+                if used[u] - reclaim[u] < P[u]:
                     self._cursor = u
                     return u
             self._cursor = (self._cursor + 1) % self.U
             return self._cursor
-        free = np.flatnonzero(used[: self.U] < P[: self.U])  # capacity-first: first fit
+        free = np.flatnonzero(used[: self.U] - reclaim[: self.U] < P[: self.U])  # capacity-first: first fit
         return int(free[0]) if len(free) else 0
 
     def _room_on(self, u: int, key_new: float, budget_ok: bool) -> bool:
         """Free one slot on unit u if the policy allows (replica, cached free block, colder in-use block)."""
         if self.pim_used[u] < self.P[u]:
             return True
-        if self.policy.eviction == "none":
-            return False
-        if self.replica_slots and self._drop_one_replica(u):
+        if self._reclaim_slot(u, budget_ok):
             return True
-        free = self._free_pim[u]
-        if free:
-            b = next(iter(free))
-            if self.cap_used < self.C and budget_ok:
-                self._move(b, self.CAP)
-                self._record(DEMOTE, u)
-            else:
-                self._drop_cached(b)
-            return True
-        if not budget_ok or self.cap_used >= self.C:
+        if self.policy.eviction == "none" or not budget_ok or self.cap_used >= self.C:
             return False
         v = self._coldest(u)
         if v is None or self.key[v] >= key_new:
             return False
         self._move(v, self.CAP)
         self._record(DEMOTE, u)
+        return True
+
+    def _reclaim_slot(self, u: int, budget_ok: bool, drop_ok: bool = True) -> bool:
+        """Free a slot on full unit u from a replica or a cached free block (demoted to keep it for reuse
+        where the capacity tier has room, the step's budget allows and the policy migrates at all, else
+        dropped as vLLM reuses a cached free block, where `drop_ok`); never an in-use block."""
+        if self.replica_slots and self._drop_one_replica(u):
+            return True
+        free = self._free_pim[u]
+        if not free:
+            return False
+        b = next(iter(free))
+        if self.cap_used < self.C and budget_ok and self.policy.eviction != "none":
+            self._move(b, self.CAP)
+            self._record(DEMOTE, u)
+        elif drop_ok:
+            self._drop_cached(b)
+        else:
+            return False
         return True
 
     def _record(self, kind: int, u: int) -> None:
@@ -389,8 +428,8 @@ class TieredKv:
                 # the unit holding most of its prefix, unless that unit is fuller than the average (then
                 # the emptiest: balance first, and replication, where on, brings the prefix over)
                 u = int(np.bincount(units, minlength=self.U).argmax())
-                free = self.P[: self.U] - self.pim_used[: self.U]
-                self.home[r] = u if free[u] >= free.mean() else int(free.argmax())
+                room = self.P[: self.U] - self.pim_used[: self.U] + self.reclaim[: self.U]
+                self.home[r] = u if room[u] >= room.mean() else int(room.argmax())
                 self.width[r] = self._width(r)
         for b in bl:
             hs = self.holders[b]
@@ -402,7 +441,7 @@ class TieredKv:
                 if u == self.CAP:
                     self._free_cap.pop(b, None)
                 elif u >= 0:
-                    self._free_pim[u].pop(b, None)
+                    self._uncache_pim(b, u)
                 self.holders[b] = hs = [r]
             self.hits[b] += 1
             self._maybe_replicate(b, r)
@@ -413,7 +452,9 @@ class TieredKv:
     def released(self, r: int, blocks) -> None:
         """Request r lets go of its block table (finished or preempted), before the pool frees it."""
         has_hash = self.pool.has_hash
-        for b in np.asarray(blocks).tolist():
+        # last block first, as the pool frees them: a unit reclaims its oldest cached block first, so a
+        # request's prefix loses its tail before its head (a chain without its first block is no hit)
+        for b in reversed(np.asarray(blocks).tolist()):
             hs = self.holders[b]
             reps = self.replicas.get(b)
             if reps:
@@ -433,10 +474,7 @@ class TieredKv:
             u = int(self.loc[b])
             self.ver[b] += 1
             if has_hash[b]:  # the pool keeps it as a prefix-cache entry
-                if u == self.CAP:
-                    self._free_cap[b] = None
-                else:
-                    self._free_pim[u][b] = None
+                self._cache(b, u)
             else:
                 self._leave(b, u)
         self.pim_cnt[r] = 0
@@ -464,6 +502,7 @@ class TieredKv:
             return
         self.replicas.setdefault(b, {})[h] = []
         self.pim_used[h] += 1
+        self.reclaim[h] += 1
         self.replica_slots += 1
         self._record(REPLICATE, h)
         # holders homed on h (r among them, counted by the caller) read the copy from now on
@@ -488,6 +527,7 @@ class TieredKv:
         for x in users:
             self._count(x, b, +1)
         self.pim_used[u] -= 1
+        self.reclaim[u] -= 1
         self.replica_slots -= 1
         self.counters["replicas_dropped"] += 1
 
@@ -516,10 +556,14 @@ class TieredKv:
                 heapq.heappop(heap)  # stays in capacity while marked
                 continue
             h = int(self.home[self.holders[b][0]])
-            u = h if h >= 0 and self.pim_used[h] < self.P[h] else self._most_free()
-            if self.pim_used[u] >= self.P[u] and not (self.roles_used and self.role[b] == ROLE_MASTER
-                                                      and self._room_on(u, _MASTER_KEY, True)):
-                break
+            u = h if h >= 0 and self._has_room(h) else self._most_free()
+            if self.pim_used[u] >= self.P[u]:
+                # a slot held by a replica, or by a cached free block that can be demoted (not dropped), is
+                # given up for it (a stale prefix-cache entry must not keep a running request's block out
+                # of PIM); a master also displaces colder in-use blocks
+                if not (self._reclaim_slot(u, self._moves + 1 < budget, drop_ok=False)
+                        or (self.roles_used and self.role[b] == ROLE_MASTER and self._room_on(u, _MASTER_KEY, True))):
+                    break
             heapq.heappop(heap)
             self._move(b, u)
             self._record(PROMOTE, u)
@@ -633,6 +677,10 @@ class TieredKv:
         if self.U:
             assert np.array_equal(pim_blocks + reps[: self.U], self.pim_used[: self.U]), "PIM slots"
             assert (self.pim_used[: self.U] <= self.P[: self.U]).all(), "PIM over capacity"
+            cached = np.array([len(self._free_pim[u]) for u in range(self.U)], np.int64)
+            assert all(self.loc[b] == u and not self.holders[b] for u in range(self.U) for b in self._free_pim[u]), \
+                "cached free blocks"
+            assert np.array_equal(cached + reps[: self.U], self.reclaim[: self.U]), "reclaimable slots"
         assert int(np.count_nonzero(self.loc == self.CAP)) == self.cap_used <= self.C, "capacity slots"
         assert self.replica_slots == int(reps.sum()) <= max(self.replica_cap, 0), "replica budget"
         n_ref = sum(len(h) for h in self.holders if h)
