@@ -105,6 +105,64 @@ def test_second_run_does_nothing(reference, capsys, tmp_path):
     assert all(before[pid] != (p.stat().st_mtime_ns, p.stat().st_ino) for pid, p in point_files(out).items())
 
 
+def test_points_finished_by_other_code_run_again(reference, capsys, tmp_path, monkeypatch):
+    """A point file records the code that computed it (sweep/index.py code_fingerprint); resumed after the
+    simulator's sources or presets changed, the sweep runs such points again and says so, unless
+    --keep-stale. The fingerprint covers a kernel module and a preset, not the command line."""
+    spec = write_spec(tmp_path)
+    out = tmp_path / "stale"
+    code, _, err = tokenstack(capsys, "sweep", spec, "--out", out, "-j", "1")
+    assert code == 0, err
+    before = {pid: p.stat().st_mtime_ns for pid, p in point_files(out).items()}
+    assert {read_runs(p)[0].status for p in point_files(out).values()} == {"ok"}
+    idx.code_fingerprint.cache_clear()
+    monkeypatch.setattr(idx, "code_fingerprint", lambda: "0123456789abcdef")  # as if the model had changed
+    p0 = expand(load_sweep_spec(spec))[0]
+    assert idx.point_state(out, p0) == "stale" and not idx.is_finished(out, p0)
+    assert idx.is_finished(out, p0, keep_stale=True)
+    code, _, err = tokenstack(capsys, "sweep", spec, "--out", out, "-j", "1", "--keep-stale")
+    assert code == 0 and "4 of 4 points already finished" in err and "0 run" in err
+    assert before == {pid: p.stat().st_mtime_ns for pid, p in point_files(out).items()}
+    code, _, err = tokenstack(capsys, "sweep", spec, "--out", out, "-j", "1")
+    assert code == 0 and "4 of 4 points in" in err and "finished by other code" in err and "4 run (4 ok)" in err
+    assert all(before[pid] != p.stat().st_mtime_ns for pid, p in point_files(out).items())
+    assert idx.point_state(out, p0) == "finished"  # the rerun recorded the code it ran with
+    assert_same_points(reference, out)
+    code, _, err = tokenstack(capsys, "sweep", spec, "--out", out, "-j", "1")
+    assert code == 0 and "0 run" in err and "other code" not in err
+
+
+def test_code_fingerprint_follows_the_model_sources_and_presets(monkeypatch, tmp_path):
+    import shutil
+
+    import tokenstack_sim
+    from tokenstack_sim.config import loader
+
+    pkg = Path(tokenstack_sim.__file__).resolve().parent
+    proj = tmp_path / "proj"
+    shutil.copytree(pkg, proj / "tokenstack_sim", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("arch_configs", "workloads"):
+        shutil.copytree(loader.arch_configs_dir().parent / d, proj / d)
+    monkeypatch.setattr(idx, "__file__", str(proj / "tokenstack_sim" / "sweep" / "index.py"))
+    monkeypatch.setattr(loader, "arch_configs_dir", lambda: proj / "arch_configs")
+
+    def fp():
+        idx.code_fingerprint.cache_clear()
+        return idx.code_fingerprint()
+
+    base = fp()
+    assert len(base) == 16 and base == fp()
+    for rel, changes in (("tokenstack_sim/cli/demo_cmd.py", False), ("tokenstack_sim/kv/tiered.py", True),
+                         ("arch_configs/systems/tokenstack-hbm4.toml", True)):
+        f = proj / rel
+        old = f.read_bytes()
+        f.write_bytes(old + b"\n# edited\n")
+        assert (fp() != base) == changes, rel
+        f.write_bytes(old)
+    assert fp() == base
+    idx.code_fingerprint.cache_clear()
+
+
 class Killed(Exception):
     pass
 

@@ -50,8 +50,11 @@ def _executor(workers, dask_address, dask_local):
               help="Sweep folder (default: sweep-<spec file name> in the current folder).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Skip points whose file is finished; --no-resume runs every point again.")
+@click.option("--keep-stale", is_flag=True,
+              help="Also skip finished points computed by other code (the simulator's sources or presets "
+                   "changed since they ran); by default they run again.")
 @click.option("--dry-run", is_flag=True, help="Check the spec and list its points; run nothing.")
-def sweep(spec_file, workers, dask_address, dask_local, out, resume, dry_run) -> None:
+def sweep(spec_file, workers, dask_address, dask_local, out, resume, keep_stale, dry_run) -> None:
     """Run every point of a design-space sweep SPEC_FILE (TOML): one HDF5 file per point plus an index.
 
     \b
@@ -75,10 +78,11 @@ def sweep(spec_file, workers, dask_address, dask_local, out, resume, dry_run) ->
         click.echo(f"{len(points)} points ({spec.method} sampling) for {out_dir}", err=True)
         return
     result = run_sweep(spec, out_dir, executor=executor, resume=resume, characterize_workers=workers,
-                       progress=_line, note=_note)
+                       progress=_line, note=_note, keep_stale=keep_stale)
     ran = sum(result.counts.values())
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items())) or "nothing to run"
-    click.echo(f"{out_dir}: {result.total} points, {result.skipped} already finished, {ran} run ({by_status}) "
+    again = f" ({result.stale} of them finished by other code before)" if result.stale else ""
+    click.echo(f"{out_dir}: {result.total} points, {result.skipped} already finished, {ran} run ({by_status}){again} "
                f"in {result.wall_s:.1f} s; index {out_dir / 'index.json'}", err=True)
     if result.errors:
         click.echo(f"{len(result.errors)} point(s) failed (first: {result.errors[0][0]}: {result.errors[0][1]}); "

@@ -5,11 +5,14 @@ Layout of a sweep folder::
     DIR/spec.toml        the spec as last run (a copy, for the record)
     DIR/index.json       the index below, rewritten atomically while the sweep runs
     DIR/points/<id>.h5   one results file per finished point (results/h5.py, one run), written atomically;
-                         its meta holds {"sweep": name, "sweep_point": {"id": ..., "params": ...}}
+                         its meta holds {"sweep": name, "sweep_point": {"id": ..., "params": ..., "code": ...}}
 
 The point files are the truth. A point is finished when its file opens as a results file of one run
-whose meta names the same id and parameters (`is_finished`); a crash mid-write leaves no file (atomic
-rename), so a killed sweep loses only the points that were running. The index is derived from the
+whose meta names the same id and parameters, computed by the same code (`point_state`): "code" is
+`code_fingerprint()`, a hash of the simulator's sources and its built-in presets, so a sweep resumed
+after the model changed runs its points again instead of mixing old figures with new (a point file
+without it, from before, counts as other code); `run_sweep(keep_stale=True)` keeps them. A crash
+mid-write leaves no file (atomic rename), so a killed sweep loses only the points that were running. The index is derived from the
 files and rewritten from them at every start: deleting it loses nothing.
 
 index.json::
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -52,19 +57,55 @@ def _relative(out_dir: Path, path: Path) -> str:
     return path.relative_to(out_dir).as_posix()
 
 
-def is_finished(out_dir: Path, point) -> bool:
-    """Whether the point's file is present, a readable results file of one run, and this point's."""
+# What a point's figures depend on besides its parameters: the package's sources (its command line and
+# report-only modules apart, which cannot change a run) and the built-in presets a parameter names.
+_CODE_SKIP = ("cli", "results")
+_PRESET_DIRS = ("arch_configs", "workloads")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash (16 hex digits) of the files a run's figures depend on, besides its parameters: every
+    module of the package but the command line and the reports, and the TOML presets under the project's
+    arch_configs/ and workloads/. Computed once per process (a few ms)."""
+    from tokenstack_sim.config.loader import arch_configs_dir
+
+    pkg = Path(__file__).resolve().parents[1]
+    files = [(f"tokenstack_sim/{f.relative_to(pkg).as_posix()}", f) for f in pkg.rglob("*.py")
+             if f.relative_to(pkg).parts[0] not in _CODE_SKIP]
+    root = arch_configs_dir().parent
+    for d in _PRESET_DIRS:
+        files += [(f.relative_to(root).as_posix(), f) for f in (root / d).rglob("*.toml")]
+    h = hashlib.sha256()
+    for name, f in sorted(files):
+        h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def point_state(out_dir: Path, point) -> str:
+    """"finished": the point's file is a readable results file of one run, of this point, computed by this
+    code; "stale": the same but computed by other code (or before the code was recorded); "missing":
+    anything else (no file, unreadable, another point's)."""
     from tokenstack_sim.results.h5 import read_info
 
     path = point_file(out_dir, point.id)
     if not path.is_file():
-        return False
+        return "missing"
     try:
         info = read_info(path)
     except (InputError, OSError, KeyError, ValueError):
-        return False
+        return "missing"
     mine = info["meta"].get("sweep_point", {})
-    return info["runs"] == 1 and mine.get("id") == point.id and mine.get("params") == point.params
+    if not (info["runs"] == 1 and mine.get("id") == point.id and mine.get("params") == point.params):
+        return "missing"
+    return "finished" if mine.get("code") == code_fingerprint() else "stale"
+
+
+def is_finished(out_dir: Path, point, *, keep_stale: bool = False) -> bool:
+    """Whether the point's file holds this point's run, computed by this code (`point_state`; with
+    `keep_stale`, by any code)."""
+    state = point_state(out_dir, point)
+    return state == "finished" or (keep_stale and state == "stale")
 
 
 def energy_j(run) -> dict:
@@ -88,7 +129,7 @@ def write_point(out_dir: Path, point, run, sweep_name: str) -> Path:
     """The point's results file, atomically."""
     from tokenstack_sim.results.h5 import write_runs
 
-    meta = {"sweep": sweep_name, "sweep_point": {"id": point.id, "params": point.params}}
+    meta = {"sweep": sweep_name, "sweep_point": {"id": point.id, "params": point.params, "code": code_fingerprint()}}
     return write_runs(point_file(out_dir, point.id), [run], meta=meta)
 
 

@@ -44,6 +44,7 @@ class SweepOutcome:
     out_dir: Path
     total: int
     skipped: int = 0
+    stale: int = 0  # finished by other code, so run again (sweep/index.py point_state)
     counts: dict = field(default_factory=dict)  # status -> points run in this call
     errors: list = field(default_factory=list)  # (point id, message)
     wall_s: float = 0.0
@@ -100,8 +101,10 @@ def _cache_entries(pairs) -> tuple[tuple[str, str], ...]:
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bool = True,
               characterize_workers: int | None = None, progress: Callable[[str], None] | None = None,
               note: Callable[[str], None] | None = None, points: list[Point] | None = None,
-              make_job: Callable | None = None) -> SweepOutcome:
+              make_job: Callable | None = None, keep_stale: bool = False) -> SweepOutcome:
     """Run the spec's points into `out_dir` (module docstring). `executor` defaults to this process.
+    `resume` skips finished points; one computed by other code (sweep/index.py `point_state`) runs again
+    unless `keep_stale`.
     `points` / `make_job`: another study's points of the spec and their jobs (robust/sweep.py: the
     spec's points, each also under injectors); default `expand(spec)` and `job`."""
     from tokenstack_sim.sim.engine import ensure_tables
@@ -119,8 +122,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bo
     old = _old_records(out_dir)
     records: dict[str, dict] = {}
     pending: list[Point] = []
+    stale = 0
     for p in points:
-        if resume and idx.is_finished(out_dir, p):
+        state = idx.point_state(out_dir, p) if resume else "missing"
+        stale += state == "stale" and not keep_stale
+        if state == "finished" or (state == "stale" and keep_stale):
             rec = old.get(p.id)
             if not (rec and rec["status"] in ("ok", "does_not_fit") and rec["params"] == p.params):
                 rec = idx.record(out_dir, p, run=idx.read_point(out_dir, p))
@@ -128,7 +134,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bo
         else:
             records[p.id] = idx.record(out_dir, p)
             pending.append(p)
-    outcome = SweepOutcome(out_dir, len(points), skipped=len(points) - len(pending))
+    outcome = SweepOutcome(out_dir, len(points), skipped=len(points) - len(pending), stale=stale)
 
     def write_index() -> None:
         idx.write_index(out_dir, spec.name, spec.dims, [records[p.id] for p in points])
@@ -136,6 +142,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor=None, resume: bo
     write_index()
     if note and outcome.skipped:
         note(f"{outcome.skipped} of {len(points)} points already finished in {out_dir}; skipped")
+    if note and stale:
+        note(f"{stale} of {len(points)} points in {out_dir} were finished by other code (the simulator's sources "
+             "or presets changed since): running them again (keep them with --keep-stale)")
     if not pending:
         outcome.wall_s = time.perf_counter() - t0
         return outcome
