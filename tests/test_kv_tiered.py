@@ -127,6 +127,44 @@ def test_stale_prefix_cache_entries_give_their_pim_slots_to_later_requests(opcos
     assert kv.counters["promotions"] > 0
 
 
+def test_cached_slots_are_room_that_gives_way_without_losing_entries():
+    """Two PIM units of 2 slots, a capacity tier of 2, every block hashed (kept as a prefix-cache entry
+    when freed). A unit full of cached blocks is room: a new request is homed there and each of its blocks
+    demotes the oldest cached one, the request's tail first. Where that would drop an entry (the capacity
+    tier full) and another unit has a free slot, the block goes there. Promotion goes to a free slot before
+    reclaiming, and never drops an entry to promote."""
+    from types import SimpleNamespace
+
+    from tokenstack_sim.kv.tiered import TieredKv
+
+    pool = SimpleNamespace(num_blocks=6, has_hash=np.ones(6, bool), uncache=lambda b: None)
+    sched = SimpleNamespace(pool=pool, num_tokens=np.full(8, 32), output_tokens=np.full(8, 10),
+                            generated=np.zeros(8, np.int64))
+    kv = TieredKv(pim_units=2, pim_slots=4, capacity_slots=2, policy=KvPolicy(), n_requests=8)
+    kv.bind(sched)
+    kv.allocated([0, 0], [0, 1])  # request 0 homed on unit 0
+    kv.allocated([1], [2])  # request 1 on unit 1, which has the free slot
+    assert list(kv.loc[:3]) == [0, 0, 1]
+    kv.released(0, [0, 1])  # cached where they are: unit 0 holds nothing a request reads
+    assert kv.pim_used[0] == 2 and kv.reclaim[0] == 2 and kv._most_free() == 0
+    kv.allocated([2], [3])  # homed on unit 0 (room 2 > 1): block 1, the tail, is demoted for it
+    assert kv.loc[3] == 0 and kv.loc[1] == kv.CAP and kv.loc[0] == 0 and kv.counters["demotions"] == 1
+    kv.allocated([2], [4])
+    assert kv.loc[4] == 0 and kv.loc[0] == kv.CAP and kv.cap_used == kv.C  # both entries kept, in capacity
+    kv.released(2, [3, 4])  # unit 0 full of cached blocks again, the capacity tier full of them
+    kv.allocated([3], [5])  # unit 0 has more room, but making it would drop an entry: unit 1's free slot
+    assert kv.loc[5] == 1 and kv.counters["dropped_cached"] == 0
+    kv.check()
+    kv.attached(4, [0])  # a prefix hit on block 0, in the capacity tier: in use there
+    kv.begin_step()  # no free slot; unit 0's cached blocks cannot be demoted (capacity full): no drop
+    assert kv.loc[0] == kv.CAP and kv.counters["promotions"] == 0 and kv.counters["dropped_cached"] == 0
+    pool.has_hash[5] = False
+    kv.released(3, [5])  # unit 1's slot is free now
+    kv.begin_step()  # promoted into the free slot, although unit 0 has more room
+    assert kv.loc[0] == 1 and kv.counters["promotions"] == 1 and kv.counters["dropped_cached"] == 0
+    kv.check()
+
+
 def test_replication_cuts_cross_stack_gathers_within_budget(opcost_cache, checked):
     table = crafted(64, 512, 64, gap_s=0.002, shared_blocks=16)
     off, _ = serve(table, {"replication_budget": 0.0})

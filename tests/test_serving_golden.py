@@ -7,7 +7,7 @@ characterization do not move the figures; a small `kv_blocks` keeps the PIM tier
 prefix-cache drops, spills, promotions). The summaries in tests/golden/serving_short.json were written
 by this file's `main()` with the code before the speed work of issue 7 (kv/tiered.py allocation path),
 and rewritten when placement and promotion began to count the slots of stale prefix-cache entries as room
-(the TokenStack cases: promotions 10 -> 1,573 and 101 -> 8,917, PIM share of attention 0.251 -> 0.269
+(the TokenStack cases: promotions 10 -> 1,586 and 101 -> 8,678, PIM share of attention 0.251 -> 0.269
 and 0.392 -> 0.424; AttAcc's unchanged); integers must match exactly, floats to 1e-9 relative (another CPU
 may round a last bit differently).
 

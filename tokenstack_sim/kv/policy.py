@@ -35,7 +35,7 @@ class KvPolicy:
     # unit, and stripes a longer one over ceil(tokens / local_tokens) units: one unit's attention over
     # 2k tokens of a 70B shard is ~10 us, the order of the GPU merge kernel a split would add.
     local_tokens: int = spec(2048, min=1, doc="tokens a request keeps in one PIM unit (topology-aware)")
-    promotion: bool = spec(True, doc="move hot blocks back into free PIM slots ahead of use")
+    promotion: bool = spec(True, doc="move hot blocks back into PIM room (free or held by cached blocks) ahead of use")
     # [E] bounds the base-die DMA work one step may queue: one full token budget's worth of blocks
     # (8192 / 16 = 512, serving.md §2.1), so a prefill chunk landing on a full PIM tier can still make
     # its room by demotion rather than by dropping prefix-cache entries.

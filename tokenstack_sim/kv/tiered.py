@@ -21,7 +21,9 @@ Policies (`kv/policy.py`):
   running request's KV: cached free blocks (prefix-cache entries no request holds; demoted to capacity to
   keep them for reuse, or dropped) and replicas. Placement and promotion count both, so stale prefix-cache
   entries never make a unit look full (they did: every unit full of them, every new request was homed on
-  unit 0 and the rest spilled to capacity; results/serving_comparison.md, 40 req/s).
+  unit 0 and the rest spilled to capacity: TokenStack at 40 req/s on azure-conv-like, TPOT p50 36.3 ms and
+  74% of attention on PIM, now 20.9 ms and 99.6%). Where making room would drop a cached entry (no
+  demotion possible) and another unit has a free slot, a new block goes there instead.
 - **Placement** picks the PIM unit of a new block. `topology-aware`: each request gets a home unit (the
   one holding most of its prefix hits if it has no less room than the average unit, else the one with the
   most room) and a stripe width w =
@@ -41,15 +43,20 @@ Policies (`kv/policy.py`):
   migration). A unit gives up its oldest cached block first; a request's blocks are cached last block
   first, as the pool frees them, so a prefix loses its tail before its head. Keys: `workload-aware` =
   the step its last holder finishes decoding (from the request's remaining output length, an oracle:
-  the request table's lengths; shared prefix blocks take the longest holder, so reuse counts); `lru` = step of the last allocation or prefix hit (every running
-  block is read every step, so read recency would tie); `lfu` = prefix hits, then recency; `none` =
-  never migrate (blocks stay where they were written: the rivals' and the ablation's behaviour; a cached
-  free block's slot is still reused, its entry dropped, as vLLM reuses it).
+  the request table's lengths; shared prefix blocks take the longest holder, so reuse counts); `lru` =
+  step of the last allocation or prefix hit (every running block is read every step, so read recency
+  would tie); `lfu` = prefix hits, then recency; `none` =
+  never migrate (blocks stay where they were written: the rivals' and the ablation's behaviour; a full
+  unit's cached free block gives its slot to a new block, its entry dropped, where no unit has a free
+  slot: the pool's free blocks include cached ones, as vLLM's do).
 - **Promotion**: while PIM units have room, the hottest in-use capacity blocks move back (DMA with
-  dequantization), at most `max_migrations_per_step` moves (demotions + promotions) per step; a slot held
-  by a cached free block is reclaimed for it by demoting that block where the capacity tier has room and
-  the budget allows both moves, never by dropping it (a cached agent history is worth more than a sooner
-  promotion: dropping them cost a TokenCake run 4 points of prefix hits, tests/test_robustness.py).
+  dequantization), at most `max_migrations_per_step` moves (demotions + promotions) per step: into the
+  request's home unit or the unit with the most free slots; where no unit has a free slot, into a slot
+  held by a replica or by a cached free block, which is demoted where the capacity tier has room and the
+  budget allows both moves, never dropped (a cached agent history is worth more than a sooner promotion:
+  dropping them cost a TokenCake run on 700 blocks 4 points of prefix hits, 0.418 -> 0.380, measured on
+  tests/test_robustness.py's agent failure case). A master block may also displace colder in-use blocks
+  and drop a cached one, and its demotion is not held to the budget's last move.
 - **Replication**: when a request's home unit is not where a block it shares (≥ `replication_min_refs`
   holders) lives, a read-only copy is made on its home (a cross-stack copy through the GPU's PHYs)
   while replicas take at most `replication_budget` of the PIM slots. Holders homed there read the copy.
@@ -283,6 +290,22 @@ class TieredKv:
         """The unit with the most room: free slots and slots it can reclaim (the first on ties)."""
         return kernels.most_free(self.P, self.pim_used, self.reclaim, self.U)
 
+    def _free_unit(self) -> int:
+        """The unit with the most free slots, -1 where none has one (reclaimable slots not counted)."""
+        free = self.P[: self.U] - self.pim_used[: self.U]
+        v = int(free.argmax())
+        return v if free[v] > 0 else -1
+
+    def _keep_cached(self, u: int, budget_ok: bool) -> int:
+        """`u`, or a unit with a free slot where making room on u would drop a prefix-cache entry (u is full,
+        holds no replica to give up, and a cached block there could not be demoted): a new block goes to
+        the emptiest unit of all rather than lose cached KV while free slots exist."""
+        if (self.pim_used[u] < self.P[u] or not self._free_pim[u] or self.reclaim[u] > len(self._free_pim[u])
+                or (self.cap_used < self.C and budget_ok and self.policy.eviction != "none")):
+            return u
+        v = self._free_unit()
+        return u if v < 0 else v
+
     def _has_room(self, u: int) -> bool:
         """Unit u has a free slot or one it can reclaim (`reclaim`)."""
         return self.pim_used[u] - self.reclaim[u] < self.P[u]
@@ -403,7 +426,7 @@ class TieredKv:
             if role == ROLE_CAPACITY and self.cap_used < self.C:
                 dst = self.CAP  # written where it is wanted: no migration
             elif U:
-                u = self._choose_unit(r)
+                u = self._keep_cached(self._choose_unit(r), self._moves < budget)
                 if self._room_on(u, _MASTER_KEY if role == ROLE_MASTER else self._request_key(r),
                                  self._moves < budget):
                     dst = u
@@ -425,8 +448,8 @@ class TieredKv:
             units = self.loc[bl]
             units = units[(units >= 0) & (units < self.U)]
             if len(units):
-                # the unit holding most of its prefix, unless that unit is fuller than the average (then
-                # the emptiest: balance first, and replication, where on, brings the prefix over)
+                # the unit holding most of its prefix, unless that unit has less room than the average (then
+                # the roomiest: balance first, and replication, where on, brings the prefix over)
                 u = int(np.bincount(units, minlength=self.U).argmax())
                 room = self.P[: self.U] - self.pim_used[: self.U] + self.reclaim[: self.U]
                 self.home[r] = u if room[u] >= room.mean() else int(room.argmax())
@@ -540,7 +563,7 @@ class TieredKv:
 
     # ---- step model hooks ------------------------------------------------------------------------------
     def begin_step(self) -> None:
-        """Called once per step before it is timed: promotions into free PIM slots."""
+        """Called once per step before it is timed: promotions into PIM room (module docstring)."""
         self.step_index += 1
         budget = self.policy.max_migrations_per_step
         if not (self.U and self.policy.promotion and self.policy.eviction != "none"):
@@ -556,11 +579,12 @@ class TieredKv:
                 heapq.heappop(heap)  # stays in capacity while marked
                 continue
             h = int(self.home[self.holders[b][0]])
-            u = h if h >= 0 and self._has_room(h) else self._most_free()
-            if self.pim_used[u] >= self.P[u]:
+            u = h if h >= 0 and self.pim_used[h] < self.P[h] else self._free_unit()
+            if u < 0:  # no free slot anywhere: the unit with the most room gives one up
+                u = h if h >= 0 and self._has_room(h) else self._most_free()
                 # a slot held by a replica, or by a cached free block that can be demoted (not dropped), is
                 # given up for it (a stale prefix-cache entry must not keep a running request's block out
-                # of PIM); a master also displaces colder in-use blocks
+                # of PIM); a master also displaces colder in-use blocks (and may drop a cached one)
                 if not (self._reclaim_slot(u, self._moves + 1 < budget, drop_ok=False)
                         or (self.roles_used and self.role[b] == ROLE_MASTER and self._room_on(u, _MASTER_KEY, True))):
                     break

@@ -12,8 +12,8 @@ whose meta names the same id and parameters, computed by the same code (`point_s
 `code_fingerprint()`, a hash of the simulator's sources and its built-in presets, so a sweep resumed
 after the model changed runs its points again instead of mixing old figures with new (a point file
 without it, from before, counts as other code); `run_sweep(keep_stale=True)` keeps them. A crash
-mid-write leaves no file (atomic rename), so a killed sweep loses only the points that were running. The index is derived from the
-files and rewritten from them at every start: deleting it loses nothing.
+mid-write leaves no file (atomic rename), so a killed sweep loses only the points that were running.
+The index is derived from the files and rewritten from them at every start: deleting it loses nothing.
 
 index.json::
 
