@@ -446,6 +446,7 @@ def main(argv=None) -> int:
     from tokenstack_sim.sim.engine import provenance
 
     rev = provenance()["git_revision"] or "unknown"
+    shown = base.resolve().relative_to(ROOT) if base.resolve().is_relative_to(ROOT) else base  # no machine paths
     lines = ["# Robustness and resilience: does nominal performance predict robustness?", "",
              "Claim (claims.md, last part; a cooperative-MARL study's method carried over): tuning for the nominal "
              "case gives neither robustness (performance kept under uncertainty) nor resilience (recovery after a "
@@ -454,7 +455,7 @@ def main(argv=None) -> int:
              "(tokenstack_sim/robust/, issue 12; set-up in scripts/reproduce_robustness.py's docstring).", "",
              f"Produced by `{cmd}` in {wall:.0f} s on this 2-core machine shared with other work "
              f"({len(rows_kv)} KV and {len(rows_ag)} agent perturbed runs, each against its nominal run; "
-             f"seeds: KV {seeds}, agent {seeds_ag}; git revision {rev}). Study folders: `{base}/kv`, `{base}/agent` (`tokenstack report DIR` draws the "
+             f"seeds: KV {seeds}, agent {seeds_ag}; git revision {rev}). Study folders: `{shown}/kv`, `{shown}/agent` (`tokenstack report DIR` draws the "
              "heatmaps and recovery plots)." + "".join(
                  f" {r} {k} point runs failed for a missing op cost and were run again after characterizing it "
                  "(the op-cost cache key changed during the run, so those points used the newer costs)."
