@@ -140,6 +140,7 @@ class TieredKv:
         # prefix-cache entry is demoted or dropped) and replicas (their readers go back to the master).
         # Placement and promotion see them as room: they hold nothing a running request reads
         self.reclaim = np.zeros(max(self.U, 1), np.int64)
+        self._no_reclaim = np.zeros(max(self.U, 1), np.int64)  # `_free_unit`: free slots only
         self.cap_used = 0
         self.pim_cnt = np.zeros((n_requests, max(self.U, 1)), np.int32)
         self.cap_cnt = np.zeros(n_requests, np.int32)
@@ -292,16 +293,23 @@ class TieredKv:
 
     def _free_unit(self) -> int:
         """The unit with the most free slots, -1 where none has one (reclaimable slots not counted)."""
-        free = self.P[: self.U] - self.pim_used[: self.U]
-        v = int(free.argmax())
-        return v if free[v] > 0 else -1
+        v = kernels.most_free(self.P, self.pim_used, self._no_reclaim, self.U)
+        return v if self.pim_used[v] < self.P[v] else -1
+
+    def _rooms(self) -> np.ndarray:
+        """Room per unit (U): free slots plus reclaimable ones (module docstring)."""
+        return self.P[: self.U] - self.pim_used[: self.U] + self.reclaim[: self.U]
+
+    def _can_demote(self, budget_ok: bool) -> bool:
+        """A cached block may be demoted now (kept for reuse) rather than dropped."""
+        return self.cap_used < self.C and budget_ok and self.policy.eviction != "none"
 
     def _keep_cached(self, u: int, budget_ok: bool) -> int:
         """`u`, or a unit with a free slot where making room on u would drop a prefix-cache entry (u is full,
         holds no replica to give up, and a cached block there could not be demoted): a new block goes to
         the emptiest unit of all rather than lose cached KV while free slots exist."""
         if (self.pim_used[u] < self.P[u] or not self._free_pim[u] or self.reclaim[u] > len(self._free_pim[u])
-                or (self.cap_used < self.C and budget_ok and self.policy.eviction != "none")):
+                or self._can_demote(budget_ok)):
             return u
         v = self._free_unit()
         return u if v < 0 else v
@@ -316,20 +324,19 @@ class TieredKv:
 
     def _choose_unit(self, r: int) -> int:
         """The PIM unit a new block of request r should go to (see the module docstring)."""
-        P, used, reclaim = self.P, self.pim_used, self.reclaim
         p = self.policy.placement
         if p == "topology-aware":  # home (unit with most room) and stripe width (`_width`) on the first block
-            return kernels.topology_unit(r, self.home, self.width, self.placed, P, used, reclaim,
+            return kernels.topology_unit(r, self.home, self.width, self.placed, self.P, self.pim_used, self.reclaim,
                                          self.sched.num_tokens, self.U, self.policy.local_tokens)
         if p == "round-robin":
             for i in range(1, self.U + 1):
                 u = (self._cursor + i) % self.U
-                if used[u] - reclaim[u] < P[u]:
+                if self._has_room(u):
                     self._cursor = u
                     return u
             self._cursor = (self._cursor + 1) % self.U
             return self._cursor
-        free = np.flatnonzero(used[: self.U] - reclaim[: self.U] < P[: self.U])  # capacity-first: first fit
+        free = np.flatnonzero(self._rooms() > 0)  # capacity-first: first fit
         return int(free[0]) if len(free) else 0
 
     def _room_on(self, u: int, key_new: float, budget_ok: bool) -> bool:
@@ -357,7 +364,7 @@ class TieredKv:
         if not free:
             return False
         b = next(iter(free))
-        if self.cap_used < self.C and budget_ok and self.policy.eviction != "none":
+        if self._can_demote(budget_ok):
             self._move(b, self.CAP)
             self._record(DEMOTE, u)
         elif drop_ok:
@@ -451,7 +458,7 @@ class TieredKv:
                 # the unit holding most of its prefix, unless that unit has less room than the average (then
                 # the roomiest: balance first, and replication, where on, brings the prefix over)
                 u = int(np.bincount(units, minlength=self.U).argmax())
-                room = self.P[: self.U] - self.pim_used[: self.U] + self.reclaim[: self.U]
+                room = self._rooms()
                 self.home[r] = u if room[u] >= room.mean() else int(room.argmax())
                 self.width[r] = self._width(r)
         for b in bl:
